@@ -1,0 +1,22 @@
+"""The ``doohable`` command: one Typer command per job.
+
+Each stage keeps its commands in its own module here (``store_cmds``, ``ranking_cmds``,
+``model_cmds``, ``serve_cmds``); they register on :data:`app` when imported. Commands are
+thin: parse, call a service, print with :func:`doohable.cli.common.emit`."""
+
+from __future__ import annotations
+
+from doohable.cli.common import app
+
+# importing registers the commands
+from doohable.cli import store_cmds  # noqa: F401,E402
+from doohable.cli import ranking_cmds  # noqa: F401,E402
+from doohable.cli import model_cmds  # noqa: F401,E402
+from doohable.cli import serve_cmds  # noqa: F401,E402
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,3 @@
+"""CLI commands of the model stage (registered on the shared app)."""
+
+from doohable.cli.common import app  # noqa: F401
