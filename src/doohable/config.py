@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = 30 * 1024 * 1024
     max_image_pixels: int = 50_000_000
     max_image_side: int = 20_000
+    near_duplicate_distance: int = 6  # perceptual-hash Hamming distance (of 64 bits) for a near-duplicate
 
     # URL ingest
     url_timeout_s: float = 10.0
