@@ -1,0 +1,333 @@
+"""Batch scoring: many images through the scorer, fast, in bounded memory.
+
+Local pipeline (:func:`score_items`): a thread pool reads and decodes images (JPEGs in draft
+mode at the model's input size, so a 1080×1350 photo is decoded at 1/4 scale) and applies the
+scorer's own ``prepare`` (the one resize policy); the calling thread gathers them into batches
+and runs ONNX Runtime. Pillow and ONNX Runtime both release the GIL, so decoding overlaps with
+inference on every core. At most ``window`` images are in flight, so memory stays flat however
+many files there are.
+
+Cluster pipeline (:func:`score_paths_ray`): Ray Data ``map_batches`` over a pool of scorer
+actors; each actor loads the model once and decodes its own batch. Paths must be readable
+from every Ray worker (a shared file system).
+
+:func:`moderate_images` scores stored images (from the blob store), checks them with the NSFW
+gate, stores the scores with the model version and applies the auto-approve policy: it is what
+ingest, re-scoring (``doohable score --ingested``) and the demo call."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from doohable.images import ImageError, decode, read_limited
+from doohable.model.runtime import resize_side
+
+if TYPE_CHECKING:
+    from doohable.config import Settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+T = TypeVar("T")
+
+
+class ScorerLike(Protocol):
+    """What batch scoring needs from :class:`doohable.model.runtime.Scorer`."""
+
+    name: str
+    version: str
+    input_size: int
+
+    def prepare(self, img: Image.Image) -> np.ndarray: ...
+
+    def score(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The score of one input, or why it has none."""
+
+    path: str
+    score: float | None = None
+    error: str | None = None
+    sha256: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The CLI's JSON line: ``{"path", "score"}`` or ``{"path", "error"}``."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "score": self.score}
+
+
+def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScoreResult]]:
+    """Files and folders (recursively, image suffixes only) → files, plus errors for missing ones."""
+    files: list[Path] = []
+    errors: list[ScoreResult] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(
+                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            )
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append(ScoreResult(str(raw), error="no such file or folder"))
+    return files, errors
+
+
+def prepare_bytes(data: bytes, scorer: ScorerLike) -> np.ndarray:
+    """Bytes → the scorer's uint8 S×S×3 input, decoding JPEGs at reduced size (draft mode)."""
+    side = resize_side(scorer.input_size)  # what prepare() first resizes to
+    decoded = decode(data, draft=(side, side))
+    return scorer.prepare(decoded.image)
+
+
+def default_workers() -> int:
+    """Decode threads: as many as cores (they overlap with ONNX Runtime's own threads)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _load_item(item: T, read: Callable[[T], bytes], scorer: ScorerLike) -> tuple[np.ndarray, str]:
+    data = read(item)
+    return prepare_bytes(data, scorer), hashlib.sha256(data).hexdigest()
+
+
+def score_items(
+    items: Sequence[T],
+    read: Callable[[T], bytes],
+    scorer: ScorerLike,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    window: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[T, float | None, str | None, str | None]]:
+    """Score items read by ``read`` (path → bytes, image id → blob, ...), in input order.
+
+    Yields ``(item, score, error, sha256)``; an unreadable or undecodable item gets its error
+    and never stops the run. ``workers`` decode threads (0 = cores); ``window`` images in
+    flight at most (0 = 4 batches), which bounds memory."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    workers = workers or default_workers()
+    window = window or 4 * batch_size
+    pending: deque[tuple[T, Future[tuple[np.ndarray, str]]]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+
+        def fill() -> None:
+            while len(pending) < window:
+                item = next(it, None)
+                if item is None:
+                    return
+                pending.append((item, pool.submit(_load_item, item, read, scorer)))
+
+        fill()
+        while pending:
+            batch: list[tuple[T, np.ndarray, str]] = []
+            failed: list[tuple[T, float | None, str | None, str | None]] = []
+            while pending and len(batch) < batch_size:
+                item, fut = pending.popleft()
+                try:
+                    arr, sha = fut.result()
+                    batch.append((item, arr, sha))
+                except (ImageError, OSError, KeyError, ValueError) as e:
+                    failed.append((item, None, _reason(e), None))
+            fill()  # keep the decoders busy while the model runs
+            yield from failed
+            if batch:
+                scores = scorer.score(np.stack([a for _, a, _ in batch]))
+                for (item, _, sha), s in zip(batch, scores, strict=True):
+                    yield item, float(s), None, sha
+            if on_progress is not None:
+                on_progress(len(batch) + len(failed))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, KeyError):
+        return f"missing from the blob store: {e.args[0] if e.args else e}"
+    return str(e) or type(e).__name__
+
+
+def score_paths(
+    paths: Sequence[Path],
+    scorer: ScorerLike,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[ScoreResult]:
+    """Score image files (local pipeline), in input order; see :func:`score_items`."""
+    for path, score, error, sha in score_items(
+        paths, read_limited, scorer, batch_size=batch_size, workers=workers, on_progress=on_progress
+    ):
+        yield ScoreResult(str(path), score, error, sha)
+
+
+def best_first(results: Iterable[ScoreResult]) -> list[ScoreResult]:
+    """Scored results best first, then the errors (in input order)."""
+    res = list(results)
+    scored = sorted((r for r in res if r.score is not None), key=lambda r: -float(r.score or 0.0))
+    return scored + [r for r in res if r.score is None]
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+class RayScorerActor:
+    """A Ray Data actor: loads the scorer once, then decodes and scores batches of paths."""
+
+    def __init__(self, model: str | None = None, threads: int = 1) -> None:
+        from doohable.model.runtime import load_scorer
+
+        self.scorer = load_scorer(model, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        results = list(
+            score_paths([Path(p) for p in paths], self.scorer, batch_size=len(paths) or 1, workers=1)
+        )
+        return {
+            "path": np.array(paths, dtype=object),
+            "score": np.array([np.nan if r.score is None else r.score for r in results], dtype=np.float64),
+            "error": np.array([r.error or "" for r in results], dtype=object),
+            "sha256": np.array([r.sha256 or "" for r in results], dtype=object),
+        }
+
+
+def score_paths_ray(
+    paths: Sequence[Path],
+    model: str | None = None,
+    *,
+    address: str | None = None,
+    batch_size: int = 32,
+    concurrency: int = 2,
+    num_cpus: int | None = None,
+) -> Iterator[ScoreResult]:
+    """Score files on Ray Data (``address`` of a cluster, or a local Ray when None).
+
+    ``map_batches`` with a pool of ``concurrency`` :class:`RayScorerActor`; each actor runs
+    ONNX Runtime with one thread, so the pool size is the parallelism."""
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    ds = ray.data.from_items([{"path": str(p)} for p in paths]).map_batches(
+        RayScorerActor,
+        fn_constructor_kwargs={"model": model},
+        batch_size=batch_size,
+        concurrency=concurrency,
+        batch_format="numpy",
+        num_cpus=1,
+    )
+    for row in ds.iter_rows():
+        score = float(row["score"])
+        if row["error"]:
+            yield ScoreResult(str(row["path"]), error=str(row["error"]))
+        else:
+            yield ScoreResult(str(row["path"]), score=score, sha256=str(row["sha256"]) or None)
+
+
+# --------------------------------------------------------------------------- stored images
+
+
+def store_results(session: Session, results: Iterable[ScoreResult], scorer: ScorerLike) -> int:
+    """Store scores of files that are also ingested images (matched by SHA-256); return how many."""
+    from doohable.store.models import Image as ImageRow
+
+    by_sha = {r.sha256: r.score for r in results if r.sha256 and r.score is not None}
+    if not by_sha:
+        return 0
+    ids = dict(
+        session.execute(select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(list(by_sha)))).all()
+    )
+    from doohable.moderation import store_scores
+
+    return store_scores(
+        session,
+        {ids[sha]: s for sha, s in by_sha.items() if sha in ids and s is not None},
+        scorer.name,
+        scorer.version,
+    )
+
+
+@dataclass(frozen=True)
+class ModerationReport:
+    """What :func:`moderate_images` did."""
+
+    scored: int
+    errors: list[dict[str, Any]]
+    approved: int
+    flagged: int
+    pending: int
+
+
+def moderate_images(
+    session: Session,
+    blobs: Any,
+    scorer: ScorerLike,
+    settings: Settings,
+    image_ids: Sequence[int] | None = None,
+    *,
+    nsfw: bool = True,
+    batch_size: int = 32,
+    on_progress: Callable[[int], None] | None = None,
+) -> ModerationReport:
+    """Score stored images (all when ``image_ids`` is None), run the NSFW gate on those not yet
+    checked, store scores with the model version and apply the auto-approve policy."""
+    from doohable import moderation
+    from doohable.store.models import Image as ImageRow
+
+    q = select(ImageRow.id, ImageRow.sha256)
+    if image_ids is not None:
+        q = q.where(ImageRow.id.in_(list(image_ids)))
+    rows = [(int(i), str(s)) for i, s in session.execute(q.order_by(ImageRow.id))]
+    scores: dict[int, float] = {}
+    errors: list[dict[str, Any]] = []
+    for (image_id, _), score, error, _ in score_items(
+        rows, lambda r: blobs.get(r[1]), scorer, batch_size=batch_size, on_progress=on_progress
+    ):
+        if score is None:
+            errors.append({"image_id": image_id, "error": error})
+        else:
+            scores[image_id] = score
+    moderation.store_scores(session, scores, scorer.name, scorer.version)
+    if nsfw:
+        check_nsfw(session, blobs, list(scores), settings)
+    counts = moderation.apply_policy(session, list(scores), moderation.get_policy(session, settings), scores)
+    return ModerationReport(len(scores), errors, counts["approved"], counts["flagged"], counts["pending"])
+
+
+def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings: Settings) -> int:
+    """Run the NSFW gate on the given images that have no NSFW probability yet; return how many."""
+    from doohable.nsfw import load_gate
+    from doohable.store.models import Image as ImageRow
+
+    todo = session.scalars(
+        select(ImageRow).where(ImageRow.id.in_(list(image_ids)), ImageRow.nsfw.is_(None))
+    ).all()
+    if not todo:
+        return 0
+    gate = load_gate(settings.threads)
+    for image in todo:
+        try:
+            img = decode(blobs.get(image.sha256), draft=(256, 256)).image
+        except (ImageError, KeyError):
+            continue
+        image.nsfw = gate.probability(img)
+    session.flush()
+    return len(todo)
