@@ -1,0 +1,146 @@
+"""Content-addressed image bytes: a local folder (default) or S3.
+
+A blob's name is the SHA-256 of its bytes, fanned out as ``ab/cd/abcd…`` so that no folder
+grows huge. Writing the same bytes twice is a no-op, so ``put`` is idempotent."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def blob_key(sha256: str) -> str:
+    """The relative name ``ab/cd/abcd…`` of a blob; refuses anything but 64 lowercase hex digits
+    (so that a key can never point outside the store)."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+class BlobStore(Protocol):
+    """Where image bytes live, by SHA-256."""
+
+    url: str
+
+    def put(self, sha256: str, data: bytes) -> None: ...
+    def get(self, sha256: str) -> bytes: ...
+    def exists(self, sha256: str) -> bool: ...
+    def delete(self, sha256: str) -> None: ...
+
+
+class LocalBlobStore:
+    """Blobs in a folder; writes are atomic (temporary file in the same folder, then rename)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.url = f"file://{self.root}"
+
+    def path(self, sha256: str) -> Path:
+        """The file holding the blob ``sha256``."""
+        return self.root / blob_key(sha256)
+
+    def put(self, sha256: str, data: bytes) -> None:
+        """Store ``data`` under ``sha256`` (no-op when it is already there)."""
+        target = self.path(sha256)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def get(self, sha256: str) -> bytes:
+        """The bytes of ``sha256``; KeyError when missing."""
+        try:
+            return self.path(sha256).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(sha256) from None
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob (no error when it is already gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(sha256).unlink()
+
+
+class S3BlobStore:
+    """Blobs in an S3 bucket under a prefix; endpoint and keys from the usual AWS variables
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``)."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        if not bucket:
+            raise ValueError("an S3 blob URL needs a bucket: s3://bucket/prefix")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        self.client = client
+
+    def key(self, sha256: str) -> str:
+        k = blob_key(sha256)
+        return f"{self.prefix}/{k}" if self.prefix else k
+
+    def put(self, sha256: str, data: bytes) -> None:
+        """Store ``data`` (an S3 PUT is atomic: readers see all of it or nothing)."""
+        self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=data)
+
+    def get(self, sha256: str) -> bytes:
+        """The bytes of ``sha256``; KeyError when missing."""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
+        except self.client.exceptions.NoSuchKey:
+            raise KeyError(sha256) from None
+        body: bytes = obj["Body"].read()
+        return body
+
+    def exists(self, sha256: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, sha256: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+
+
+def open_blobs(url: str) -> BlobStore:
+    """The blob store for ``file://DIR`` or ``s3://bucket/prefix``.
+
+    Raises
+    ------
+    ValueError : any other scheme.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        path = unquote(parsed.netloc + parsed.path)
+        if not path:
+            raise ValueError(f"a file blob URL needs a folder: {url!r} (e.g. file:///var/doohable/blobs)")
+        return LocalBlobStore(path)
+    if parsed.scheme == "s3":
+        return S3BlobStore(parsed.netloc, parsed.path)
+    raise ValueError(f"unsupported blob URL {url!r}: use file://DIR or s3://bucket/prefix")
