@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 
 from doohable import __version__
+from doohable.api.errors import install_error_handlers
+from doohable.api.security import CSRFMiddleware
 from doohable.config import Settings, get_settings
+from doohable.signing import secret_key
+
+STATIC = Path(__file__).with_name("static")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for ``settings`` (default: from the environment)."""
+    from doohable.api.routers import images, pages, pairs, ratings, votes
+
     settings = settings or get_settings()
     app = FastAPI(title="doohable", version=__version__)
     app.state.settings = settings
@@ -18,5 +29,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # middlewares: the last added is the outermost; the session is decoded before the CSRF check
+    app.add_middleware(CSRFMiddleware)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret_key(settings),
+        session_cookie="doohable_session",
+        max_age=14 * 24 * 3600,
+        same_site="lax",
+    )
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
     # Routers register here, one per resource (see doohable/api/routers/).
+    app.include_router(images.router)
+    app.include_router(pairs.router)
+    app.include_router(votes.router)
+    app.include_router(ratings.router)
+    app.include_router(pages.router)
+    if settings.slack_signing_secret is not None:
+        from doohable.slack.app import mount_slack
+
+        mount_slack(app, settings)
     return app

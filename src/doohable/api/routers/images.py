@@ -1,0 +1,98 @@
+"""Images: upload (``POST /api/v1/images``), metadata, and the signed blob route ``/img/{token}``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
+from pydantic import BaseModel
+
+from doohable.api.deps import SessionDep, SettingsDep, VoterDep
+from doohable.config import Settings
+from doohable.signing import SignatureError, image_url, verify_image_token
+from doohable.store.models import Image
+
+router = APIRouter(tags=["images"])
+_blobs: dict[str, Any] = {}
+
+
+def blob_store(settings: Settings) -> Any:
+    """The process-wide blob store for the settings' blob URL."""
+    from doohable.store.blobs import open_blobs
+
+    url = settings.resolved_blob_url
+    if url not in _blobs:
+        _blobs[url] = open_blobs(url)
+    return _blobs[url]
+
+
+def absolute_url(request: Request, path: str) -> str:
+    """``path`` made absolute against the URL the client used to reach us."""
+    return str(request.base_url).rstrip("/") + path
+
+
+class UploadOut(BaseModel):
+    id: int
+    sha256: str
+    duplicate: bool
+
+
+class ImageOut(BaseModel):
+    id: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    status: str
+    url: str
+
+
+@router.post("/api/v1/images", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
+def upload_image(
+    user: VoterDep, session: SessionDep, settings: SettingsDep, file: Annotated[UploadFile, File()]
+) -> UploadOut:
+    """Store an uploaded image (de-duplicated); a bad image gets 4xx with the reason."""
+    from doohable.images import ImageError
+    from doohable.ingest import IngestError, SourceInfo, ingest_bytes
+
+    data = file.file.read(settings.max_image_bytes + 1)
+    source = SourceInfo(kind="upload", uri=file.filename or "upload", added_by=user.id)
+    try:
+        result = ingest_bytes(session, blob_store(settings), data, source=source, settings=settings)
+    except (ImageError, IngestError) as e:
+        code = status.HTTP_413_CONTENT_TOO_LARGE if len(data) > settings.max_image_bytes else 400
+        raise HTTPException(code, str(e)) from e
+    return UploadOut(id=result.image_id, sha256=result.sha256, duplicate=result.duplicate)
+
+
+@router.get("/api/v1/images/{image_id}", response_model=ImageOut)
+def get_image(
+    image_id: int, _user: VoterDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> ImageOut:
+    """One image's metadata with a signed, expiring URL to its bytes."""
+    img = session.get(Image, image_id)
+    if img is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image {image_id}")
+    url = absolute_url(request, image_url(img.sha256, img.format, settings))
+    return ImageOut(
+        id=img.id, sha256=img.sha256, width=img.width, height=img.height, format=img.format,
+        status=img.status, url=url,
+    )
+
+
+@router.get("/img/{token}", response_class=Response, responses={200: {"content": {"image/*": {}}}})
+def image_bytes(token: str, settings: SettingsDep) -> Response:
+    """The bytes of the image a signed token grants (403 when tampered with or expired)."""
+    try:
+        signed = verify_image_token(token, settings)
+    except SignatureError as e:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(e)) from e
+    try:
+        data = blob_store(settings).get(signed.sha256)
+    except KeyError as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this image is no longer stored") from e
+    headers = {
+        "Cache-Control": f"private, max-age={settings.signed_url_ttl_s}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return Response(data, media_type=signed.media_type, headers=headers)

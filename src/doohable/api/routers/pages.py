@@ -1,0 +1,137 @@
+"""Pages: login (token link or form), the voting page and the leaderboard (Jinja2 + a little JS).
+
+Other stages add pages that extend ``base.html``; :data:`templates`, :func:`render` and
+:func:`page_user` are for them too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from doohable import voting
+from doohable.api.deps import SessionDep, SettingsDep
+from doohable.api.security import csrf_ok, csrf_token
+from doohable.signing import image_url
+from doohable.store.models import Image, User
+from doohable.store.users import user_for_token
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+templates = Jinja2Templates(directory=TEMPLATES)
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> Response:
+    """Render a template with the CSRF token and signed-in user name available to it."""
+    ctx = {"csrf_token": csrf_token(request), "user_name": request.session.get("name")}
+    return templates.TemplateResponse(request, name, {**ctx, **(context or {})}, status_code=status_code)
+
+
+def page_user(request: Request, session: SessionDep) -> User | None:
+    """The user signed in by the session cookie, or None."""
+    token = request.session.get("token")
+    return user_for_token(session, token) if token else None
+
+
+PageUser = Annotated[User | None, Depends(page_user)]
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never redirect to another host after login."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/vote"
+
+
+def _sign_in(request: Request, session: SessionDep, token: str, target: str | None) -> Response:
+    user = user_for_token(session, token.strip())
+    if user is None:
+        return render(request, "login.html", {"error": "This token is not valid.", "next": target}, 401)
+    request.session.clear()
+    request.session.update({"token": token.strip(), "name": user.name, "role": user.role})
+    csrf_token(request)  # a fresh CSRF token for the new session
+    return RedirectResponse(_safe_next(target), status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/vote", status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(
+    request: Request, session: SessionDep, token: str | None = None, next: str | None = None
+) -> Response:
+    """The login form, or sign in at once with a token link ``/login?token=...``."""
+    if token:
+        return _sign_in(request, session, token, next)
+    return render(request, "login.html", {"next": next})
+
+
+@router.post("/login")
+def login_form(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form()],
+    csrf: Annotated[str, Form(alias="csrf_token")] = "",
+    next: Annotated[str | None, Form()] = None,
+) -> Response:
+    """Sign in with the token typed into the form (CSRF-checked)."""
+    if not csrf_ok(request, csrf):
+        return render(request, "login.html", {"error": "The form expired; try again.", "next": next}, 403)
+    return _sign_in(request, session, token, next)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form(alias="csrf_token")] = "") -> Response:
+    """Sign out (CSRF-checked)."""
+    if not csrf_ok(request, csrf):
+        return Response("missing or wrong CSRF token", status_code=status.HTTP_403_FORBIDDEN)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/vote", response_class=HTMLResponse)
+def vote_page(request: Request, user: PageUser) -> Response:
+    """Two images side by side; click/tap or keys; can't decide, skip and undo."""
+    if user is None:
+        return _to_login(request)
+    return render(request, "vote.html")
+
+
+@router.get("/leaderboard", response_class=HTMLResponse)
+def leaderboard(request: Request, user: PageUser, session: SessionDep, settings: SettingsDep) -> Response:
+    """Rated images with thumbnails, Elo and BT side by side, uncertainty and vote counts."""
+    if user is None:
+        return _to_login(request)
+    elo = {r.image_id: r for r in voting.ratings(session, voting.ELO)}
+    try:
+        bt = {r.image_id: r for r in voting.ratings(session, voting.BT)}
+    except ImportError:
+        bt = {}
+    order = list(bt) + [i for i in elo if i not in bt]
+    order = [i for i in order if (elo.get(i) and elo[i].votes) or i in bt][:500]
+    images = {
+        img.id: img for img in session.query(Image).filter(Image.id.in_(order)).all()
+    } if order else {}
+    rows = [
+        {
+            "rank": k + 1,
+            "image_id": i,
+            "url": image_url(images[i].sha256, images[i].format, settings),
+            "elo": elo.get(i),
+            "bt": bt.get(i),
+        }
+        for k, i in enumerate(order)
+        if i in images
+    ]
+    return render(request, "leaderboard.html", {"rows": rows})

@@ -1,0 +1,46 @@
+"""Pairs: the next pair for the calling voter, and skipping it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from pydantic import BaseModel
+
+from doohable import voting
+from doohable.api.deps import SessionDep, SettingsDep, VoterDep
+from doohable.api.routers.images import absolute_url
+from doohable.config import Settings
+from doohable.signing import image_url
+
+router = APIRouter(prefix="/api/v1/pairs", tags=["pairs"])
+
+
+class Side(BaseModel):
+    id: int
+    url: str
+
+
+class PairOut(BaseModel):
+    pair_token: str
+    left: Side
+    right: Side
+
+
+def pair_out(pair: voting.Pair, request: Request, settings: Settings) -> PairOut:
+    """The JSON shape of a pair, with signed absolute image URLs."""
+
+    def side(img: voting.PairImage) -> Side:
+        return Side(id=img.id, url=absolute_url(request, image_url(img.sha256, img.format, settings)))
+
+    return PairOut(pair_token=pair.token, left=side(pair.left), right=side(pair.right))
+
+
+@router.get("/next", response_model=PairOut)
+def next_pair(user: VoterDep, session: SessionDep, settings: SettingsDep, request: Request) -> PairOut:
+    """A new pair for the calling voter, with a single-use ``pair_token`` (409: < 2 images)."""
+    return pair_out(voting.next_pair(session, user.id), request, settings)
+
+
+@router.post("/{pair_token}/skip", status_code=status.HTTP_204_NO_CONTENT)
+def skip(pair_token: str, user: VoterDep, session: SessionDep) -> None:
+    """Skip a pair without voting; its token can no longer be used."""
+    voting.skip_pair(session, user.id, pair_token)

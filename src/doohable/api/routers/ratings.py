@@ -1,0 +1,28 @@
+"""Ratings: Elo (updated with every vote) and Bradley-Terry (refitted from the log)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from doohable import voting
+from doohable.api.deps import SessionDep, VoterDep
+
+router = APIRouter(prefix="/api/v1/ratings", tags=["ratings"])
+
+
+class RatingOut(BaseModel):
+    image_id: int
+    rating: float
+    uncertainty: float | None
+    votes: int
+
+
+@router.get("", response_model=list[RatingOut])
+def list_ratings(
+    _user: VoterDep, session: SessionDep, method: Literal["elo", "bt"] = "elo"
+) -> list[RatingOut]:
+    """Every rated image, best first; ``uncertainty`` is BT's posterior std (null for Elo)."""
+    return [RatingOut(**vars(r)) for r in voting.ratings(session, method)]

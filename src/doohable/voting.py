@@ -1,0 +1,589 @@
+"""The voting service: the one place that the API, the pages, Slack and the CLI call.
+
+A voter asks for a pair (:func:`next_pair`), which issues a single-use pair token stored
+before it is returned; the vote (:func:`record_vote`) consumes the token, appends a row to
+the vote log and updates the Elo ratings *in the same transaction*. An undo
+(:func:`undo_last`) appends a row that reverses the Elo change the undone vote made; a
+skip (:func:`skip_pair`) consumes the token without a vote. Nothing is ever updated or
+deleted in the log, and :func:`rebuild_ratings` replays it exactly.
+
+Why the replay equals the incremental ratings, even with several server processes:
+a vote first claims its token with a write (on SQLite this takes the database's single
+write lock, so everything after it is serialised), then locks the two rating rows in
+image-id order (``SELECT ... FOR UPDATE`` on PostgreSQL) and only then inserts the vote,
+so two votes that share an image get ids in the order they changed that image's rating.
+Votes on disjoint images commute. Hence applying the log in id order gives bit-identical
+ratings.
+
+Bradley-Terry ratings (with posterior uncertainty) are refitted from the log on read and
+cached by the id of the last row of the log.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from doohable.store.models import Image, PairToken, Rating, Setting, Status, User, Vote
+from doohable.store.users import add_user
+
+ELO_K = 10.0  # the report's K factor
+ELO_SCALE = 200.0  # the report's divisor: E = 1 / (1 + 10^((R2 - R1) / 200))
+ELO_START = 0.0  # the report's starting rating
+ELO, BT = "elo", "bt"
+METHODS = (ELO, BT)
+DEFAULT_SCHEDULER = "random"
+SCHEDULER_SETTING = "scheduler"  # Setting row {"name": ...} that selects the active scheduler
+
+
+class VotingError(ValueError):
+    """A request the voting service refuses; the message says why (HTTP 400)."""
+
+
+class NotFoundError(VotingError):
+    """An unknown pair token, image or vote (HTTP 404)."""
+
+
+class ConflictError(VotingError):
+    """The request conflicts with the log, e.g. voting on a skipped pair (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class PairImage:
+    """One side of a pair: the image id and what a signed URL needs."""
+
+    id: int
+    sha256: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A pair shown to one voter, with its single-use token; ``left``/``right`` are randomised."""
+
+    token: str
+    left: PairImage
+    right: PairImage
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """The vote a token produced; ``created`` is False when the token had already been used."""
+
+    vote_id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class RatingRow:
+    """One image's rating by one method; ``uncertainty`` is a posterior std (None for Elo)."""
+
+    image_id: int
+    rating: float
+    uncertainty: float | None
+    votes: int
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One row of the vote log as the rating replay needs it."""
+
+    id: int
+    left_id: int
+    right_id: int
+    winner_id: int | None
+    undoes_vote_id: int | None
+    voter_id: int = 0
+
+
+@dataclass
+class EloState:
+    """Elo ratings after replaying a log: ratings, vote counts and the change each vote made."""
+
+    ratings: dict[int, float] = field(default_factory=dict)
+    votes: dict[int, int] = field(default_factory=dict)
+    deltas: dict[int, tuple[int, float, int, float]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- Elo (pure)
+
+
+def elo_game(r_left: float, r_right: float, winner: str | None) -> tuple[float, float]:
+    """New (left, right) Elo ratings after one vote; ``winner`` is "left", "right" or None (tie).
+
+    The report's Elo (K = 10, divisor 200; a tie scores 0.5 each), from
+    :func:`doohable.ranking.elo.update_scores`.
+    """
+    from doohable.ranking import elo
+
+    s_left = {"left": 1.0, "right": 0.0, None: 0.5}[winner]
+    new_l, new_r = elo.update_scores(r_left, r_right, s_left, k=ELO_K, scale=ELO_SCALE)
+    return float(new_l), float(new_r)
+
+
+def _side(row_left: int, row_right: int, winner_id: int | None) -> str | None:
+    if winner_id is None:
+        return None
+    return "left" if winner_id == row_left else "right"
+
+
+def replay_elo(rows: Iterable[LogRow]) -> EloState:
+    """Replay a vote log (in id order) into Elo ratings, exactly as the incremental path.
+
+    A vote applies :func:`elo_game` (a tie, "can't decide", scores half each); an undo row
+    subtracts the change the undone vote made and its count.
+    """
+    state = EloState()
+    r, n = state.ratings, state.votes
+    for row in rows:
+        if row.undoes_vote_id is not None:
+            if row.undoes_vote_id in state.deltas:
+                a, da, b, db = state.deltas[row.undoes_vote_id]
+                r[a], r[b] = r[a] - da, r[b] - db
+                n[a] -= 1
+                n[b] -= 1
+            continue
+        a, b = row.left_id, row.right_id
+        for i in (a, b):
+            r.setdefault(i, ELO_START)
+            n[i] = n.get(i, 0) + 1
+        new_a, new_b = elo_game(r[a], r[b], _side(a, b, row.winner_id))
+        state.deltas[row.id] = (a, new_a - r[a], b, new_b - r[b])
+        r[a], r[b] = new_a, new_b
+    return state
+
+
+# --------------------------------------------------------------------------- log reads
+
+
+def _log_rows(session: Session, up_to: int | None = None) -> list[LogRow]:
+    stmt = select(
+        Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id, Vote.voter_id
+    ).order_by(Vote.id)
+    if up_to is not None:
+        stmt = stmt.where(Vote.id <= up_to)
+    return [LogRow(*row) for row in session.execute(stmt)]
+
+
+def effective_votes(session: Session) -> list[LogRow]:
+    """The votes that count, ties included: not undone and not undo rows (id order)."""
+    undone = select(Vote.undoes_vote_id).where(Vote.undoes_vote_id.is_not(None))
+    stmt = (
+        select(Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id, Vote.voter_id)
+        .where(Vote.undoes_vote_id.is_(None), Vote.id.not_in(undone))
+        .order_by(Vote.id)
+    )
+    return [LogRow(*row) for row in session.execute(stmt)]
+
+
+def last_log_id(session: Session) -> int:
+    """The id of the last row of the log (0 when empty)."""
+    return int(session.scalar(select(func.coalesce(func.max(Vote.id), 0))) or 0)
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def active_scheduler(session: Session) -> str:
+    """The scheduler name set by an admin (Setting ``scheduler``), else the default."""
+    row = session.get(Setting, SCHEDULER_SETTING)
+    name = row.value.get("name") if row is not None and isinstance(row.value, dict) else None
+    return str(name) if name else DEFAULT_SCHEDULER
+
+
+def _candidates(session: Session) -> tuple[list[PairImage], np.ndarray, np.ndarray]:
+    """Images that can be shown (not rejected, not near-duplicates) with Elo ratings and counts."""
+    stmt = (
+        select(Image.id, Image.sha256, Image.format, Rating.rating, Rating.votes)
+        .outerjoin(Rating, and_(Rating.image_id == Image.id, Rating.method == ELO))
+        .where(Image.status != Status.rejected.value, Image.near_duplicate_of.is_(None))
+        .order_by(Image.id)
+    )
+    rows = session.execute(stmt).all()
+    images = [PairImage(r[0], r[1], r[2]) for r in rows]
+    ratings = np.array([ELO_START if r[3] is None else r[3] for r in rows], dtype=np.float64)
+    counts = np.array([r[4] or 0 for r in rows], dtype=np.int64)
+    return images, ratings, counts
+
+
+def choose_pair(
+    name: str, ratings: np.ndarray, counts: np.ndarray, rng: np.random.Generator, voter: int
+) -> tuple[int, int]:
+    """Indices of the next pair from the scheduler ``name`` (:mod:`doohable.ranking.scheduler`).
+
+    Falls back to a uniform random pair when the ranking engine has no such scheduler.
+    """
+    try:
+        from doohable.ranking import scheduler  # type: ignore[attr-defined]
+    except ImportError:
+        scheduler = None
+    if scheduler is not None:
+        try:
+            sched = scheduler.create(name)
+        except (KeyError, ValueError):
+            sched = scheduler.create(DEFAULT_SCHEDULER)
+        state = scheduler.State(ratings=ratings, counts=counts)  # type: ignore[attr-defined]
+        i, j = sched.next_pair(state, rng, voter=voter)
+        return int(i), int(j)
+    i, j = rng.choice(len(ratings), size=2, replace=False)
+    return int(i), int(j)
+
+
+def next_pair(
+    session: Session, voter_id: int, *, rng: np.random.Generator | None = None, scheduler: str | None = None
+) -> Pair:
+    """Choose the next pair for a voter, store its single-use token, return it.
+
+    Raises :class:`ConflictError` when fewer than two images can be shown.
+    """
+    rng = rng or np.random.default_rng()
+    images, ratings, counts = _candidates(session)
+    if len(images) < 2:
+        raise ConflictError("there are fewer than two images to compare; ingest some first")
+    i, j = choose_pair(scheduler or active_scheduler(session), ratings, counts, rng, voter_id)
+    if i == j:
+        raise VotingError(f"the scheduler proposed the same image twice ({images[i].id})")
+    if rng.random() < 0.5:  # the side an image appears on never depends on the scheduler
+        i, j = j, i
+    token = secrets.token_urlsafe(24)
+    session.add(PairToken(token=token, voter_id=voter_id, left_id=images[i].id, right_id=images[j].id))
+    session.flush()
+    return Pair(token=token, left=images[i], right=images[j])
+
+
+def _token_row(session: Session, voter_id: int, pair_token: str) -> PairToken:
+    row = session.get(PairToken, pair_token) if pair_token else None
+    if row is None or row.voter_id != voter_id:
+        raise NotFoundError("unknown pair token for this voter; ask for a new pair")
+    return row
+
+
+def _claim(session: Session, voter_id: int, pair_token: str) -> bool:
+    """Mark the token used, atomically; False if it already was. This write comes first so
+    that on SQLite the rest of the transaction runs under the write lock."""
+    result = session.execute(
+        update(PairToken)
+        .where(PairToken.token == pair_token, PairToken.voter_id == voter_id, PairToken.used_at.is_(None))
+        .values(used_at=dt.datetime.now(dt.UTC))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _lock_elo(session: Session, image_ids: Sequence[int]) -> dict[int, Rating]:
+    """Create missing Elo rows, then lock the rows in id order (no deadlocks)."""
+    ids = sorted(set(image_ids))
+    dialect = session.get_bind().dialect.name
+    values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0} for i in ids]
+    ins: Any
+    if dialect == "postgresql":
+        ins = postgresql.insert(Rating).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        ins = sqlite.insert(Rating).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise VotingError(f"unsupported database {dialect}")
+    session.execute(ins)
+    stmt = (
+        select(Rating)
+        .where(Rating.method == ELO, Rating.image_id.in_(ids))
+        .order_by(Rating.image_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {r.image_id: r for r in session.scalars(stmt)}
+
+
+def record_vote(
+    session: Session, voter_id: int, pair_token: str, winner_id: int | None, *, channel: str = "api"
+) -> VoteResult:
+    """Record the voter's choice for a pair (``winner_id`` None = can't decide).
+
+    The same token twice returns the first vote with ``created=False``; it never counts
+    twice. Raises :class:`NotFoundError` (unknown token), :class:`VotingError` (winner not
+    in the pair) or :class:`ConflictError` (the pair was skipped).
+    """
+    tok = _token_row(session, voter_id, pair_token)
+    if winner_id is not None and winner_id not in (tok.left_id, tok.right_id):
+        raise VotingError(f"winner_id must be {tok.left_id}, {tok.right_id} or null (can't decide)")
+    left_id, right_id = tok.left_id, tok.right_id
+    if not _claim(session, voter_id, pair_token):
+        existing = session.scalar(select(Vote.id).where(Vote.pair_token == pair_token))
+        if existing is None:
+            raise ConflictError("this pair was skipped; ask for a new pair")
+        return VoteResult(vote_id=existing, created=False)
+    rows = _lock_elo(session, (left_id, right_id))
+    vote = Vote(
+        voter_id=voter_id,
+        left_id=left_id,
+        right_id=right_id,
+        winner_id=winner_id,
+        pair_token=pair_token,
+        channel=channel,
+    )
+    session.add(vote)
+    session.flush()
+    rows[left_id].votes += 1
+    rows[right_id].votes += 1
+    rows[left_id].rating, rows[right_id].rating = elo_game(
+        rows[left_id].rating, rows[right_id].rating, _side(left_id, right_id, winner_id)
+    )
+    session.flush()
+    return VoteResult(vote_id=vote.id, created=True)
+
+
+def skip_pair(session: Session, voter_id: int, pair_token: str) -> None:
+    """Consume a pair token without voting (the voter could not or would not judge it)."""
+    _token_row(session, voter_id, pair_token)
+    _claim(session, voter_id, pair_token)
+
+
+def undo_last(session: Session, voter_id: int, *, channel: str = "api") -> int | None:
+    """Undo the voter's last vote that is not undone yet; return the undo row's id, or None.
+
+    The undo is a new row; the Elo change the undone vote made is subtracted (computed by
+    replaying the log up to that vote), so a replay of the log gives the same ratings.
+    """
+    undone = aliased(Vote)
+    target = session.execute(
+        select(Vote.id, Vote.left_id, Vote.right_id)
+        .outerjoin(undone, undone.undoes_vote_id == Vote.id)
+        .where(Vote.voter_id == voter_id, Vote.undoes_vote_id.is_(None), undone.id.is_(None))
+        .order_by(Vote.id.desc())
+        .limit(1)
+    ).first()
+    if target is None:
+        return None
+    vote_id, left_id, right_id = target
+    rows = _lock_elo(session, (left_id, right_id))  # a write first: serialises on SQLite
+    delta = replay_elo(_log_rows(session, up_to=vote_id)).deltas[vote_id]
+    undo = Vote(
+        voter_id=voter_id, left_id=left_id, right_id=right_id, winner_id=None, channel=channel,
+        undoes_vote_id=vote_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(undo)
+            session.flush()
+    except IntegrityError:  # the same undo raced in from another request
+        return None
+    a, da, b, db = delta
+    rows[a].rating -= da
+    rows[b].rating -= db
+    rows[left_id].votes -= 1
+    rows[right_id].votes -= 1
+    session.flush()
+    return undo.id
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+@dataclass(frozen=True)
+class BTFit:
+    """A Bradley-Terry fit of the log: log-strengths, posterior std and vote counts per image."""
+
+    last_id: int
+    image_ids: np.ndarray
+    rating: np.ndarray
+    std: np.ndarray
+    votes: np.ndarray
+    fitted_at: float
+
+
+_bt_cache: dict[str, BTFit] = {}
+_bt_lock = threading.Lock()
+
+
+def fit_bt(rows: Sequence[LogRow], last_id: int = 0) -> BTFit:
+    """Fit Crowd-BT (:func:`doohable.ranking.bradley_terry.fit`: per-voter reliability and a
+    left/right bias) to the votes that count; ties count half each way."""
+    from doohable.ranking import bradley_terry
+    from doohable.ranking.votes import Comparisons, IdIndex, outcome_of
+
+    items = IdIndex(sorted({i for r in rows for i in (r.left_id, r.right_id)}))
+    ids = np.array(items.ids, dtype=np.int64)
+    if not rows:
+        empty = np.zeros(0)
+        return BTFit(last_id, ids, empty, empty, np.zeros(0, dtype=np.int64), time.time())
+    voters = IdIndex(sorted({r.voter_id for r in rows}))
+    comps = Comparisons(
+        n_items=len(items),
+        left=items.encode(r.left_id for r in rows),
+        right=items.encode(r.right_id for r in rows),
+        outcome=np.array([outcome_of(r.left_id, r.right_id, r.winner_id) for r in rows]),
+        voter=voters.encode((r.voter_id for r in rows), "voter"),
+        n_voters=len(voters),
+    )
+    fit = bradley_terry.fit(comps, crowd=True)
+    return BTFit(last_id, ids, fit.ratings, fit.std, comps.counts(), time.time())
+
+
+def bt_fit(session: Session, *, max_stale_s: float = 0.0) -> BTFit:
+    """The BT fit of the current log, cached by the log's last id (per database).
+
+    With ``max_stale_s`` > 0 a cached fit that old or younger is returned even if votes came
+    in since (for progress indicators that must stay cheap).
+    """
+    key = str(session.get_bind().engine.url)
+    last = last_log_id(session)
+    with _bt_lock:
+        cached = _bt_cache.get(key)
+        if cached is not None and (
+            cached.last_id == last or time.time() - cached.fitted_at <= max_stale_s
+        ):
+            return cached
+    fit = fit_bt(effective_votes(session), last)
+    with _bt_lock:
+        _bt_cache[key] = fit
+    return fit
+
+
+def ratings(session: Session, method: str = ELO) -> list[RatingRow]:
+    """Current ratings by ``method`` (``elo`` incremental, ``bt`` refitted), best first."""
+    if method == ELO:
+        stmt = select(Rating.image_id, Rating.rating, Rating.votes).where(Rating.method == ELO)
+        out = [RatingRow(i, float(r), None, int(n)) for i, r, n in session.execute(stmt)]
+    elif method == BT:
+        fit = bt_fit(session)
+        out = [
+            RatingRow(int(i), float(r), float(s), int(n))
+            for i, r, s, n in zip(fit.image_ids, fit.rating, fit.std, fit.votes, strict=True)
+        ]
+    else:
+        raise VotingError(f"unknown rating method {method!r}; choose one of {', '.join(METHODS)}")
+    return sorted(out, key=lambda row: (-row.rating, row.image_id))
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What :func:`rebuild_ratings` did: log rows replayed and the largest Elo change made."""
+
+    log_rows: int
+    images: int
+    max_elo_change: float
+
+
+def rebuild_ratings(session: Session) -> RebuildReport:
+    """Recompute every rating from the log and store it (Elo exactly, BT refitted)."""
+    # a write first (on SQLite: the write lock), then lock every rating row
+    session.execute(update(Rating).where(Rating.method == ELO).values(votes=Rating.votes))
+    rows = {(r.image_id, r.method): r for r in session.scalars(select(Rating).with_for_update())}
+    log = _log_rows(session)
+    state = replay_elo(log)
+    max_change = 0.0
+    for (image_id, method), row in rows.items():
+        if method == ELO and image_id not in state.ratings:
+            max_change = max(max_change, abs(row.rating - ELO_START))
+            row.rating, row.votes = ELO_START, 0
+    for image_id, value in state.ratings.items():
+        elo_row = rows.get((image_id, ELO))
+        if elo_row is None:
+            elo_row = Rating(image_id=image_id, method=ELO, rating=ELO_START, votes=0)
+            session.add(elo_row)
+        max_change = max(max_change, abs(elo_row.rating - value))
+        elo_row.rating, elo_row.votes = value, state.votes[image_id]
+    fit = fit_bt(effective_votes(session), last_log_id(session))
+    for i, r, s, n in zip(fit.image_ids, fit.rating, fit.std, fit.votes, strict=True):
+        bt_row = rows.get((int(i), BT))
+        if bt_row is None:
+            bt_row = Rating(image_id=int(i), method=BT, rating=0.0, votes=0)
+            session.add(bt_row)
+        bt_row.rating, bt_row.uncertainty, bt_row.votes = float(r), float(s), int(n)
+    session.flush()
+    return RebuildReport(log_rows=len(log), images=len(state.ratings), max_elo_change=max_change)
+
+
+# --------------------------------------------------------------------------- voters
+
+
+def settled_share(rating: np.ndarray, std: np.ndarray, z: float = 1.96, max_items: int = 2000) -> float:
+    """Share of image pairs whose order is known at 95 %: |r_i - r_j| > z * sqrt(s_i² + s_j²)."""
+    n = len(rating)
+    if n < 2:
+        return 0.0
+    if n > max_items:  # a deterministic subsample keeps this O(max_items²)
+        keep = np.linspace(0, n - 1, max_items).astype(int)
+        rating, std = rating[keep], std[keep]
+    diff = np.abs(rating[:, None] - rating[None, :])
+    sd = np.sqrt(std[:, None] ** 2 + std[None, :] ** 2)
+    upper = np.triu_indices(len(rating), k=1)
+    return float(np.mean(diff[upper] > z * sd[upper]))
+
+
+def voter_stats(session: Session, voter_id: int) -> dict[str, Any]:
+    """The voter's votes today (UTC) and in total, and how settled the whole ranking is."""
+    day = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = select(func.count()).where(Vote.voter_id == voter_id, Vote.undoes_vote_id.is_(None))
+    today = int(session.scalar(mine.where(Vote.created_at >= day)) or 0)
+    total = int(session.scalar(mine) or 0)
+    n_images = int(session.scalar(select(func.count()).select_from(Image)) or 0)
+    try:
+        fit = bt_fit(session, max_stale_s=30.0)
+        settled = settled_share(fit.rating, fit.std) if len(fit.rating) else 0.0
+        # images that were never compared are not settled at all
+        settled *= (len(fit.rating) * (len(fit.rating) - 1)) / max(n_images * (n_images - 1), 1)
+        mean_std = float(np.mean(fit.std)) if len(fit.std) else None
+    except ImportError:
+        settled, mean_std = 0.0, None
+    return {"today": today, "total": total, "settled": round(settled, 4), "mean_uncertainty": mean_std}
+
+
+def voter_for_slack_user(session: Session, slack_user_id: str) -> User:
+    """The voter mapped to a Slack user, created (role voter) on first use."""
+    user = session.scalar(select(User).where(User.slack_user_id == slack_user_id))
+    if user is not None:
+        return user
+    try:
+        with session.begin_nested():
+            user, _token = add_user(session, f"slack-{slack_user_id}", "voter")
+            user.slack_user_id = slack_user_id
+            session.flush()
+    except IntegrityError:  # created by a concurrent request
+        user = session.scalar(select(User).where(User.slack_user_id == slack_user_id))
+        if user is None:
+            raise
+    return user
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_votes_csv(session: Session) -> Iterator[str]:
+    """The effective decisive votes as CSV lines ``voter,winner,loser,created_at`` (with header).
+
+    Undone votes, undo rows and ties are left out: the file is what rankers consume.
+    """
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["voter", "winner", "loser", "created_at"])
+    yield buf.getvalue()
+    names = {i: n for i, n in session.execute(select(User.id, User.name))}
+    created = {i: c for i, c in session.execute(select(Vote.id, Vote.created_at))}
+    for row in effective_votes(session):
+        if row.winner_id is None:
+            continue
+        buf.seek(0)
+        buf.truncate()
+        loser = row.right_id if row.winner_id == row.left_id else row.left_id
+        out.writerow([names.get(row.voter_id, row.voter_id), row.winner_id, loser, _iso(created[row.id])])
+        yield buf.getvalue()
+
+
+def _iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:  # SQLite drops the zone; we always store UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
+

@@ -1,0 +1,40 @@
+"""Helpers for the voting tests: images rows (and blobs when asked) without the ingest stage."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy.orm import Session
+
+from doohable.store.models import Image
+
+
+def jpeg_bytes(seed: int, size: int = 64) -> bytes:
+    """A small, distinct JPEG (a colour gradient that depends on ``seed``)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+    ramp = np.linspace(0, 255, size, dtype=np.float64)
+    arr = np.empty((size, size, 3), dtype=np.uint8)
+    for c in range(3):
+        arr[..., c] = ((base[c] + ramp[None, :] * (c + 1) + ramp[:, None]) % 256).astype(np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(arr).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def add_images(session: Session, n: int, blobs: object | None = None, start: int = 0) -> list[int]:
+    """Insert ``n`` image rows (and their bytes into ``blobs`` when given); return their ids."""
+    ids = []
+    for k in range(start, start + n):
+        data = jpeg_bytes(k)
+        sha = hashlib.sha256(data).hexdigest()
+        if blobs is not None:
+            blobs.put(sha, data)  # type: ignore[attr-defined]
+        img = Image(sha256=sha, phash=f"{k:016x}", width=64, height=64, format="JPEG", size_bytes=len(data))
+        session.add(img)
+        session.flush()
+        ids.append(img.id)
+    return ids
