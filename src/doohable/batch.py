@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -331,3 +332,11 @@ def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings:
         image.nsfw = gate.probability(img)
     session.flush()
     return len(todo)
+
+
+@lru_cache(maxsize=4)
+def cached_scorer(model: str | None = None, threads: int = 0) -> ScorerLike:
+    """The process-wide scorer for ``model`` (None = bundled default), loaded once."""
+    from doohable.model.runtime import load_scorer
+
+    return load_scorer(model, threads=threads)

@@ -47,6 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(votes.router)
     app.include_router(ratings.router)
     app.include_router(pages.router)
+    from doohable.api.routers import moderation, score, userscript  # issue 6
+
+    app.include_router(score.router)
+    app.include_router(moderation.router)
+    app.include_router(userscript.router)
     if settings.slack_signing_secret is not None:
         from doohable.slack.app import mount_slack
 

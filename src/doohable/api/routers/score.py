@@ -1,0 +1,264 @@
+"""Scoring API: ``POST /api/v1/score`` (one image) and ``POST /api/v1/score/batch`` (several).
+
+An image comes as a multipart ``file`` (``files`` for the batch), or as ``{"image_id": n}`` /
+``{"url": "https://..."}`` in JSON or form fields. The scorer is loaded once, when the app
+starts (router lifespan), and shared by every request. Each answer says the score, the
+model's name and version, the score's percentile among the collection's stored scores for
+that model version, and what the current policy would decide (``approved`` | ``pending`` |
+``flagged``; the NSFW gate runs only with ``?nsfw=true`` or when the stored image was checked,
+to keep the single-image latency low)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from doohable import moderation
+from doohable.api.deps import SessionDep, SettingsDep, VoterDep
+from doohable.batch import ScorerLike, cached_scorer, prepare_bytes
+from doohable.config import Settings
+from doohable.images import ImageError, decode
+from doohable.store.models import Image
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 64
+
+
+@asynccontextmanager
+async def _load_model(app: FastAPI) -> AsyncIterator[None]:
+    """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
+    settings: Settings = app.state.settings
+    try:
+        await run_in_threadpool(cached_scorer, settings.model, settings.threads)
+    except (FileNotFoundError, ValueError) as e:  # pragma: no cover - depends on the install
+        log.warning("scoring disabled: %s", e)
+    yield
+
+
+router = APIRouter(tags=["score"], lifespan=_load_model)
+
+
+class ScoreOut(BaseModel):
+    score: float
+    model: str
+    version: str
+    percentile: float | None
+    decision: str
+    nsfw: float | None = None
+    image_id: int | None = None
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    score: float | None = None
+    error: str | None = None
+    percentile: float | None = None
+    decision: str | None = None
+    nsfw: float | None = None
+    image_id: int | None = None
+
+
+class BatchOut(BaseModel):
+    model: str
+    version: str
+    results: list[BatchItemOut]
+
+
+def scorer_for(settings: Settings) -> ScorerLike:
+    """The app's scorer (503 when no model can be loaded)."""
+    try:
+        return cached_scorer(settings.model, settings.threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no scoring model: {e}") from e
+
+
+def _image_error(e: ImageError, size: int, settings: Settings) -> HTTPException:
+    code = status.HTTP_413_CONTENT_TOO_LARGE if size > settings.max_image_bytes else 422
+    return HTTPException(code, str(e))
+
+
+def _bytes_for_id(session: Session, settings: Settings, image_id: Any) -> tuple[bytes, Image]:
+    from doohable.api.routers.images import blob_store
+
+    try:
+        image = session.get(Image, int(image_id))
+    except (TypeError, ValueError) as e:
+        raise HTTPException(400, f"image_id must be an integer, not {image_id!r}") from e
+    if image is None:
+        raise HTTPException(404, f"no image {image_id}")
+    try:
+        return blob_store(settings).get(image.sha256), image
+    except KeyError as e:
+        raise HTTPException(404, f"image {image_id} is no longer stored") from e
+
+
+def _bytes_for_url(settings: Settings, url: Any) -> bytes:
+    from doohable.ingest import IngestError, fetch_url
+
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise HTTPException(400, "url must be an http(s) URL")
+    try:
+        return fetch_url(url, settings)
+    except (IngestError, ImageError) as e:
+        raise HTTPException(400, f"cannot fetch {url}: {e}") from e
+
+
+def _evaluate(
+    session: Session,
+    settings: Settings,
+    scorer: ScorerLike,
+    arrays: list[np.ndarray],
+    nsfw: list[float | None],
+) -> list[tuple[float, float | None, str]]:
+    """Scores, percentiles and policy decisions for prepared images."""
+    scores = scorer.score(np.stack(arrays)) if arrays else np.zeros(0, np.float32)
+    policy = moderation.get_policy(session, settings)
+    out = []
+    for s, p in zip(scores, nsfw, strict=True):
+        pct = moderation.collection_percentile(session, float(s), scorer.name, scorer.version)
+        out.append((float(s), pct, moderation.decide(float(s), p, policy) or "pending"))
+    return out
+
+
+def _nsfw_of(data: bytes, settings: Settings) -> float:
+    from doohable.nsfw import load_gate
+
+    return load_gate(settings.threads).probability(decode(data, draft=(256, 256)).image)
+
+
+def _score_one(
+    session: Session, settings: Settings, data: bytes, image: Image | None, check_nsfw: bool
+) -> ScoreOut:
+    scorer = scorer_for(settings)
+    try:
+        arr = prepare_bytes(data, scorer)
+        p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
+    except ImageError as e:
+        raise _image_error(e, len(data), settings) from e
+    ((score, pct, decision),) = _evaluate(session, settings, scorer, [arr], [p])
+    return ScoreOut(
+        score=score,
+        model=scorer.name,
+        version=scorer.version,
+        percentile=pct,
+        decision=decision,
+        nsfw=p,
+        image_id=image.id if image is not None else None,
+    )
+
+
+async def _read_request(request: Request, settings: Settings) -> dict[str, Any]:
+    """Multipart/form or JSON body → {"files": [bytes...], "image_id"/"url"/...: values}."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise HTTPException(400, "the body is not valid JSON") from e
+        if not isinstance(body, dict):
+            raise HTTPException(400, "the JSON body must be an object")
+        return {**body, "files": []}
+    if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form(max_files=MAX_BATCH, max_fields=MAX_BATCH + 8)
+        files: list[bytes] = []
+        fields: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields.setdefault(key, []).append(value)
+            elif key in ("file", "files"):
+                files.append(await value.read(settings.max_image_bytes + 1))
+        return {
+            **{k: v[0] if len(v) == 1 and k not in ("image_ids", "urls") else v for k, v in fields.items()},
+            "files": files,
+        }
+    raise HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        'send a multipart \'file\', or JSON {"image_id": n} or {"url": "https://..."}',
+    )
+
+
+@router.post("/api/v1/score", response_model=ScoreOut)
+async def score_image(
+    request: Request, _user: VoterDep, session: SessionDep, settings: SettingsDep, nsfw: bool = False
+) -> ScoreOut:
+    """Score one image (upload, stored image id or URL); bad input → 4xx with the reason."""
+    body = await _read_request(request, settings)
+    image: Image | None = None
+    if body["files"]:
+        data = body["files"][0]
+    elif body.get("image_id") is not None:
+        data, image = await run_in_threadpool(_bytes_for_id, session, settings, body["image_id"])
+    elif body.get("url"):
+        data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
+    else:
+        raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
+    if len(data) > settings.max_image_bytes:
+        raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
+    return await run_in_threadpool(_score_one, session, settings, data, image, nsfw)
+
+
+@router.post("/api/v1/score/batch", response_model=BatchOut)
+async def score_batch(
+    request: Request, _user: VoterDep, session: SessionDep, settings: SettingsDep, nsfw: bool = False
+) -> BatchOut:
+    """Score up to 64 images at once (multipart ``files``, or JSON ``image_ids`` / ``urls``);
+    each item gets its score or its own error, in the order sent."""
+    body = await _read_request(request, settings)
+    ids = body.get("image_ids") or []
+    urls = body.get("urls") or []
+    if not isinstance(ids, list) or not isinstance(urls, list):
+        raise HTTPException(400, "image_ids and urls must be lists")
+    count = len(body["files"]) + len(ids) + len(urls)
+    if count == 0:
+        raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
+    if count > MAX_BATCH:
+        raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
+    return await run_in_threadpool(_score_many, session, settings, body["files"], ids, urls, nsfw)
+
+
+def _score_many(
+    session: Session,
+    settings: Settings,
+    files: list[bytes],
+    ids: list[Any],
+    urls: list[Any],
+    check_nsfw: bool,
+) -> BatchOut:
+    scorer = scorer_for(settings)
+    sources: list[tuple[str, Any]] = (
+        [("file", f) for f in files] + [("id", i) for i in ids] + [("url", u) for u in urls]
+    )
+    items: list[BatchItemOut] = []
+    ready: list[tuple[int, np.ndarray, float | None]] = []
+    for index, (kind, value) in enumerate(sources):
+        image: Image | None = None
+        try:
+            if kind == "id":
+                data, image = _bytes_for_id(session, settings, value)
+            else:
+                data = value if kind == "file" else _bytes_for_url(settings, value)
+            if len(data) > settings.max_image_bytes:
+                raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
+            arr = prepare_bytes(data, scorer)
+            p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
+        except HTTPException as e:
+            items.append(BatchItemOut(index=index, error=str(e.detail)))
+            continue
+        except ImageError as e:
+            items.append(BatchItemOut(index=index, error=str(e)))
+            continue
+        items.append(BatchItemOut(index=index, image_id=image.id if image is not None else None, nsfw=p))
+        ready.append((index, arr, p))
+    evaluated = _evaluate(session, settings, scorer, [a for _, a, _ in ready], [p for _, _, p in ready])
+    for (index, _, _), (score, pct, decision) in zip(ready, evaluated, strict=True):
+        item = items[index]
+        item.score, item.percentile, item.decision = score, pct, decision
+    return BatchOut(model=scorer.name, version=scorer.version, results=items)

@@ -1,0 +1,153 @@
+"""The browser userscript and its ingest route.
+
+``GET /userscript/doohable.user.js`` serves the userscript with this server's address filled in.
+``POST /api/v1/images/url`` ``{"url", "page_url", "author", "caption", "network"}`` fetches the
+image (SSRF-safe), stores it with where it was seen, scores it, runs the NSFW gate and applies
+the auto-approve policy. The userscript calls it from social pages (another origin), so the
+route answers CORS preflights and puts CORS headers on every answer, errors included: the
+bearer token, not a cookie, authenticates it (no credentials mode, so no CSRF exposure)."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError, field_validator
+from sqlalchemy.orm import Session
+
+from doohable.api.deps import SessionDep, SettingsDep
+from doohable.config import Settings
+from doohable.images import ImageError
+from doohable.store.models import User
+from doohable.store.users import has_role, user_for_token
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["userscript"])
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def userscript_source(server: str) -> str:
+    """The packaged userscript with ``server`` (e.g. ``https://doohable.example.com``) filled in."""
+    text = resources.files("doohable").joinpath("userscript/doohable.user.js").read_text(encoding="utf-8")
+    host = urlsplit(server).hostname or "localhost"
+    return text.replace("__DOOHABLE_SERVER__", server.rstrip("/")).replace("__DOOHABLE_HOST__", host)
+
+
+@router.get("/userscript/doohable.user.js", include_in_schema=False)
+def get_userscript(request: Request) -> Response:
+    """The userscript, for Tampermonkey / Greasemonkey / Violentmonkey."""
+    server = str(request.base_url).rstrip("/")
+    return Response(userscript_source(server), media_type="application/javascript; charset=utf-8")
+
+
+class UrlIn(BaseModel):
+    url: str
+    page_url: str | None = None
+    author: str | None = None
+    caption: str | None = None
+    network: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("url must be an http(s) URL")
+        return v
+
+    @field_validator("author", "network")
+    @classmethod
+    def _short(cls, v: str | None) -> str | None:
+        return v[:255].strip() or None if v else None
+
+
+class UrlOut(BaseModel):
+    id: int
+    sha256: str
+    duplicate: bool
+    near_duplicate_of: int | None = None
+    score: float | None = None
+    status: str | None = None
+
+
+def _json(code: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=code, headers=CORS)
+
+
+@router.options("/api/v1/images/url", include_in_schema=False)
+def preflight() -> Response:
+    """CORS preflight for the userscript's ``fetch`` fallback."""
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=CORS)
+
+
+def _caller(request: Request, session: Session) -> User | None:
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    return user_for_token(session, token) if token else None
+
+
+@router.post("/api/v1/images/url", status_code=201, response_model=UrlOut)
+async def add_by_url(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Fetch and store an image seen on a page; 201 with its id (and score), else 4xx ``{"detail"}``."""
+    user = _caller(request, session)
+    if user is None:
+        return _json(401, {"detail": "missing or invalid token"})
+    if not has_role(user, "voter"):
+        return _json(403, {"detail": "this needs the voter role"})
+    try:
+        body = UrlIn.model_validate(await request.json())
+    except ValueError as e:  # bad JSON or ValidationError
+        reason = e.errors()[0]["msg"] if isinstance(e, ValidationError) else "the body is not valid JSON"
+        return _json(400, {"detail": reason})
+    try:
+        out = await run_in_threadpool(ingest_url, session, settings, body, user)
+    except (ImageError, ValueError) as e:
+        return _json(400, {"detail": str(e)})
+    return _json(201, out.model_dump())
+
+
+def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) -> UrlOut:
+    """Fetch, ingest, then score + NSFW + policy (moderation skipped if no model is available)."""
+    from doohable.api.routers.images import blob_store
+    from doohable.batch import cached_scorer, moderate_images
+    from doohable.ingest import SourceInfo, fetch_url, ingest_bytes
+    from doohable.moderation import latest_scores
+    from doohable.store.models import Image
+
+    data = fetch_url(body.url, settings)
+    source = SourceInfo(
+        kind="userscript",
+        uri=body.url,
+        network=body.network,
+        page_url=body.page_url,
+        author=body.author,
+        caption=body.caption,
+        added_by=user.id,
+    )
+    blobs = blob_store(settings)
+    result = ingest_bytes(session, blobs, data, source=source, settings=settings)
+    score = None
+    try:
+        scorer = cached_scorer(settings.model, settings.threads)
+        moderate_images(session, blobs, scorer, settings, [result.image_id])
+        score = latest_scores(session, scorer.name, scorer.version).get(result.image_id)
+    except (FileNotFoundError, OSError) as e:  # no model installed: store only
+        log.warning("image %s stored unscored: %s", result.image_id, e)
+    image = session.get(Image, result.image_id)
+    return UrlOut(
+        id=result.image_id,
+        sha256=result.sha256,
+        duplicate=result.duplicate,
+        near_duplicate_of=result.near_duplicate_of,
+        score=score,
+        status=image.status if image else None,
+    )
