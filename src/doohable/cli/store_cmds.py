@@ -1,3 +1,136 @@
-"""CLI commands of the store stage (registered on the shared app)."""
+"""CLI commands of the store stage: ``init``, ``users add``, ``ingest``, ``images list``.
 
-from doohable.cli.common import app  # noqa: F401
+Heavy imports (SQLAlchemy models, Pillow, httpx) happen inside the commands, so that
+``doohable --help`` stays fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from doohable.cli.common import JsonOpt, app, console, emit, emit_line, fail, progress
+
+users_app = typer.Typer(help="Manage voters, moderators and admins.", no_args_is_help=True)
+images_app = typer.Typer(help="Look at the stored images.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(images_app, name="images")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+@app.command()
+def init(as_json: bool = JsonOpt) -> None:
+    """Create or upgrade the database and the blob store."""
+    from doohable.config import get_settings
+    from doohable.store.blobs import LocalBlobStore, open_blobs
+    from doohable.store.db import current_revision, get_engine
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        blobs = open_blobs(settings.resolved_blob_url)
+        engine = get_engine(settings.resolved_database_url)
+    except Exception as e:
+        raise fail(f"cannot initialise the store: {e}") from e
+    if isinstance(blobs, LocalBlobStore):
+        blobs.root.mkdir(parents=True, exist_ok=True)
+    emit(
+        {
+            "database": _safe_url(settings.resolved_database_url),
+            "blobs": settings.resolved_blob_url,
+            "revision": current_revision(engine),
+        },
+        as_json,
+    )
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="The person's name (unique)."),
+    role: str = typer.Option("voter", "--role", help="voter | moderator | admin"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Add a user and print their API token (shown only this once)."""
+    from doohable.config import get_settings
+    from doohable.store.db import get_engine, session_scope
+    from doohable.store.users import UserError, add_user
+
+    engine = get_engine(get_settings().resolved_database_url)
+    try:
+        with session_scope(engine) as session:
+            user, token = add_user(session, name, role)
+            out = {"name": user.name, "role": user.role, "token": token}
+    except UserError as e:
+        raise fail(str(e)) from e
+    emit(out, as_json)
+
+
+@app.command()
+def ingest(
+    inputs: list[str] = typer.Argument(..., help="Files, folders, http(s) URLs, .txt/.csv lists of them."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Add images: decoded safely, stored by content hash, de-duplicated.
+
+    A bad input is listed under "rejected" with its reason; it never stops the run."""
+    from doohable.config import get_settings
+    from doohable.ingest import ingest_inputs
+
+    with progress(disable=as_json) as bar:
+        task = bar.add_task("ingest", total=None)
+
+        def on_progress(done: int, total: int, _source: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = ingest_inputs(inputs, get_settings(), on_progress=on_progress)
+    out = report.as_json()
+    if as_json:
+        emit(out, True)
+        return
+    console.print(
+        f"added {report.added}, duplicates {report.duplicates}, "
+        f"near-duplicates {report.near_duplicates}, rejected {len(report.rejected)}"
+    )
+    for r in report.rejected:
+        console.print(f"  [yellow]rejected[/yellow] {r['source']}: {r['error']}")
+
+
+@images_app.command("list")
+def images_list(
+    limit: int = typer.Option(0, "--limit", min=0, help="At most this many (0 = all)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List stored images, oldest first (JSON lines with --json)."""
+    from doohable.config import get_settings
+    from doohable.store.catalog import iter_images
+    from doohable.store.db import get_engine, session_scope
+
+    engine = get_engine(get_settings().resolved_database_url)
+    rows: list[dict[str, Any]] = []
+    with session_scope(engine) as session:
+        for row in iter_images(session, limit=limit or None):
+            if as_json:
+                emit_line(row)
+            else:
+                rows.append(row)
+    if not as_json:
+        _print_table(rows)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table("id", "sha256", "size", "source")
+    for r in rows:
+        table.add_row(str(r["id"]), r["sha256"][:12], f"{r['width']}×{r['height']}", r["source"] or "")
+    console.print(table)
+    console.print(f"{len(rows)} image(s)")
