@@ -246,24 +246,15 @@ def score_paths_ray(
 # --------------------------------------------------------------------------- stored images
 
 
-def store_results(session: Session, results: Iterable[ScoreResult], scorer: ScorerLike) -> int:
-    """Store scores of files that are also ingested images (matched by SHA-256); return how many."""
+def stored_ids(session: Session, results: Iterable[ScoreResult]) -> dict[int, float]:
+    """image id → score for the scored files that are also ingested images (same SHA-256)."""
     from doohable.store.models import Image as ImageRow
 
-    by_sha = {r.sha256: r.score for r in results if r.sha256 and r.score is not None}
+    by_sha = {r.sha256: float(r.score) for r in results if r.sha256 and r.score is not None}
     if not by_sha:
-        return 0
-    ids = dict(
-        session.execute(select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(list(by_sha)))).all()
-    )
-    from doohable.moderation import store_scores
-
-    return store_scores(
-        session,
-        {ids[sha]: s for sha, s in by_sha.items() if sha in ids and s is not None},
-        scorer.name,
-        scorer.version,
-    )
+        return {}
+    q = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(list(by_sha)))
+    return {int(i): by_sha[sha] for sha, i in session.execute(q)}
 
 
 @dataclass(frozen=True)
@@ -290,7 +281,6 @@ def moderate_images(
 ) -> ModerationReport:
     """Score stored images (all when ``image_ids`` is None), run the NSFW gate on those not yet
     checked, store scores with the model version and apply the auto-approve policy."""
-    from doohable import moderation
     from doohable.store.models import Image as ImageRow
 
     q = select(ImageRow.id, ImageRow.sha256)
@@ -306,11 +296,27 @@ def moderate_images(
             errors.append({"image_id": image_id, "error": error})
         else:
             scores[image_id] = score
+    counts = moderate_scores(session, blobs, scorer, settings, scores, nsfw=nsfw)
+    return ModerationReport(len(scores), errors, counts["approved"], counts["flagged"], counts["pending"])
+
+
+def moderate_scores(
+    session: Session,
+    blobs: Any,
+    scorer: ScorerLike,
+    settings: Settings,
+    scores: dict[int, float],
+    *,
+    nsfw: bool = True,
+) -> dict[str, int]:
+    """Store scores of stored images with the model version, run the NSFW gate on those not yet
+    checked (``nsfw``), then apply the auto-approve policy; return counts by outcome."""
+    from doohable import moderation
+
     moderation.store_scores(session, scores, scorer.name, scorer.version)
     if nsfw:
         check_nsfw(session, blobs, list(scores), settings)
-    counts = moderation.apply_policy(session, list(scores), moderation.get_policy(session, settings), scores)
-    return ModerationReport(len(scores), errors, counts["approved"], counts["flagged"], counts["pending"])
+    return moderation.apply_policy(session, list(scores), moderation.get_policy(session, settings), scores)
 
 
 def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings: Settings) -> int:

@@ -50,7 +50,9 @@ class Policy:
     nsfw_threshold: float = NSFW_DEFAULT
 
 
-def decide(score: float | None, nsfw: float | None, policy: Policy) -> str | None:
+def decide(
+    score: float | None, nsfw: float | None, policy: Policy, *, require_nsfw_check: bool = True
+) -> str | None:
     """What the policy does with one image: ``"flagged"``, ``"approved"`` or None (stays pending).
 
     Parameters
@@ -58,9 +60,13 @@ def decide(score: float | None, nsfw: float | None, policy: Policy) -> str | Non
     score : the model's score (None = not scored yet).
     nsfw : NSFW probability (None = not checked).
     policy : the policy in force.
+    require_nsfw_check : an image the NSFW gate has not checked is never approved (True when
+        the decision is acted on; the scoring API passes False to report a hypothetical one).
     """
     if is_flagged(nsfw, policy.nsfw_threshold):
         return "flagged"
+    if nsfw is None and require_nsfw_check:
+        return None
     if policy.threshold is not None and score is not None and score >= policy.threshold:
         return Status.approved.value
     return None

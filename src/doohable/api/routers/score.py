@@ -124,7 +124,9 @@ def _evaluate(
     out = []
     for s, p in zip(scores, nsfw, strict=True):
         pct = moderation.collection_percentile(session, float(s), scorer.name, scorer.version)
-        out.append((float(s), pct, moderation.decide(float(s), p, policy) or "pending"))
+        out.append(
+            (float(s), pct, moderation.decide(float(s), p, policy, require_nsfw_check=False) or "pending")
+        )
     return out
 
 
