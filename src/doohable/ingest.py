@@ -288,14 +288,14 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
         return "an unspecified address"
     if ip.is_link_local:
         return "a link-local address"
-    if allow_private and (ip.is_loopback or ip.is_private):
-        return None
     if ip.is_loopback:
-        return "a loopback address"
+        return None if allow_private else "a loopback address"
+    if ip.is_reserved:
+        return "a reserved address"
     if ip.is_private:
-        return "a private address"
-    if ip.is_reserved or not ip.is_global:
-        return "a reserved (non-public) address"
+        return None if allow_private else "a private address"
+    if not ip.is_global:
+        return "a non-public address"
     return None
 
 
