@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from skimage import data as skd
 
+from doohable.config import Settings
+from doohable.ingest import ingest_inputs
 from doohable.store.blobs import BlobStore, LocalBlobStore, S3BlobStore, blob_key, open_blobs
+from samples import encode
 
 
 def sha(data: bytes) -> str:
@@ -121,3 +126,29 @@ def test_open_blobs_urls(tmp_path: Path) -> None:
         open_blobs("ftp://host/x")
     with pytest.raises(ValueError, match="needs a bucket"):
         S3BlobStore("", client=object())
+
+
+def test_ingest_onto_s3_is_atomic(
+    settings: Settings, s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole ingest path with blobs on the S3 server: stored, de-duplicated, and no orphan
+    object when the row insert fails."""
+    import doohable.ingest as ingest_mod
+
+    jpeg, png = (encode(Image.fromarray(a), f) for a, f in ((skd.astronaut(), "JPEG"), (skd.coffee(), "PNG")))
+    (tmp_path / "a.jpg").write_bytes(jpeg)
+    (tmp_path / "b.png").write_bytes(png)
+    on_s3 = settings.model_copy(update={"blob_url": s3_url})
+    report = ingest_inputs([str(tmp_path / "a.jpg"), str(tmp_path / "a.jpg")], on_s3)
+    assert (report.added, report.duplicates, report.rejected) == (1, 1, [])
+    store = open_blobs(s3_url)
+    assert store.get(sha(jpeg)) == jpeg
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(ingest_mod, "_insert_image", fail)
+    failed = ingest_inputs([str(tmp_path / "b.png")], on_s3)
+    assert failed.added == 0 and "database went away" in failed.rejected[0]["error"]
+    assert not store.exists(sha(png))
+    assert store.exists(sha(jpeg))
