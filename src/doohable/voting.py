@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -45,8 +45,9 @@ ELO_SCALE = 200.0  # the report's divisor: E = 1 / (1 + 10^((R2 - R1) / 200))
 ELO_START = 0.0  # the report's starting rating
 ELO, BT = "elo", "bt"
 METHODS = (ELO, BT)
-DEFAULT_SCHEDULER = "random"
+DEFAULT_SCHEDULER = "active"  # the ranking engine's best (see docs/benchmarks.md)
 SCHEDULER_SETTING = "scheduler"  # Setting row {"name": ...} that selects the active scheduler
+_rng = np.random.default_rng()  # used under a lock (Generators are not thread-safe)
 
 
 class VotingError(ValueError):
@@ -204,64 +205,134 @@ def active_scheduler(session: Session) -> str:
     return str(name) if name else DEFAULT_SCHEDULER
 
 
-def _candidates(session: Session) -> tuple[list[PairImage], np.ndarray, np.ndarray]:
-    """Images that can be shown (not rejected, not near-duplicates) with Elo ratings and counts."""
-    stmt = (
-        select(Image.id, Image.sha256, Image.format, Rating.rating, Rating.votes)
-        .outerjoin(Rating, and_(Rating.image_id == Image.id, Rating.method == ELO))
-        .where(Image.status != Status.rejected.value, Image.near_duplicate_of.is_(None))
-        .order_by(Image.id)
-    )
-    rows = session.execute(stmt).all()
-    images = [PairImage(r[0], r[1], r[2]) for r in rows]
-    ratings = np.array([ELO_START if r[3] is None else r[3] for r in rows], dtype=np.float64)
-    counts = np.array([r[4] or 0 for r in rows], dtype=np.int64)
-    return images, ratings, counts
+_ELIGIBLE = (Image.status != Status.rejected.value, Image.near_duplicate_of.is_(None))
+REBUILD_AFTER_UNDO_S = 30.0  # an undo makes the scheduler's state rebuild, at most this often
 
 
-def choose_pair(
-    name: str, ratings: np.ndarray, counts: np.ndarray, rng: np.random.Generator, voter: int
-) -> tuple[int, int]:
-    """Indices of the next pair from the scheduler ``name`` (:mod:`doohable.ranking.scheduler`).
+@dataclass
+class _Live:
+    """One process's scheduler state for one database, kept current from the log.
 
-    Falls back to a uniform random pair when the ranking engine has no such scheduler.
+    The scheduler (:mod:`doohable.ranking.scheduler`) works on an in-memory
+    :class:`~doohable.ranking.state.RatingState`; each request first applies the log rows
+    added since the last one (by any process), so every process schedules from every vote.
     """
+
+    name: str
+    signature: tuple[int, int, int]
+    images: list[PairImage]
+    index: dict[int, int]
+    state: Any  # doohable.ranking.state.RatingState
+    scheduler: Any  # doohable.ranking.scheduler.Scheduler
+    last_id: int
+    built_at: float
+    dirty: bool = False  # an undo arrived: rebuild (at most every REBUILD_AFTER_UNDO_S)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_live: dict[str, _Live] = {}
+_live_lock = threading.Lock()
+
+
+def _signature(session: Session) -> tuple[int, int, int]:
+    """Changes whenever the set of images that can be shown changes."""
+    n, top, total = session.execute(
+        select(func.count(), func.coalesce(func.max(Image.id), 0), func.coalesce(func.sum(Image.id), 0))
+        .where(*_ELIGIBLE)
+    ).one()
+    return int(n), int(top), int(total)
+
+
+def _build_live(session: Session, name: str, signature: tuple[int, int, int]) -> _Live:
+    from doohable.ranking import scheduler
+    from doohable.ranking.state import RatingState
+    from doohable.ranking.votes import Comparisons, outcome_of
+
+    rows = session.execute(select(Image.id, Image.sha256, Image.format).where(*_ELIGIBLE).order_by(Image.id))
+    images = [PairImage(*r) for r in rows]
+    index = {img.id: k for k, img in enumerate(images)}
+    last = last_log_id(session)
+    log = [r for r in effective_votes(session) if r.left_id in index and r.right_id in index]
+    comps = Comparisons(
+        len(images),
+        np.array([index[r.left_id] for r in log], dtype=np.int64),
+        np.array([index[r.right_id] for r in log], dtype=np.int64),
+        np.array([outcome_of(r.left_id, r.right_id, r.winner_id) for r in log]),
+        np.array([r.voter_id for r in log], dtype=np.int64),
+        n_voters=max([r.voter_id for r in log], default=0) + 1,
+    )
     try:
-        from doohable.ranking import scheduler  # type: ignore[attr-defined]
-    except ImportError:
-        scheduler = None
-    if scheduler is not None:
-        try:
-            sched = scheduler.create(name)
-        except (KeyError, ValueError):
-            sched = scheduler.create(DEFAULT_SCHEDULER)
-        state = scheduler.State(ratings=ratings, counts=counts)  # type: ignore[attr-defined]
-        i, j = sched.next_pair(state, rng, voter=voter)
-        return int(i), int(j)
-    i, j = rng.choice(len(ratings), size=2, replace=False)
-    return int(i), int(j)
+        sched = scheduler.create(name)
+    except ValueError:  # an unknown name in the settings table: keep serving pairs
+        sched = scheduler.create(DEFAULT_SCHEDULER)
+    state = RatingState.from_comparisons(comps)
+    return _Live(name, signature, images, index, state, sched, last, time.monotonic())
+
+
+def _catch_up(session: Session, live: _Live) -> None:
+    """Apply the log rows added since ``live.last_id`` to the scheduler's state."""
+    from doohable.ranking.votes import outcome_of
+
+    rows = session.execute(
+        select(Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id, Vote.voter_id)
+        .where(Vote.id > live.last_id)
+        .order_by(Vote.id)
+    ).all()
+    for row in (LogRow(*r) for r in rows):
+        live.last_id = row.id
+        if row.undoes_vote_id is not None:
+            live.dirty = True
+        elif row.left_id in live.index and row.right_id in live.index:
+            y = outcome_of(row.left_id, row.right_id, row.winner_id)
+            live.scheduler.observe(live.state, live.index[row.left_id], live.index[row.right_id], y,
+                                   voter=row.voter_id)
+
+
+def _live_state(session: Session, name: str) -> _Live:
+    """This process's scheduler state for the session's database, current with the log."""
+    key = str(session.get_bind().engine.url)
+    signature = _signature(session)
+    if signature[0] < 2:
+        raise ConflictError("there are fewer than two images to compare; ingest some first")
+    with _live_lock:
+        live = _live.get(key)
+        stale = live is None or live.signature != signature or live.name != name or (
+            live.dirty and time.monotonic() - live.built_at > REBUILD_AFTER_UNDO_S
+        )
+        if stale:
+            live = _live[key] = _build_live(session, name, signature)
+    assert live is not None
+    return live
 
 
 def next_pair(
     session: Session, voter_id: int, *, rng: np.random.Generator | None = None, scheduler: str | None = None
 ) -> Pair:
-    """Choose the next pair for a voter, store its single-use token, return it.
+    """Choose the next pair for a voter with the active scheduler, store its single-use
+    token, return it.
 
-    Raises :class:`ConflictError` when fewer than two images can be shown.
+    Raises :class:`ConflictError` when fewer than two images can be shown. A voter who has
+    seen every pair gets a random one again.
     """
-    rng = rng or np.random.default_rng()
-    images, ratings, counts = _candidates(session)
-    if len(images) < 2:
-        raise ConflictError("there are fewer than two images to compare; ingest some first")
-    i, j = choose_pair(scheduler or active_scheduler(session), ratings, counts, rng, voter_id)
-    if i == j:
-        raise VotingError(f"the scheduler proposed the same image twice ({images[i].id})")
-    if rng.random() < 0.5:  # the side an image appears on never depends on the scheduler
-        i, j = j, i
+    from doohable.ranking.scheduler import NoPairAvailable
+
+    rng = rng or _rng
+    live = _live_state(session, scheduler or active_scheduler(session))
+    with live.lock:
+        _catch_up(session, live)
+        try:
+            i, j = live.scheduler.next_pair(live.state, rng, voter=voter_id)
+        except NoPairAvailable:  # this voter has seen every pair (a small pool): repeat one
+            i, j = (int(x) for x in rng.choice(len(live.images), 2, replace=False))
+        if rng.random() < 0.5:  # the side an image appears on never depends on the scheduler
+            i, j = j, i
+        left, right = live.images[i], live.images[j]
+    if left.id == right.id:
+        raise VotingError(f"the scheduler proposed the same image twice ({left.id})")
     token = secrets.token_urlsafe(24)
-    session.add(PairToken(token=token, voter_id=voter_id, left_id=images[i].id, right_id=images[j].id))
+    session.add(PairToken(token=token, voter_id=voter_id, left_id=left.id, right_id=right.id))
     session.flush()
-    return Pair(token=token, left=images[i], right=images[j])
+    return Pair(token=token, left=left, right=right)
 
 
 def _token_row(session: Session, voter_id: int, pair_token: str) -> PairToken:

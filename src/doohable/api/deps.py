@@ -28,7 +28,8 @@ def db_session(settings: Annotated[Settings, Depends(settings_dep)]) -> Iterator
         yield session
 
 
-SessionDep = Annotated[Session, Depends(db_session)]
+# scope="function": commit before the response is sent, so a 201 means the row is stored
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 

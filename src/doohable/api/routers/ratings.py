@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from doohable import voting
-from doohable.api.deps import SessionDep, VoterDep
+from doohable.api.deps import AdminDep, SessionDep, VoterDep
 
 router = APIRouter(prefix="/api/v1/ratings", tags=["ratings"])
 
@@ -26,3 +26,15 @@ def list_ratings(
 ) -> list[RatingOut]:
     """Every rated image, best first; ``uncertainty`` is BT's posterior std (null for Elo)."""
     return [RatingOut(**vars(r)) for r in voting.ratings(session, method)]
+
+
+class RebuildOut(BaseModel):
+    log_rows: int
+    images: int
+    max_elo_change: float
+
+
+@router.post("/rebuild", response_model=RebuildOut)
+def rebuild(_admin: AdminDep, session: SessionDep) -> RebuildOut:
+    """Recompute every rating from the vote log (admin); reports the largest Elo correction."""
+    return RebuildOut(**vars(voting.rebuild_ratings(session)))
