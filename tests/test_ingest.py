@@ -327,3 +327,26 @@ def test_ingest_urls_end_to_end(settings: Settings, server: tuple[str, dict]) ->
     with session_scope(get_engine(settings.resolved_database_url)) as s:
         kinds = {(src.kind, src.uri) for src in s.scalars(select(Source))}
     assert kinds == {("url", f"{base}/a.jpg"), ("url", f"{base}/b")}
+
+
+def test_a_concurrent_insert_of_the_same_bytes_becomes_a_duplicate(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process stores the same image between our check and our insert: the unique
+    SHA-256 refuses our row, and the retry records a duplicate instead of an error."""
+    path = tmp_path / "a.jpg"
+    path.write_bytes(ASTRONAUT)
+    real_insert = ingest_mod._insert_image
+    calls: list[int] = []
+
+    def racing_insert(session: object, image: Image, source: SourceInfo) -> Image:
+        calls.append(1)
+        if len(calls) == 1:
+            _ingest(settings, ASTRONAUT, "the other process")  # commits in its own transaction
+        return real_insert(session, image, source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_mod, "_insert_image", racing_insert)
+    report = ingest_inputs([str(path)], settings)
+    assert (report.added, report.duplicates, report.rejected) == (0, 1, [])
+    assert _count(settings, Image) == 1 and _count(settings, Source) == 2
+    assert open_blobs(settings.resolved_blob_url).get(hashlib.sha256(ASTRONAUT).hexdigest()) == ASTRONAUT

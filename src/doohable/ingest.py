@@ -33,6 +33,7 @@ import imagehash
 import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from doohable import __version__
@@ -231,21 +232,21 @@ def ingest_bytes(
     ------
     ImageError : not an acceptable image (the reason is in the message).
     """
-    decoded = decode(
-        data,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        max_side=settings.max_image_side,
-    )
     sha = hashlib.sha256(data).hexdigest()
     existing = session.scalar(select(Image).where(Image.sha256 == sha))
-    if existing is not None:
+    if existing is not None:  # the same bytes were decoded and accepted before
         session.add(_source_row(existing.id, source))
         session.flush()
         if not blobs.exists(sha):  # heal a blob lost outside doohable
             blobs.put(sha, data)
         return IngestResult(existing.id, sha, True, None, existing.phash)
 
+    decoded = decode(
+        data,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_side=settings.max_image_side,
+    )
     phash = perceptual_hash(decoded.image)
     near = (index if index is not None else PhashIndex.load(session)).nearest(
         phash, settings.near_duplicate_distance
@@ -464,6 +465,26 @@ def expand_inputs(inputs: Iterable[str], report: IngestReport, depth: int = 0) -
 ProgressFn = Callable[[int, int, str], None]
 
 
+def _ingest_item(
+    engine: Engine, blobs: BlobStore, item: Item, settings: Settings, index: PhashIndex
+) -> IngestResult:
+    """Read or fetch one item and ingest it in its own transaction."""
+    from doohable.store.db import session_scope
+
+    if item.kind == "url":
+        data = fetch_url(item.uri, settings)
+    else:
+        data = read_limited(item.uri, settings.max_image_bytes)
+    source = SourceInfo(item.kind, item.uri)
+    try:
+        with session_scope(engine) as session:
+            return ingest_bytes(session, blobs, data, source=source, settings=settings, index=index)
+    except IntegrityError:
+        # another process stored the same bytes at the same moment: try again, as a duplicate
+        with session_scope(engine) as session:
+            return ingest_bytes(session, blobs, data, source=source, settings=settings, index=index)
+
+
 def ingest_inputs(
     inputs: list[str], settings: Settings, on_progress: ProgressFn | None = None
 ) -> IngestReport:
@@ -482,13 +503,7 @@ def ingest_inputs(
         index = PhashIndex.load(session)
     for done, item in enumerate(items, 1):
         try:
-            if item.kind == "url":
-                data = fetch_url(item.uri, settings)
-            else:
-                data = read_limited(item.uri, settings.max_image_bytes)
-            source = SourceInfo(item.kind, item.uri)
-            with session_scope(engine) as session:
-                result = ingest_bytes(session, blobs, data, source=source, settings=settings, index=index)
+            result = _ingest_item(engine, blobs, item, settings, index)
             report.count(result)
             if not result.duplicate:
                 index.add(result.image_id, result.phash)
