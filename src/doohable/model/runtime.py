@@ -1,0 +1,151 @@
+"""Score images with an exported ONNX scorer, through ONNX Runtime, without importing torch.
+
+The ONNX graph takes ``image``: uint8 (N, S, S, 3) RGB and returns ``score``: float32 (N,) on
+the model's scale; normalisation happens inside the graph. Its ``metadata_props`` carry
+``name``, ``input_size``, ``scale`` and ``resize_policy``. :meth:`Scorer.prepare` is the one
+resize policy, used by training, batch scoring and the API alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+DEFAULT_MODEL = "selfie"
+RESIZE_POLICY = "squash-center-crop-0.875"
+CROP_FRACTION = 0.875  # squash to round(S / 0.875) px square, then centre-crop S (224 <- 256)
+
+
+def resize_side(input_size: int) -> int:
+    """Side of the square the image is squashed to before cropping ``input_size``."""
+    return int(round(input_size / CROP_FRACTION))
+
+
+def squash(img: Image.Image, side: int) -> np.ndarray:
+    """RGB image -> uint8 (side, side, 3), aspect ratio ignored (as NIMA), antialiased bilinear."""
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return np.asarray(rgb.resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop of an (H, W, ...) array."""
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return arr[top : top + size, left : left + size]
+
+
+def prepare_image(img: Image.Image, input_size: int) -> np.ndarray:
+    """The resize policy: squash to ``resize_side(S)``, centre-crop S -> uint8 (S, S, 3)."""
+    return np.ascontiguousarray(center_crop(squash(img, resize_side(input_size)), input_size))
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> Path:
+    """``None`` -> the bundled default; a bundled name (``selfie``) -> its file; else a path."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".onnx" or candidate.exists():
+        if not candidate.is_file():
+            raise FileNotFoundError(f"model file not found: {candidate}")
+        return candidate
+    bundled = BUNDLED_DIR / f"{name_or_path}.onnx"
+    if bundled.is_file():
+        return bundled
+    known = sorted(p.stem for p in BUNDLED_DIR.glob("*.onnx"))
+    raise FileNotFoundError(
+        f"unknown model {str(name_or_path)!r}: not a file and not a bundled model "
+        f"(bundled: {', '.join(known)})"
+    )
+
+
+@dataclass
+class Scorer:
+    """An exported scorer loaded in ONNX Runtime.
+
+    Attributes
+    ----------
+    name : model name (metadata).
+    version : first 12 hex digits of the .onnx file's SHA-256.
+    input_size : side S of the square uint8 input.
+    scale : (lowest, highest) score.
+    metadata : every metadata_props entry.
+    """
+
+    name: str
+    version: str
+    input_size: int
+    scale: tuple[float, float]
+    path: Path
+    metadata: dict[str, str] = field(default_factory=dict)
+    _session: Any = field(default=None, repr=False)
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        """PIL image -> uint8 (S, S, 3): the one resize policy."""
+        return prepare_image(img, self.input_size)
+
+    def score(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) RGB -> float32 (N,) scores on ``scale``."""
+        s = self.input_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
+            raise ValueError(
+                f"expected uint8 array of shape (N, {s}, {s}, 3), got {batch.dtype} {batch.shape}"
+            )
+        if batch.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        out = self._session.run(["score"], {"image": np.ascontiguousarray(batch)})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def score_images(self, images: list[Image.Image]) -> np.ndarray:
+        """Convenience: prepare then score a list of PIL images."""
+        s = self.input_size
+        batch = np.stack([self.prepare(i) for i in images]) if images else np.zeros((0, s, s, 3), np.uint8)
+        return self.score(batch)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """metadata_props of an ONNX file (without loading the weights into a session)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: int = 0) -> Scorer:
+    """Load an exported scorer: ``None`` = the bundled default model.
+
+    Parameters
+    ----------
+    name_or_path : bundled model name, or path to an ``.onnx`` exported by ``doohable.model.export``.
+    threads : ONNX Runtime intra-op threads; 0 lets it choose (number of cores).
+    """
+    import onnxruntime as ort
+
+    path = resolve_model_path(name_or_path)
+    data = path.read_bytes()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(threads))
+    try:
+        session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from exc
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    missing = {"name", "input_size", "scale"} - set(meta)
+    if missing:
+        raise ValueError(f"{path}: not a doohable scorer (metadata lacks {', '.join(sorted(missing))})")
+    lo, hi = json.loads(meta["scale"])
+    return Scorer(
+        name=meta["name"],
+        version=hashlib.sha256(data).hexdigest()[:12],
+        input_size=int(meta["input_size"]),
+        scale=(float(lo), float(hi)),
+        path=path,
+        metadata=meta,
+        _session=session,
+    )

@@ -1,0 +1,370 @@
+"""Training: a head on cached frozen features, and full fine-tuning with k-fold CV.
+
+Library code only (the CLI in ``doohable.cli.model_cmds`` and ``benchmarks/`` call it). Images
+arrive as uint8 (N, R, R, 3) arrays squashed to ``runtime.resize_side(S)``; they are put on the
+training device once, and cropped/flipped there (NIMA augmentation: 256 -> random 224 crop,
+horizontal flip), so an epoch on a GPU takes seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from doohable.model.metrics import mean_std_table, regression_metrics
+from doohable.model.scorer import ScoringModel, build_model
+
+Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, info)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- crops (on the device)
+
+
+def crop_batch(
+    x: torch.Tensor, size: int, *, train: bool, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 (B, R, R, 3) -> float NCHW (B, 3, S, S) on 0..255.
+
+    ``train``: a random S crop and a random horizontal flip per image; else the centre crop
+    (the serving policy, ``runtime.prepare_image``).
+    """
+    b, r = x.shape[0], x.shape[1]
+    if not train:
+        o = (r - size) // 2
+        return x[:, o : o + size, o : o + size].permute(0, 3, 1, 2).float()
+    dev = x.device
+    oy = torch.randint(0, r - size + 1, (b,), generator=gen, device="cpu").to(dev)
+    ox = torch.randint(0, r - size + 1, (b,), generator=gen, device="cpu").to(dev)
+    flip = (torch.rand(b, generator=gen, device="cpu") < 0.5).to(dev)
+    base = torch.arange(size, device=dev)
+    rows = oy[:, None] + base[None, :]
+    cols = torch.where(flip[:, None], ox[:, None] + size - 1 - base[None, :], ox[:, None] + base[None, :])
+    bi = torch.arange(b, device=dev)[:, None, None]
+    return x[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).float()
+
+
+@torch.no_grad()
+def predict(model: ScoringModel, pixels: torch.Tensor, *, batch: int = 128) -> np.ndarray:
+    """Scores (N,) of uint8 (N, R, R, 3) images (centre crop; flip-averaged if the model says so)."""
+    model.eval()
+    out = []
+    dev = next(model.parameters()).device
+    for i in range(0, len(pixels), batch):
+        xb = crop_batch(pixels[i : i + batch].to(dev, non_blocking=True), model.input_size, train=False)
+        with _autocast(dev):
+            out.append(model.score(xb).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def _autocast(dev: torch.device) -> Any:
+    # bf16 on CUDA keeps fp32 range (no loss scaling needed); CPU stays fp32
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+# ---------------------------------------------------------------- head on cached features
+
+
+@torch.no_grad()
+def extract_features(model: ScoringModel, pixels: np.ndarray, *, batch: int = 64,
+                     device: torch.device | None = None, on_batch: Callable[[int], None] | None = None
+                     ) -> np.ndarray:
+    """Frozen backbone features (N, C) of uint8 (N, R, R, 3) images, centre-cropped."""
+    dev = device or torch.device("cpu")
+    model.to(dev).eval()
+    feats = []
+    for i in range(0, len(pixels), batch):
+        xb = crop_batch(torch.from_numpy(pixels[i : i + batch]).to(dev), model.input_size, train=False)
+        feats.append(model.features(xb).float().cpu())
+        if on_batch:
+            on_batch(len(xb))
+    return torch.cat(feats).numpy()
+
+
+def fit_head(model: ScoringModel, feats: np.ndarray, scores: np.ndarray, *, epochs: int = 300,
+             lr: float = 1e-3, weight_decay: float = 1e-4, batch: int = 256, seed: int = 0) -> list[float]:
+    """Train ``model.head`` alone on frozen features (N, C) with its own loss; returns loss per epoch."""
+    seed_everything(seed)
+    head = model.head.cpu().train()
+    x = torch.from_numpy(np.asarray(feats, np.float32))
+    target = head.target_from_score(torch.from_numpy(np.asarray(scores, np.float32)))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), batch):
+            idx = perm[i : i + batch]
+            loss = head.loss(head(x[idx]), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        sched.step()
+        history.append(total / len(x))
+    head.eval()
+    return history
+
+
+def head_scores(model: ScoringModel, feats: np.ndarray) -> np.ndarray:
+    """Scores of cached features through ``model.head``."""
+    model.head.cpu().eval()
+    with torch.no_grad():
+        return model.head.to_score(model.head(torch.from_numpy(np.asarray(feats, np.float32)))).numpy()
+
+
+# ---------------------------------------------------------------- full fine-tuning
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of full fine-tuning (defaults: chosen once, not tuned to the folds)."""
+
+    backbone: str = "mobilenet_v2"
+    head: str = "regression"
+    input_size: int = 224
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3           # head learning rate
+    backbone_lr: float = 5e-4  # learning rate of the backbone's top group
+    layer_decay: float = 0.75  # each lower group gets this factor more
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    dropout: float = 0.2
+    patience: int = 6          # early stopping: epochs without validation improvement
+    val_fraction: float = 0.1  # inner validation split carved from the training images
+    tta_flip: bool = True
+    seed: int = 0
+    scale: tuple[float, float] = (1.0, 5.0)
+
+
+@dataclass
+class FitResult:
+    """Outcome of one fine-tuning run."""
+
+    model: ScoringModel
+    best_epoch: int            # 0-based epoch whose weights were kept
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def param_groups(model: ScoringModel, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """Layer-wise learning rates: the head at ``lr``, backbone groups decaying from the top."""
+    groups = model.backbone.layer_groups()
+    out: list[dict[str, Any]] = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+    for depth, params in enumerate(reversed(groups)):
+        out.append({"params": params, "lr": cfg.backbone_lr * cfg.layer_decay**depth})
+    return out
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    train_pixels: np.ndarray,
+    train_scores: np.ndarray,
+    val_pixels: np.ndarray | None = None,
+    val_scores: np.ndarray | None = None,
+    *,
+    device: torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    progress: Progress | None = None,
+    model: ScoringModel | None = None,
+) -> FitResult:
+    """Fine-tune backbone + head; keep the weights of the best validation epoch.
+
+    Without a validation set the last epoch is kept. With ``checkpoint``, state is saved after
+    every epoch and a later call with the same path resumes where it stopped.
+    """
+    dev = device or pick_device()
+    seed_everything(cfg.seed)
+    if model is None:
+        model = build_model(cfg.backbone, cfg.head, scale=cfg.scale, input_size=cfg.input_size,
+                            dropout=cfg.dropout, tta_flip=cfg.tta_flip)
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.from_numpy(train_pixels).to(dev)
+    y = model.head.target_from_score(torch.from_numpy(np.asarray(train_scores, np.float32))).to(dev)
+    vx = torch.from_numpy(val_pixels) if val_pixels is not None and len(val_pixels) else None
+    steps_per_epoch = max(1, len(x) // cfg.batch_size)  # drop the last partial batch (BatchNorm)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warm))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": -1, "best_rmse": math.inf}
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt and ckpt.is_file():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if saved["cfg"] != asdict(cfg):
+            raise ValueError(f"{ckpt} was written with other settings; remove it or use another path")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        gen.set_state(saved["gen"])
+        state = saved["state"]
+    t0 = time.perf_counter()
+    for epoch in range(state["epoch"], cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        run_loss = torch.zeros((), device=dev)
+        for s in range(steps_per_epoch):
+            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].to(dev)
+            xb = crop_batch(x[idx], cfg.input_size, train=True, gen=gen)
+            if dev.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(dev):
+                out = model(xb)
+            loss = model.head.loss(out.float(), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            run_loss += loss.detach()
+        rec: dict[str, float] = {"epoch": epoch, "train_loss": float(run_loss) / steps_per_epoch}
+        if vx is not None and val_scores is not None:
+            pv = predict(model, vx)
+            m = regression_metrics(val_scores, pv, cfg.scale)
+            rec.update(val_rmse=m["rmse"], val_pearson=m["pearson"], val_mae=m["mae"])
+            if m["rmse"] < state["best_rmse"]:
+                state.update(best_rmse=m["rmse"], best_epoch=epoch,
+                             best={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        state["history"].append(rec)
+        state["epoch"] = epoch + 1
+        if progress:
+            progress("epoch", epoch + 1, cfg.epochs, rec)
+        if ckpt:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"cfg": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "gen": gen.get_state(), "state": state}, ckpt)
+        if vx is not None and epoch - state["best_epoch"] >= cfg.patience:
+            break
+    if state["best"] is not None:
+        model.load_state_dict(state["best"])
+    best_epoch = state["best_epoch"] if state["best"] is not None else state["epoch"] - 1
+    model.cpu().eval()
+    return FitResult(model, best_epoch, state["history"], time.perf_counter() - t0)
+
+
+def inner_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (train, validation) index split of ``range(n)``; validation has ``fraction`` of it."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    k = int(round(n * fraction))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+@dataclass
+class CVResult:
+    """k-fold cross-validation: per-fold metrics, their mean +- std, out-of-fold predictions."""
+
+    folds: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
+    oof: np.ndarray  # out-of-fold predicted score per image (NaN where not predicted)
+    histories: list[list[dict[str, float]]]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"folds": self.folds, "summary": self.summary, "oof": [float(v) for v in self.oof],
+                "histories": self.histories, "seconds": self.seconds}
+
+
+def cross_validate(
+    cfg: FinetuneConfig,
+    pixels: np.ndarray,
+    scores: np.ndarray,
+    folds: np.ndarray,
+    *,
+    only_folds: list[int] | None = None,
+    device: torch.device | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> CVResult:
+    """Fine-tune on all folds but one, test on it, for each fold (the data's fixed split).
+
+    Early stopping uses an inner validation split of the training folds, never the test fold.
+    """
+    t0 = time.perf_counter()
+    oof = np.full(len(scores), np.nan)
+    rows, histories = [], []
+    for k in only_folds or sorted({int(f) for f in folds}):
+        test = np.flatnonzero(folds == k)
+        train_all = np.flatnonzero(folds != k)
+        tr, va = inner_split(len(train_all), cfg.val_fraction, cfg.seed + k)
+        tr, va = train_all[tr], train_all[va]
+        ck = Path(checkpoint_dir) / f"{cfg.backbone}-fold{k}.pt" if checkpoint_dir else None
+        fit = finetune(cfg, pixels[tr], scores[tr], pixels[va], scores[va], device=device, checkpoint=ck,
+                       progress=progress)
+        fit.model.to(device or pick_device())
+        pred = predict(fit.model, torch.from_numpy(pixels[test]))
+        oof[test] = pred
+        row = {"fold": k, **regression_metrics(scores[test], pred, cfg.scale), "best_epoch": fit.best_epoch,
+               "seconds": fit.seconds}
+        rows.append(row)
+        histories.append(fit.history)
+        if progress:
+            progress("fold", k, len(set(folds.tolist())), {"pearson": row["pearson"], "rmse": row["rmse"]})
+    return CVResult(rows, mean_std_table(rows), oof, histories, time.perf_counter() - t0)
+
+
+def cross_validate_head(
+    model: ScoringModel, feats: np.ndarray, scores: np.ndarray, folds: np.ndarray, **fit_kw: Any
+) -> CVResult:
+    """k-fold CV of a head on cached frozen features (no fine-tuning)."""
+    t0 = time.perf_counter()
+    oof = np.full(len(scores), np.nan)
+    rows, histories = [], []
+    for k in sorted({int(f) for f in folds}):
+        test, train = folds == k, folds != k
+        m = copy.deepcopy(model)
+        hist = fit_head(m, feats[train], scores[train], **fit_kw)
+        pred = head_scores(m, feats[test])
+        oof[test] = pred
+        rows.append({"fold": k, **regression_metrics(scores[test], pred, model.scale)})
+        histories.append([{"epoch": i, "train_loss": v} for i, v in enumerate(hist)])
+    return CVResult(rows, mean_std_table(rows), oof, histories, time.perf_counter() - t0)
+
+
+def save_checkpoint(model: ScoringModel, path: str | Path, **meta: Any) -> Path:
+    """Save ``{"config", "state_dict", **meta}`` (rebuild with ``scorer.model_from_checkpoint``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config(), "state_dict": model.state_dict(), **meta}, path)
+    return path
+
+
+def nn_param_count(module: nn.Module) -> int:
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in module.parameters())
