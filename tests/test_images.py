@@ -240,3 +240,15 @@ def test_sniff_reasons() -> None:
 def test_headers_without_data_raise_image_error(data: bytes) -> None:
     with pytest.raises(ImageError):
         decode(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF", "HEIF"])
+def test_exif_orientation_in_other_formats(fmt: str) -> None:
+    """EXIF orientation 6 stored in PNG (eXIf), WebP, TIFF and HEIF files is applied once."""
+    stored = Image.fromarray(skd.coins()).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    d = decode(encode(stored, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "HEIF" else {})))
+    assert (d.width, d.height) == (303, 384) and d.image.size == (303, 384)
+    want = np.asarray(stored.convert("L").transpose(Image.Transpose.ROTATE_270), dtype=float)
+    assert np.abs(np.asarray(d.image.convert("L"), dtype=float) - want).mean() < 4

@@ -350,3 +350,14 @@ def test_a_concurrent_insert_of_the_same_bytes_becomes_a_duplicate(
     assert (report.added, report.duplicates, report.rejected) == (0, 1, [])
     assert _count(settings, Image) == 1 and _count(settings, Source) == 2
     assert open_blobs(settings.resolved_blob_url).get(hashlib.sha256(ASTRONAUT).hexdigest()) == ASTRONAUT
+
+
+def test_fetch_tries_each_checked_address(server: tuple[str, dict], url_settings: Settings) -> None:
+    """``localhost`` may resolve to ::1 first while the server listens on 127.0.0.1 only."""
+    base, routes = server
+    routes["/a.jpg"] = (200, {"Content-Type": "image/jpeg"}, ASTRONAUT)
+    port = base.rsplit(":", 1)[1]
+    allowed = url_settings.model_copy(update={"url_allow_private": True})
+    assert fetch_url(f"http://localhost:{port}/a.jpg", allowed) == ASTRONAUT
+    with pytest.raises(IngestError, match="loopback"):
+        fetch_url(f"http://localhost:{port}/a.jpg", url_settings)

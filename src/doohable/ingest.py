@@ -300,8 +300,8 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
     return None
 
 
-def resolve_public(host: str, port: int, allow_private: bool) -> str:
-    """Resolve ``host`` and return an address to connect to; refuse the host when ANY of its
+def resolve_public(host: str, port: int, allow_private: bool) -> list[str]:
+    """Resolve ``host`` to the addresses to connect to; refuse the host when ANY of its
     addresses is not public (a name may mix public and private answers)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -314,7 +314,7 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
         problem = address_problem(ipaddress.ip_address(a.split("%", 1)[0]), allow_private)
         if problem:
             raise IngestError(f"refused: {host} resolves to {a}, {problem}")
-    return addresses[0]
+    return addresses
 
 
 def _send_pinned(client: httpx.Client, url: httpx.URL, settings: Settings) -> httpx.Response:
@@ -325,7 +325,7 @@ def _send_pinned(client: httpx.Client, url: httpx.URL, settings: Settings) -> ht
     if not url.host:
         raise IngestError(f"URL has no host: {url}")
     port = url.port or (443 if url.scheme == "https" else 80)
-    address = resolve_public(url.host, port, settings.url_allow_private)
+    addresses = resolve_public(url.host, port, settings.url_allow_private)
     headers = {
         "Host": url.netloc.decode("ascii"),
         "Accept": "image/*",
@@ -333,8 +333,15 @@ def _send_pinned(client: httpx.Client, url: httpx.URL, settings: Settings) -> ht
         "User-Agent": f"doohable/{__version__}",
     }
     extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-    request = client.build_request("GET", url.copy_with(host=address), headers=headers, extensions=extensions)
-    return client.send(request, stream=True)
+    for i, address in enumerate(addresses):  # e.g. ::1 then 127.0.0.1: use the first that answers
+        pinned = url.copy_with(host=address)
+        request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError:
+            if i == len(addresses) - 1:
+                raise
+    raise AssertionError("unreachable: resolve_public returns at least one address")
 
 
 def _accept(resp: httpx.Response, url: httpx.URL, max_bytes: int, deadline: float) -> bytes:
