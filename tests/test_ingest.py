@@ -352,12 +352,21 @@ def test_a_concurrent_insert_of_the_same_bytes_becomes_a_duplicate(
     assert open_blobs(settings.resolved_blob_url).get(hashlib.sha256(ASTRONAUT).hexdigest()) == ASTRONAUT
 
 
-def test_fetch_tries_each_checked_address(server: tuple[str, dict], url_settings: Settings) -> None:
-    """``localhost`` may resolve to ::1 first while the server listens on 127.0.0.1 only."""
+def test_fetch_tries_each_checked_address(
+    server: tuple[str, dict], url_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name resolving to ::1 first while the server listens on 127.0.0.1 only still works."""
+    import socket
+
     base, routes = server
     routes["/a.jpg"] = (200, {"Content-Type": "image/jpeg"}, ASTRONAUT)
-    port = base.rsplit(":", 1)[1]
+    port = int(base.rsplit(":", 1)[1])
+    answers = [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+    ]
+    monkeypatch.setattr(ingest_mod.socket, "getaddrinfo", lambda *a, **k: answers)
     allowed = url_settings.model_copy(update={"url_allow_private": True})
-    assert fetch_url(f"http://localhost:{port}/a.jpg", allowed) == ASTRONAUT
-    with pytest.raises(IngestError, match="loopback"):
-        fetch_url(f"http://localhost:{port}/a.jpg", url_settings)
+    assert fetch_url(f"http://images.test:{port}/a.jpg", allowed) == ASTRONAUT
+    with pytest.raises(IngestError, match=r"images.test resolves to ::1, a loopback address"):
+        fetch_url(f"http://images.test:{port}/a.jpg", url_settings)
