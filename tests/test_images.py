@@ -252,3 +252,29 @@ def test_exif_orientation_in_other_formats(fmt: str) -> None:
     assert (d.width, d.height) == (303, 384) and d.image.size == (303, 384)
     want = np.asarray(stored.convert("L").transpose(Image.Transpose.ROTATE_270), dtype=float)
     assert np.abs(np.asarray(d.image.convert("L"), dtype=float) - want).mean() < 4
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_mutated_files_raise_only_image_error(name: str) -> None:
+    """Random byte flips, cuts and insertions (seeded): the result is an image or an
+    ImageError, never another exception."""
+    import random
+
+    rng = random.Random(name)
+    data = GOOD[name][0]
+    for _ in range(25):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            i = rng.randrange(len(b))
+            op = rng.random()
+            if op < 0.6:
+                b[i] = rng.randrange(256)
+            elif op < 0.8:
+                del b[i : i + rng.randint(1, 64)]
+            else:
+                b[i:i] = rng.randbytes(rng.randint(1, 16))
+        try:
+            d = decode(bytes(b))
+        except ImageError:
+            continue
+        assert d.image.mode == "RGB" and d.image.size == (d.width, d.height)

@@ -215,7 +215,9 @@ def decode(
     """
     limits = Limits.resolve(max_bytes, max_pixels, max_side)
     im = _open(data, limits)
-    fmt = ACCEPTED_FORMATS[im.format or ""]
+    fmt = ACCEPTED_FORMATS.get(im.format or "")
+    if fmt is None:  # an opener may name a variant we do not accept (e.g. AVIF from the HEIF one)
+        raise ImageError(f"unsupported image format {im.format}")
     width, height = im.width, im.height
     try:
         if fmt == "JPEG":  # JPEG: EXIF is in the header, so the draft size can follow it
