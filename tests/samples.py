@@ -114,7 +114,7 @@ def hostile_files(byte_limit: int) -> dict[str, tuple[bytes, str]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG data"),
         "empty.jpg": (b"", "empty file"),
         "notes.jpg": (b"these are my holiday notes, not a photo\n" * 20, "plain text"),
-        "bomb.png": (png_header_only(20000, 20000), "400 MP, above the 50 MP limit"),
+        "bomb.png": (png_header_only(20000, 20000), "image is 20000×20000 = 400 MP, above the 50 MP limit"),
         "drawing.svg": (SVG, "SVG"),
         "page.jpg": (HTML, "HTML"),
         "corrupt.png": (png[:100] + bytes(range(256)) * 8 + png[-12:], "corrupt PNG data"),

@@ -136,6 +136,19 @@ def check_size(width: int, height: int, limits: Limits) -> None:
         raise ImageError(f"image is {width}×{height}: it has no pixels")
 
 
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header alone, bypassing Pillow's bomb guard (which raises
+    before telling the size); None when no accepted opener reads the header."""
+    for name in _OPENERS:
+        factory, accept = Image.OPEN[name]
+        try:
+            if accept is None or accept(data[:16]) is True:
+                return factory(io.BytesIO(data), "").size  # type: ignore[no-any-return]
+        except Exception:
+            continue
+    return None
+
+
 def _open(data: bytes, limits: Limits) -> Image.Image:
     """Open lazily (header only) and check the header size before anything is decoded."""
     if not data:
@@ -147,12 +160,13 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=_OPENERS)
     except Image.DecompressionBombError as e:
-        # Pillow's own guard fires at open for sizes far above ours; say it our way.
+        # Pillow's own guard fires at open for sizes far above ours: say it our way
+        size = _declared_size(data)
+        if size is not None:
+            check_size(*size, limits)
         found = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{int(found.group(1)) / 1e6:.3g} MP" if found else "far too many pixels"
-        raise ImageError(
-            f"image has {size}, above the {limits.max_pixels / 1e6:.3g} MP limit (refused before decoding)"
-        ) from e
+        pixels = f"{int(found.group(1)) / 1e6:.3g} MP" if found else "far too many pixels"
+        raise ImageError(f"image has {pixels}, above the {limits.max_pixels / 1e6:.3g} MP limit") from e
     except UnidentifiedImageError as e:
         raise ImageError(sniff(data)) from e
     except Exception as e:
