@@ -370,3 +370,18 @@ def test_fetch_tries_each_checked_address(
     assert fetch_url(f"http://images.test:{port}/a.jpg", allowed) == ASTRONAUT
     with pytest.raises(IngestError, match=r"images.test resolves to ::1, a loopback address"):
         fetch_url(f"http://images.test:{port}/a.jpg", url_settings)
+
+
+def test_a_name_with_one_private_answer_is_refused(
+    url_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS answers mixing public and private addresses are refused as a whole."""
+    import socket
+
+    answers = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 80)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 80)),
+    ]
+    monkeypatch.setattr(ingest_mod.socket, "getaddrinfo", lambda *a, **k: answers)
+    with pytest.raises(IngestError, match=r"mixed.test resolves to 10\.0\.0\.7, a private address"):
+        fetch_url("http://mixed.test/a.jpg", url_settings)

@@ -82,6 +82,8 @@ def ingest(
     """Add images: decoded safely, stored by content hash, de-duplicated.
 
     A bad input is listed under "rejected" with its reason; it never stops the run."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from doohable.config import get_settings
     from doohable.ingest import ingest_inputs
 
@@ -91,7 +93,10 @@ def ingest(
         def on_progress(done: int, total: int, _source: str) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = ingest_inputs(inputs, get_settings(), on_progress=on_progress)
+        try:
+            report = ingest_inputs(inputs, get_settings(), on_progress=on_progress)
+        except (ValueError, SQLAlchemyError) as e:  # bad blob URL, database unreachable
+            raise fail(f"cannot open the store: {e}") from e
     out = report.as_json()
     if as_json:
         emit(out, True)
