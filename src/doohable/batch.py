@@ -216,14 +216,14 @@ def score_paths_ray(
     concurrency: int = 2,
     num_cpus: int | None = None,
 ) -> Iterator[ScoreResult]:
-    """Score files on Ray Data (``address`` of a cluster, or a local Ray when None).
+    """Score files on Ray Data (``address`` of a cluster, else ``RAY_ADDRESS``'s, else a local Ray).
 
     ``map_batches`` with a pool of ``concurrency`` :class:`RayScorerActor`; each actor runs
     ONNX Runtime with one thread, so the pool size is the parallelism."""
     import ray
 
     if not ray.is_initialized():
-        if address:
+        if address or os.environ.get("RAY_ADDRESS"):  # a cluster (ray.init reads RAY_ADDRESS itself)
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)

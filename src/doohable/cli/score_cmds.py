@@ -32,12 +32,11 @@ def score(
     gallery: Path | None = typer.Option(None, "--gallery", help="Also write an HTML gallery, best → worst."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
     workers: int = typer.Option(0, "--workers", min=0, help="Decode threads (0 = number of cores)."),
-    ray: str | None = typer.Option(
-        None,
-        "--ray",
-        flag_value="local",
-        is_flag=False,
-        help="Score on Ray Data: --ray alone starts a local Ray, --ray ADDRESS joins a cluster.",
+    ray: bool = typer.Option(
+        False, "--ray", help="Score on Ray Data (a local Ray, or RAY_ADDRESS's cluster)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (e.g. ray://head:10001); implies --ray."
     ),
     model: str | None = typer.Option(
         None, "--model", help="Scorer name or .onnx path (default: DOOHABLE_MODEL)."
@@ -58,7 +57,8 @@ def score(
     if not paths:
         raise fail("give image files or folders to score (or --ingested)")
     files, missing = expand_paths(paths)
-    results = best_first(_run(files, model, batch_size, workers, ray, quiet=as_json) + missing)
+    use_ray = ray_address or ("auto" if ray else None)
+    results = best_first(_run(files, model, batch_size, workers, use_ray, quiet=as_json) + missing)
     if store:
         _store(results, model)
     if csv_out is not None:
@@ -81,8 +81,9 @@ def _run(
     settings = get_settings()
     name = model or settings.model
     if ray is not None:
-        address = None if ray == "local" else ray
-        console.print(f"scoring {len(files)} images on Ray ({address or 'local'})")
+        address = None if ray == "auto" else ray
+        where = address or os.environ.get("RAY_ADDRESS") or "local"
+        console.print(f"scoring {len(files)} images on Ray ({where})")
         return list(score_paths_ray(files, name, address=address, batch_size=batch_size))
     try:
         scorer = cached_scorer(name, settings.threads)
