@@ -132,7 +132,7 @@ def test_undo_stats_and_export(world: World) -> None:
     undo = c.post("/api/v1/votes/undo", headers=world.auth()).json()
     assert undo["undone"] is True
     stats = c.get("/api/v1/votes/stats", headers=world.auth()).json()
-    assert stats["total"] == 3 and 0.0 <= stats["settled"] <= 1.0  # undo is a new row, not a deletion
+    assert stats["total"] == 2 and 0.0 <= stats["settled"] <= 1.0
     r = c.get("/api/v1/votes/export", headers=world.auth())
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import secrets
 import threading
 import time
@@ -40,6 +41,7 @@ from sqlalchemy.orm import Session, aliased
 from doohable.store.models import Image, PairToken, Rating, Setting, Status, User, Vote
 from doohable.store.users import add_user
 
+log = logging.getLogger(__name__)
 ELO_K = 10.0  # the report's K factor
 ELO_SCALE = 200.0  # the report's divisor: E = 1 / (1 + 10^((R2 - R1) / 200))
 ELO_START = 0.0  # the report's starting rating
@@ -322,7 +324,11 @@ def next_pair(
         _catch_up(session, live)
         try:
             i, j = live.scheduler.next_pair(live.state, rng, voter=voter_id)
-        except NoPairAvailable:  # this voter has seen every pair (a small pool): repeat one
+        except (NoPairAvailable, ValueError) as e:
+            # NoPairAvailable: this voter has seen every pair (a small pool). ValueError: a
+            # scheduler bug must not stop voting. Either way: a uniformly random pair.
+            if not isinstance(e, NoPairAvailable):
+                log.warning("scheduler %s failed (%s); random pair instead", live.name, e)
             i, j = (int(x) for x in rng.choice(len(live.images), 2, replace=False))
         if rng.random() < 0.5:  # the side an image appears on never depends on the scheduler
             i, j = j, i
@@ -595,9 +601,13 @@ def settled_share(rating: np.ndarray, std: np.ndarray, z: float = 1.96, max_item
 
 
 def voter_stats(session: Session, voter_id: int) -> dict[str, Any]:
-    """The voter's votes today (UTC) and in total, and how settled the whole ranking is."""
+    """The voter's votes today (UTC) and in total (undone ones left out), and how settled
+    the whole ranking is (share of image pairs whose order BT knows at 95 %)."""
     day = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = select(func.count()).where(Vote.voter_id == voter_id, Vote.undoes_vote_id.is_(None))
+    undone = select(Vote.undoes_vote_id).where(Vote.voter_id == voter_id, Vote.undoes_vote_id.is_not(None))
+    mine = select(func.count()).where(
+        Vote.voter_id == voter_id, Vote.undoes_vote_id.is_(None), Vote.id.not_in(undone)
+    )
     today = int(session.scalar(mine.where(Vote.created_at >= day)) or 0)
     total = int(session.scalar(mine) or 0)
     n_images = int(session.scalar(select(func.count()).select_from(Image)) or 0)
