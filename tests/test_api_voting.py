@@ -155,3 +155,22 @@ def test_cookie_auth_needs_the_csrf_header(world: World) -> None:
     assert c.post("/api/v1/votes", json=body).status_code == 403
     assert c.post("/api/v1/votes", json=body, headers={"X-CSRF-Token": "wrong"}).status_code == 403
     assert c.post("/api/v1/votes", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
+
+
+def test_upload_stores_once_and_refuses_bad_input(world: World) -> None:
+    c = world.client
+    data = jpeg_bytes(1000, size=160)
+    files = {"file": ("photo.jpg", data, "image/jpeg")}
+    assert c.post("/api/v1/images", files=files).status_code == 401
+    first = c.post("/api/v1/images", files=files, headers=world.auth())
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert set(body) == {"id", "sha256", "duplicate"} and body["duplicate"] is False
+    again = c.post("/api/v1/images", files=files, headers=world.auth()).json()
+    assert again == {**body, "duplicate": True}
+    meta = c.get(f"/api/v1/images/{body['id']}", headers=world.auth()).json()
+    assert c.get(meta["url"]).content == data
+    bad = c.post("/api/v1/images", files={"file": ("x.jpg", b"not an image", "image/jpeg")},
+                 headers=world.auth())
+    assert 400 <= bad.status_code < 500 and bad.json()["detail"]
+    assert c.post("/api/v1/images", headers=world.auth()).status_code == 422
