@@ -155,7 +155,8 @@ def _skip(w: World, who: str) -> httpx.Response:
 
 def _url_ingest(w: World, who: str) -> httpx.Response:
     w.seed += 1
-    return w.client.post("/api/v1/images/url", headers=w.auth(who), json={"url": f"{w.files_url}/{w.seed}.jpg"})
+    body = {"url": f"{w.files_url}/{w.seed}.jpg"}
+    return w.client.post("/api/v1/images/url", headers=w.auth(who), json=body)
 
 
 MATRIX: dict[tuple[str, str], Row] = {
