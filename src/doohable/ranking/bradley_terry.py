@@ -1,0 +1,246 @@
+"""Bradley–Terry family fitted on the whole vote log (MAP, deterministic, replayable).
+
+Model of one vote by voter v between ``left`` and ``right``::
+
+    x      = theta[left] - theta[right] + b            (b: left/right position bias)
+    p      = sigmoid(x)                                (Bradley–Terry)
+    P(left)= eta[v] * p + (1 - eta[v]) / 2             (Crowd-BT: eta = P(voting by the model),
+                                                        1 - eta = P(a coin flip))
+
+A tie ("can't decide") counts as half a win for each side. Priors: ``theta ~ N(0, 1/alpha)``
+(keeps ratings finite on empty logs, unseen images and disconnected comparison graphs),
+``b ~ N(0, 1)``, ``eta ~ Beta(a, b)`` (only with ``crowd=True``; otherwise ``eta = 1``, plain BT).
+
+The MAP is found by Fisher scoring (sparse Laplacian systems solved by conjugate gradients)
+alternating with Newton steps for the reliabilities, all vectorised with ``np.bincount``.
+Plain BT gives the same answer as ``choix.opt_pairwise`` (tested); ``choix`` itself loops in
+Python over votes (too slow for 200k votes) and has no voter reliability or position bias.
+The uncertainty is the Laplace approximation: the square root of the diagonal of the
+inverse Fisher information of ``theta`` (exact for small n, a second-order Neumann
+approximation of the inverse for large n).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import cg
+from scipy.special import expit
+
+from doohable.ranking.votes import Comparisons, FloatArray
+
+EXACT_STD_MAX_ITEMS = 400
+
+
+@dataclass(frozen=True)
+class BTResult:
+    """A fitted Bradley–Terry model.
+
+    Attributes
+    ----------
+    ratings : (n_items,) MAP strengths on the logit scale (difference 1 = odds e:1).
+    std : (n_items,) posterior standard deviation of each rating (Laplace).
+    reliability : (n_voters,) probability that each voter votes by the model rather than
+        at random (all 1 for plain BT).
+    left_bias : logit bonus of the left side (0 when positions are unknown).
+    converged : whether the optimiser met its tolerance.
+    """
+
+    ratings: FloatArray
+    std: FloatArray
+    reliability: FloatArray
+    left_bias: float
+    converged: bool
+
+    def win_probability(self, left: np.ndarray, right: np.ndarray, voter: np.ndarray | None = None,
+                        with_bias: bool = True) -> FloatArray:
+        """P(left is voted over right); by each voter's own reliability when ``voter`` is given."""
+        p = expit(self.ratings[left] - self.ratings[right] + (self.left_bias if with_bias else 0.0))
+        if voter is None:
+            return np.asarray(p, dtype=np.float64)
+        eta = self.reliability[voter]
+        return np.asarray(eta * p + (1.0 - eta) / 2.0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Prior precision of ratings and Beta(a, b) prior of voters' reliability."""
+
+    alpha: float = 1.0
+    reliability: tuple[float, float] = (4.0, 1.0)
+
+
+def neg_log_posterior(c: Comparisons, theta: FloatArray, b: float, eta_v: FloatArray | None,
+                      pri: Priors) -> float:
+    """The objective: minus the log-posterior of ratings, bias and reliabilities (up to a constant).
+
+    ``eta_v = None`` is plain BT. The reliability prior is ``a log(eta) + b log(1 - eta)``.
+    """
+    x = theta[c.left] - theta[c.right] + b
+    y = c.outcome
+    if eta_v is None:
+        ll = float(y @ x - np.logaddexp(0.0, x).sum())  # y log s(x) + (1-y) log s(-x)
+    else:
+        eta = eta_v[c.voter]
+        rest = (1.0 - eta) / 2.0  # keeps both probabilities > 0: plain logs are safe
+        ll = float(y @ np.log(eta * expit(x) + rest) + (1.0 - y) @ np.log(eta * expit(-x) + rest))
+        e = np.clip(eta_v, 1e-12, 1 - 1e-12)
+        ll += float(np.sum(pri.reliability[0] * np.log(e) + pri.reliability[1] * np.log1p(-e)))
+    return -ll + 0.5 * pri.alpha * float(theta @ theta) + 0.5 * b * b
+
+
+def _vote_terms(c: Comparisons, x: np.ndarray, eta: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per vote: d loglik / d x and the Fisher information about x."""
+    p = expit(x)
+    y = c.outcome
+    if eta is None:
+        return y - p, p * (1.0 - p)
+    rest = (1.0 - eta) / 2.0
+    p1, p0 = eta * p + rest, eta * (1.0 - p) + rest
+    slope = eta * p * (1.0 - p)  # d P(left) / d x
+    return (y / p1 - (1.0 - y) / p0) * slope, slope * slope / (p1 * p0)
+
+
+def _reliability_newton(c: Comparisons, x: np.ndarray, eta_v: np.ndarray, pri: Priors,
+                        steps: int) -> np.ndarray:
+    """Each voter's MAP reliability with the ratings held fixed (1-D concave: Newton steps)."""
+    d, y = expit(x) - 0.5, c.outcome  # P(left) = 1/2 + eta * d
+    a, b = pri.reliability
+    for _ in range(steps):
+        eta = eta_v[c.voter]
+        p1, p0 = 0.5 + eta * d, 0.5 - eta * d
+        g = np.bincount(c.voter, d * (y / p1 - (1.0 - y) / p0), c.n_voters) + a / eta_v - b / (1.0 - eta_v)
+        h = -np.bincount(c.voter, d * d * (y / p1**2 + (1.0 - y) / p0**2), c.n_voters) \
+            - a / eta_v**2 - b / (1.0 - eta_v) ** 2
+        # a Newton step, kept inside (0, 1) by going at most halfway to either end
+        new = eta_v - g / h
+        eta_v = np.clip(new, eta_v / 2.0, (1.0 + eta_v) / 2.0)
+    return eta_v
+
+
+def _fisher_matrix(c: Comparisons, w: np.ndarray, alpha: float, fit_bias: bool) -> sparse.csr_matrix:
+    """Fisher information of (ratings[, bias]): a weighted graph Laplacian plus the prior."""
+    n, m = c.n_items, c.n_items + int(fit_bias)
+    rows = [c.left, c.right, c.left, c.right, np.arange(n)]
+    cols = [c.left, c.right, c.right, c.left, np.arange(n)]
+    vals = [w, w, -w, -w, np.full(n, alpha)]
+    if fit_bias:
+        side = np.bincount(c.left, w, n) - np.bincount(c.right, w, n)
+        rows += [np.arange(n), np.full(n, n), np.array([n])]
+        cols += [np.full(n, n), np.arange(n), np.array([n])]
+        vals += [side, side, np.array([w.sum() + 1.0])]
+    ij = (np.concatenate(rows), np.concatenate(cols))
+    return sparse.csr_matrix((np.concatenate(vals), ij), shape=(m, m))
+
+
+def fit(
+    comps: Comparisons,
+    *,
+    alpha: float = 1.0,
+    crowd: bool = False,
+    bias: bool | None = None,
+    priors: Priors | None = None,
+    init: FloatArray | None = None,
+    init_reliability: FloatArray | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 100,
+    exact_std_max_items: int = EXACT_STD_MAX_ITEMS,
+) -> BTResult:
+    """MAP Bradley–Terry ratings, their posterior std, voter reliability and position bias.
+
+    Fisher scoring (Newton with the expected Hessian, a sparse graph Laplacian solved by
+    conjugate gradients) for the ratings and bias, alternating with EM steps for the
+    reliabilities. Converges in a few steps even on badly connected comparison graphs
+    (e.g. an active scheduler's chains of close pairs), where first-order methods crawl.
+
+    Parameters
+    ----------
+    comps : the vote log.
+    alpha : precision of the Gaussian prior on ratings (> 0); overrides ``priors.alpha``.
+    crowd : fit per voter a reliability, P(voting by the model) vs. a coin flip (Crowd-BT);
+        otherwise plain BT.
+    bias : fit a left/right bias; default: when ``comps.positions_known``.
+    priors : the reliability prior (see :class:`Priors`).
+    init, init_reliability : optional starting ratings and voter reliabilities (a warm
+        start); the answer does not depend on them beyond the optimiser's tolerance.
+
+    Returns
+    -------
+    BTResult; never NaN (the prior makes the ratings' problem strictly convex).
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0 (prior precision), got {alpha}")
+    pri = Priors(alpha, priors.reliability if priors else Priors.reliability)
+    n = comps.n_items
+    fit_bias = (comps.positions_known if bias is None else bias) and len(comps) > 0
+    theta = np.zeros(n) if init is None else np.array(init, dtype=np.float64)
+    b = 0.0
+    eta_v = None
+    if crowd:
+        start = np.full(comps.n_voters, 0.9) if init_reliability is None else np.asarray(init_reliability)
+        eta_v = np.clip(start.astype(np.float64), 0.05, 0.99)  # the prior keeps the answer inside (0, 1)
+    converged = len(comps) == 0
+    for _ in range(max_iter if len(comps) else 0):
+        x = theta[comps.left] - theta[comps.right] + b
+        eta_moved = 0.0
+        if eta_v is not None:
+            new_eta = _reliability_newton(comps, x, eta_v, pri, steps=4)
+            eta_moved, eta_v = float(np.abs(new_eta - eta_v).max()), new_eta
+        g, w = _vote_terms(comps, x, None if eta_v is None else eta_v[comps.voter])
+        grad = np.bincount(comps.left, g, n) - np.bincount(comps.right, g, n) - alpha * theta
+        if fit_bias:
+            grad = np.append(grad, g.sum() - b)
+        h = _fisher_matrix(comps, w, alpha, fit_bias)
+        step, _ = cg(h, grad, rtol=1e-8, maxiter=500, M=sparse.diags(1.0 / h.diagonal()))
+        theta, b, moved = _line_search(comps, theta, b, eta_v, step, pri, fit_bias)
+        if max(moved, eta_moved) < tol:
+            converged = True
+            break
+    eta = eta_v if eta_v is not None else np.ones(comps.n_voters)
+    std = posterior_std(comps, theta, b, eta, alpha, exact_std_max_items)
+    return BTResult(theta, std, np.asarray(eta, dtype=np.float64), float(b), converged)
+
+
+def _line_search(c: Comparisons, theta: np.ndarray, b: float, eta_v: np.ndarray | None, step: np.ndarray,
+                 pri: Priors, fit_bias: bool) -> tuple[np.ndarray, float, float]:
+    """Backtrack the scoring step until the objective does not increase; returns the move size."""
+    f0 = neg_log_posterior(c, theta, b, eta_v, pri)
+    t = 1.0
+    for _ in range(30):
+        th, bb = theta + t * step[: c.n_items], b + (t * float(step[-1]) if fit_bias else 0.0)
+        if neg_log_posterior(c, th, bb, eta_v, pri) <= f0 + 1e-12 * abs(f0):
+            return th, bb, t * float(np.abs(step).max())
+        t /= 2.0
+    return theta, b, 0.0
+
+
+def fisher_weights(comps: Comparisons, theta: FloatArray, b: float, eta: FloatArray) -> FloatArray:
+    """Fisher information each vote carries about its rating difference, shape (V,)."""
+    p = expit(theta[comps.left] - theta[comps.right] + b)
+    e = eta[comps.voter]
+    p1 = e * p + (1.0 - e) / 2.0
+    return np.asarray((e * p * (1.0 - p)) ** 2 / (p1 * (1.0 - p1)), dtype=np.float64)
+
+
+def posterior_std(comps: Comparisons, theta: FloatArray, b: float, eta: FloatArray, alpha: float,
+                  exact_max_items: int = EXACT_STD_MAX_ITEMS) -> FloatArray:
+    """Laplace posterior std of each rating: sqrt(diag(H^-1)), H = weighted Laplacian + alpha I."""
+    n = comps.n_items
+    w = fisher_weights(comps, theta, b, eta)
+    deg = np.bincount(comps.left, w, n) + np.bincount(comps.right, w, n) + alpha
+    if n <= exact_max_items:
+        h = np.zeros(n * n)
+        h += np.bincount(comps.left * n + comps.right, w, n * n)
+        h += np.bincount(comps.right * n + comps.left, w, n * n)
+        hm = np.diag(deg) - h.reshape(n, n)
+        var = np.diag(np.linalg.inv(hm))
+    else:
+        # H^-1 = D^-1 + D^-1 W D^-1 + D^-1 W D^-1 W D^-1 + ...; the first-order term has a zero
+        # diagonal, the second adds sum_j W_ij^2 / (D_ii^2 D_jj) (pairs assumed mostly unique)
+        w2 = w * w
+        second = np.bincount(comps.left, w2 / deg[comps.right], n)
+        second += np.bincount(comps.right, w2 / deg[comps.left], n)
+        var = 1.0 / deg + second / deg**2
+    return np.asarray(np.sqrt(np.maximum(var, 0.0)), dtype=np.float64)

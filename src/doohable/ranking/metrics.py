@@ -1,0 +1,46 @@
+"""How close an estimated ranking is to the truth, and how sure we are of an average.
+
+``pairwise_accuracy`` is the share of image pairs put in the right order, counted as
+``(1 + Kendall tau-b) / 2`` (ties count half): the simulation tables' "accuracy".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats
+
+
+def pairwise_accuracy(truth: ArrayLike, estimate: ArrayLike) -> float:
+    """Share of pairs ordered as the truth: ``(1 + Kendall tau-b) / 2`` (0.5 if undefined)."""
+    tau = stats.kendalltau(truth, estimate).statistic
+    return 0.5 if not np.isfinite(tau) else float((1.0 + tau) / 2.0)
+
+
+def spearman(truth: ArrayLike, estimate: ArrayLike) -> float:
+    """Spearman rank correlation (0 if undefined, e.g. constant estimates)."""
+    rho = stats.spearmanr(truth, estimate).statistic
+    return 0.0 if not np.isfinite(rho) else float(rho)
+
+
+def top_precision(truth: ArrayLike, estimate: ArrayLike, fraction: float = 1.0 / 3.0) -> float:
+    """Share of the estimated top ``fraction`` that is truly in the top ``fraction``."""
+    t, e = np.asarray(truth), np.asarray(estimate)
+    k = max(1, round(fraction * t.size))
+    true_top = set(np.argsort(-t, kind="stable")[:k].tolist())
+    est_top = np.argsort(-e, kind="stable")[:k].tolist()
+    return sum(i in true_top for i in est_top) / k
+
+
+def mean_ci95(values: ArrayLike) -> tuple[float, tuple[float, float]]:
+    """Mean and two-sided 95% Student-t interval; one value gives a zero-width interval."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("mean_ci95 needs at least one value")
+    m = float(x.mean())
+    if x.size == 1:
+        return m, (m, m)
+    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return m, (m - half, m + half)
