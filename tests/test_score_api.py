@@ -99,6 +99,7 @@ def test_bad_input_is_4xx_with_reason_and_server_stays_healthy(
     client: TestClient, scoring_settings: Settings, kwargs: dict, code: int, reason: str
 ) -> None:
     auth = _token(scoring_settings, "v", "voter")
+    kwargs = dict(kwargs)  # the parameter dict is shared by the SQLite and PostgreSQL runs
     headers = {**auth, **kwargs.pop("headers", {})}
     r = client.post("/api/v1/score", headers=headers, **kwargs)
     assert r.status_code == code, r.text
