@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     max_image_side: int = 20_000
     near_duplicate_distance: int = 6  # perceptual-hash Hamming distance (of 64 bits) for a near-duplicate
 
+    # crash recovery: at start-up, `serve` deletes blobs no row references that are older than this
+    orphan_blob_grace_s: float = 300.0
+
     # URL ingest
     url_timeout_s: float = 10.0
     url_allow_private: bool = False  # only for tests that serve images on loopback

@@ -177,6 +177,33 @@ def _discard_orphan(engine: Engine, blobs: BlobStore, sha256: str) -> None:
         blobs.delete(sha256)
 
 
+def sweep_orphan_blobs(engine: Engine, blobs: BlobStore, older_than_s: float) -> int:
+    """Delete the blobs that no image row references and that are older than ``older_than_s``
+    (and a crashed local write's temporary files); return how many blobs were deleted.
+
+    A crash (``kill -9``, power loss) between a blob's write and its transaction's commit
+    leaves such an orphan; ``doohable serve`` runs this at start-up. The age guard keeps
+    the blobs of ingests still in flight in other processes: it must exceed the longest
+    ingest transaction (``DOOHABLE_ORPHAN_BLOB_GRACE_S``; 0 only when nothing else writes)."""
+    limit = time.time() - older_than_s
+    old = [sha for sha, mtime in blobs.iter_blobs() if mtime <= limit]
+    deleted = 0
+    with engine.connect() as conn:
+        for start in range(0, len(old), 500):
+            chunk = old[start : start + 500]
+            known = set(conn.execute(select(Image.sha256).where(Image.sha256.in_(chunk))).scalars())
+            for sha in chunk:
+                if sha not in known:
+                    blobs.delete(sha)
+                    deleted += 1
+    remove_temp = getattr(blobs, "remove_temp_files", None)
+    if remove_temp is not None:
+        remove_temp(older_than_s)
+    if deleted:
+        log.warning("deleted %d orphan blob(s) left by an interrupted ingest", deleted)
+    return deleted
+
+
 @event.listens_for(Session, "after_commit")
 def _forget_new_blobs(session: Session) -> None:
     session.info.pop(_NEW_BLOBS, None)

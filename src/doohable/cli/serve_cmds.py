@@ -31,13 +31,17 @@ def serve(
     import uvicorn
 
     from doohable.config import get_settings
+    from doohable.ingest import sweep_orphan_blobs
     from doohable.signing import secret_key
+    from doohable.store.blobs import open_blobs
     from doohable.store.db import dispose_all, get_engine
 
     settings = get_settings()
     try:
-        get_engine(settings.resolved_database_url)  # create or upgrade the schema once, before workers
+        engine = get_engine(settings.resolved_database_url)  # create or upgrade the schema once
         secret_key(settings)  # generate the key file once, before workers
+        # crash recovery: blobs written by ingests that never committed
+        sweep_orphan_blobs(engine, open_blobs(settings.resolved_blob_url), settings.orphan_blob_grace_s)
     except Exception as e:
         raise fail(f"cannot open the store: {e}") from e
     dispose_all()

@@ -9,6 +9,8 @@ import contextlib
 import os
 import re
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -33,6 +35,7 @@ class BlobStore(Protocol):
     def get(self, sha256: str) -> bytes: ...
     def exists(self, sha256: str) -> bool: ...
     def delete(self, sha256: str) -> None: ...
+    def iter_blobs(self) -> Iterator[tuple[str, float]]: ...
 
 
 class LocalBlobStore:
@@ -78,6 +81,23 @@ class LocalBlobStore:
         """Remove a blob (no error when it is already gone)."""
         with contextlib.suppress(FileNotFoundError):
             self.path(sha256).unlink()
+
+    def iter_blobs(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob as ``(sha256, modification time in epoch seconds)``."""
+        for p in self.root.glob("??/??/*"):
+            if _SHA256.fullmatch(p.name):
+                with contextlib.suppress(FileNotFoundError):
+                    yield p.name, p.stat().st_mtime
+
+    def remove_temp_files(self, older_than_s: float) -> int:
+        """Delete temporary files that a crashed ``put`` left (older than ``older_than_s``)."""
+        removed, limit = 0, time.time() - older_than_s
+        for p in self.root.glob("??/??/.tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mtime <= limit:
+                    p.unlink()
+                    removed += 1
+        return removed
 
 
 class S3BlobStore:
@@ -126,6 +146,17 @@ class S3BlobStore:
 
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+
+    def iter_blobs(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob as ``(sha256, last-modified time in epoch seconds)``."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                name = str(obj["Key"]).rsplit("/", 1)[-1]
+                if _SHA256.fullmatch(name):
+                    yield name, obj["LastModified"].timestamp()
 
 
 def open_blobs(url: str) -> BlobStore:
