@@ -42,6 +42,21 @@ def test_youden_threshold_matches_hand_computed_roc() -> None:
     assert (s.positives, s.negatives) == (2, 2)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_points_equal_sklearn(seed: int) -> None:
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(3.0, 0.7, 200), 1)  # ties on purpose
+    y = rng.random(200) < 1 / (1 + np.exp(-(scores - 3.0) * 2))
+    fpr, tpr, thr = moderation.roc_points(scores, y)
+    want = roc_curve(y, scores, drop_intermediate=False)
+    for got, ref in zip((fpr, tpr, thr), want, strict=True):
+        np.testing.assert_allclose(got, ref)
+    j = want[1] - want[0]
+    assert youden_threshold(scores, y).threshold == pytest.approx(want[2][int(np.argmax(j))])
+
+
 def test_youden_threshold_separable_is_lowest_approved_score() -> None:
     rng = np.random.default_rng(0)
     rejected = rng.uniform(1.0, 2.9, 40)

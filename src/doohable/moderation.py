@@ -84,12 +84,25 @@ class ThresholdSuggestion:
     negatives: int
 
 
+def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve as ``sklearn.metrics.roc_curve(positive, scores, drop_intermediate=False)``:
+    (fpr, tpr, thresholds), thresholds decreasing, the first one +inf (approve nothing).
+
+    Plain NumPy, so the API need not import scikit-learn (seconds on a busy machine)."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / max(int(y.sum()), 1)]
+    fpr = np.r_[0.0, fps / max(int((~y).sum()), 1)]
+    return fpr, tpr, np.r_[np.inf, s[last]]
+
+
 def youden_threshold(scores: Sequence[float], approved: Sequence[bool]) -> ThresholdSuggestion:
     """The score threshold maximising TPR − FPR (Youden's J) over past decisions.
 
     Raises ModerationError unless both approved and rejected examples exist."""
-    from sklearn.metrics import roc_curve
-
     y = np.asarray(approved, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     if y.shape != s.shape or y.ndim != 1:
@@ -100,9 +113,8 @@ def youden_threshold(scores: Sequence[float], approved: Sequence[bool]) -> Thres
             f"a threshold needs both approved and rejected decisions on scored images "
             f"(have {pos} approved, {neg} rejected)"
         )
-    fpr, tpr, thr = roc_curve(y, s)
-    finite = np.isfinite(thr)  # roc_curve's first threshold is +inf (approve nothing)
-    j = np.where(finite, tpr - fpr, -np.inf)
+    fpr, tpr, thr = roc_points(s, y)
+    j = np.where(np.isfinite(thr), tpr - fpr, -np.inf)
     k = int(np.argmax(j))
     return ThresholdSuggestion(float(thr[k]), float(tpr[k]), float(fpr[k]), float(j[k]), pos, neg)
 
