@@ -207,19 +207,25 @@ class ActiveScheduler(Scheduler):
         """Weight of each image as the first of the pair."""
         return state.var
 
+    def _worth(self, focus: float) -> float:
+        """How much a pair's information counts given its first image's focus weight."""
+        return 1.0  # the posterior variance is already inside the information gain
+
     def _propose(self, state: RatingState, rng: np.random.Generator, ok: Callable[[int, int], bool]
                  ) -> Pair | None:
         c = state.counts
         cmin = int(c.min())
         if cmin < self.warmup:
             return _least_compared(state, rng, cmin)
-        firsts = np.unique(_sample(rng, self._focus(state), self.candidates))
+        focus = self._focus(state)
+        firsts = np.unique(_sample(rng, focus, self.candidates))
         if rng.random() < self.explore:
             return int(firsts[0]), int(rng.integers(state.n_items))
         best, best_gain = None, -1.0
         for i in firsts.tolist():
             near = state.neighbours(i, self.window)
             gain = pair_information(state.mean[i] - state.mean[near], state.var[i] + state.var[near])
+            gain *= self._worth(float(focus[i]))
             for t in np.argsort(-gain).tolist():
                 if gain[t] <= best_gain:
                     break
@@ -258,6 +264,9 @@ class ThresholdScheduler(ActiveScheduler):
         cut = float(np.quantile(state.mean, 1.0 - self.top))
         std = np.sqrt(state.var)
         return np.asarray(ndtr(-np.abs(state.mean - cut) / std) + 1e-6, dtype=np.float64)
+
+    def _worth(self, focus: float) -> float:
+        return focus  # information about an image whose side of the cut is sure is worth little
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
