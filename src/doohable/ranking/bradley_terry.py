@@ -28,6 +28,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import cg
 from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 from doohable.ranking.votes import Comparisons, FloatArray
 
@@ -120,21 +121,40 @@ def _reliability_newton(c: Comparisons, x: np.ndarray, eta_v: np.ndarray, pri: P
     return eta_v
 
 
-def _fisher_matrix(c: Comparisons, w: np.ndarray, alpha: float, fit_bias: bool) -> sparse.csr_matrix:
-    """Fisher information of (ratings[, bias]): a weighted graph Laplacian plus the prior."""
-    n, m = c.n_items, c.n_items + int(fit_bias)
-    rows = [c.left, c.right, c.left, c.right, np.arange(n)]
-    cols = [c.left, c.right, c.right, c.left, np.arange(n)]
-    vals = [w, w, -w, -w, np.full(n, alpha)]
-    if fit_bias:
-        side = np.bincount(c.left, w, n) - np.bincount(c.right, w, n)
-        rows += [np.arange(n), np.full(n, n), np.array([n])]
-        cols += [np.full(n, n), np.arange(n), np.array([n])]
-        vals += [side, side, np.array([w.sum() + 1.0])]
-    ij = (np.concatenate(rows), np.concatenate(cols))
-    return sparse.csr_matrix((np.concatenate(vals), ij), shape=(m, m))
+class _FisherPattern:
+    """Fisher information of (ratings[, bias]): a weighted graph Laplacian plus the prior.
+
+    Its sparsity is fixed by the log, so it is computed once per fit; each scoring step
+    only sums the new weights into place (one ``np.bincount``).
+    """
+
+    def __init__(self, c: Comparisons, fit_bias: bool) -> None:
+        n = c.n_items
+        self.m, self.fit_bias = n + int(fit_bias), fit_bias
+        items = np.arange(n)
+        rows = [c.left, c.right, c.left, c.right, items]
+        cols = [c.left, c.right, c.right, c.left, items]
+        if fit_bias:
+            rows += [items, np.full(n, n), np.array([n])]
+            cols += [np.full(n, n), items, np.array([n])]
+        keys, self.slot = np.unique(np.concatenate(rows) * self.m + np.concatenate(cols), return_inverse=True)
+        self.indices = keys % self.m
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // self.m, minlength=self.m))])
+
+    def matrix(self, c: Comparisons, w: np.ndarray, alpha: float) -> sparse.csr_matrix:
+        """The matrix for per-vote weights ``w``."""
+        n = c.n_items
+        vals = [w, w, -w, -w, np.full(n, alpha)]
+        if self.fit_bias:
+            side = np.bincount(c.left, w, n) - np.bincount(c.right, w, n)
+            vals += [side, side, np.array([w.sum() + 1.0])]
+        data = np.bincount(self.slot, np.concatenate(vals), self.indices.size)
+        return sparse.csr_matrix((data, self.indices, self.indptr), shape=(self.m, self.m))
 
 
+# Vector-sized BLAS calls gain nothing from threads, and on a busy machine OpenBLAS's
+# spinning threads made a refit 5x slower: fits run single-threaded.
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def fit(
     comps: Comparisons,
     *,
@@ -182,6 +202,7 @@ def fit(
         start = np.full(comps.n_voters, 0.9) if init_reliability is None else np.asarray(init_reliability)
         eta_v = np.clip(start.astype(np.float64), 0.05, 0.99)  # the prior keeps the answer inside (0, 1)
     converged = len(comps) == 0
+    pattern = _FisherPattern(comps, fit_bias)
     for _ in range(max_iter if len(comps) else 0):
         x = theta[comps.left] - theta[comps.right] + b
         eta_moved = 0.0
@@ -192,7 +213,7 @@ def fit(
         grad = np.bincount(comps.left, g, n) - np.bincount(comps.right, g, n) - alpha * theta
         if fit_bias:
             grad = np.append(grad, g.sum() - b)
-        h = _fisher_matrix(comps, w, alpha, fit_bias)
+        h = pattern.matrix(comps, w, alpha)
         step, _ = cg(h, grad, rtol=1e-8, maxiter=500, M=sparse.diags(1.0 / h.diagonal()))
         theta, b, moved = _line_search(comps, theta, b, eta_v, step, pri, fit_bias)
         if max(moved, eta_moved) < tol:

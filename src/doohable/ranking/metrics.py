@@ -44,3 +44,16 @@ def mean_ci95(values: ArrayLike) -> tuple[float, tuple[float, float]]:
         return m, (m, m)
     half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return m, (m - half, m + half)
+
+
+def vote_prediction(p_winner: ArrayLike) -> tuple[float, float]:
+    """Accuracy and log-loss of predicted probabilities that each held-out vote's winner wins.
+
+    A probability of exactly 0.5 counts as half right. Probabilities are clipped to
+    [1e-12, 1 - 1e-12] for the log-loss.
+    """
+    p = np.asarray(p_winner, dtype=np.float64)
+    if p.size == 0:
+        raise ValueError("no votes to score")
+    acc = float(np.mean((p > 0.5) + 0.5 * (p == 0.5)))
+    return acc, float(-np.mean(np.log(np.clip(p, 1e-12, 1 - 1e-12))))
