@@ -19,14 +19,15 @@ def free_port() -> int:
 
 
 def start_server(
-    log: Path, env: dict[str, str] | None = None, timeout: float = 60.0
+    log: Path, env: dict[str, str] | None = None, timeout: float = 60.0, extra_args: list[str] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """Start ``doohable serve`` on a free loopback port; return the process and its base URL."""
     port = free_port()
     exe = Path(sys.executable).with_name("doohable")
     out = log.open("ab")
     proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+         *(extra_args or [])],
         stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"

@@ -21,6 +21,7 @@ cached by the id of the last row of the log.
 
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as dt
 import io
@@ -30,10 +31,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -42,6 +43,10 @@ from doohable.store.models import Image, PairToken, Rating, Setting, Status, Use
 from doohable.store.users import add_user
 
 log = logging.getLogger(__name__)
+# Core tables for the hot path (one vote = a few plain statements, no ORM unit of work)
+VOTES = cast(Table, Vote.__table__)
+RATINGS = cast(Table, Rating.__table__)
+TOKENS = cast(Table, PairToken.__table__)
 ELO_K = 10.0  # the report's K factor
 ELO_SCALE = 200.0  # the report's divisor: E = 1 / (1 + 10^((R2 - R1) / 200))
 ELO_START = 0.0  # the report's starting rating
@@ -202,13 +207,14 @@ def last_log_id(session: Session) -> int:
 
 def active_scheduler(session: Session) -> str:
     """The scheduler name set by an admin (Setting ``scheduler``), else the default."""
-    row = session.get(Setting, SCHEDULER_SETTING)
-    name = row.value.get("name") if row is not None and isinstance(row.value, dict) else None
+    value = session.scalar(select(Setting.value).where(Setting.key == SCHEDULER_SETTING))
+    name = value.get("name") if isinstance(value, dict) else None
     return str(name) if name else DEFAULT_SCHEDULER
 
 
 _ELIGIBLE = (Image.status != Status.rejected.value, Image.near_duplicate_of.is_(None))
 REBUILD_AFTER_UNDO_S = 30.0  # an undo makes the scheduler's state rebuild, at most this often
+RECHECK_S = 2.0  # how often a process checks for new images and a new scheduler setting
 
 
 @dataclass
@@ -228,6 +234,8 @@ class _Live:
     scheduler: Any  # doohable.ranking.scheduler.Scheduler
     last_id: int
     built_at: float
+    checked_at: float = 0.0
+    refitting: bool = False
     dirty: bool = False  # an undo arrived: rebuild (at most every REBUILD_AFTER_UNDO_S)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -286,24 +294,67 @@ def _catch_up(session: Session, live: _Live) -> None:
             live.dirty = True
         elif row.left_id in live.index and row.right_id in live.index:
             y = outcome_of(row.left_id, row.right_id, row.winner_id)
-            live.scheduler.observe(live.state, live.index[row.left_id], live.index[row.right_id], y,
-                                   voter=row.voter_id)
+            live.state.record(live.index[row.left_id], live.index[row.right_id], y, row.voter_id)
+    if rows and _refit_due(live):
+        _refit_in_background(live)
 
 
-def _live_state(session: Session, name: str) -> _Live:
-    """This process's scheduler state for the session's database, current with the log."""
+def _refit_due(live: _Live) -> bool:
+    """The scheduler's own rule (``refit_growth``): refit when the log grew enough."""
+    growth = getattr(live.scheduler, "refit_growth", None)
+    if growth is None or live.refitting:  # random / report schedulers need no posterior
+        return False
+    st = live.state
+    return bool(st.n_votes - st.votes_at_refit >= max(st.n_items // 4, int(growth * st.votes_at_refit)))
+
+
+def _refit_in_background(live: _Live) -> None:
+    """Refit BT on a snapshot in a thread, then adopt it: a refit (O(n^3) for the posterior
+    std) must not stall every request of this process. Called with ``live.lock`` held."""
+    live.refitting = True
+    snapshot = copy.deepcopy(live.state)
+
+    def work() -> None:
+        try:
+            snapshot.refit(crowd=getattr(live.scheduler, "crowd", True))
+            with live.lock:
+                st, n_voters = live.state, live.state.reliability.size
+                st.mean, st.var, st.left_bias = snapshot.mean.copy(), snapshot.var.copy(), snapshot.left_bias
+                rel = snapshot.reliability
+                st.reliability = np.concatenate([rel, np.ones(max(0, n_voters - rel.size))])
+                st.votes_at_refit = snapshot.n_votes
+        except Exception:  # keep serving with the online approximation
+            log.exception("background BT refit failed")
+        finally:
+            live.refitting = False
+
+    threading.Thread(target=work, name="doohable-bt-refit", daemon=True).start()
+
+
+def _live_state(session: Session, name: str | None) -> _Live:
+    """This process's scheduler state for the session's database, current with the log.
+
+    New images and a changed scheduler setting are looked for every :data:`RECHECK_S`."""
     key = str(session.get_bind().engine.url)
+    now = time.monotonic()
+    live = _live.get(key)
+    if live is not None and now - live.checked_at < RECHECK_S and name in (None, live.name) and not (
+        live.dirty and now - live.built_at > REBUILD_AFTER_UNDO_S
+    ):
+        return live
+    name = name or active_scheduler(session)
     signature = _signature(session)
     if signature[0] < 2:
         raise ConflictError("there are fewer than two images to compare; ingest some first")
     with _live_lock:
         live = _live.get(key)
         stale = live is None or live.signature != signature or live.name != name or (
-            live.dirty and time.monotonic() - live.built_at > REBUILD_AFTER_UNDO_S
+            live.dirty and now - live.built_at > REBUILD_AFTER_UNDO_S
         )
         if stale:
             live = _live[key] = _build_live(session, name, signature)
-    assert live is not None
+        assert live is not None
+        live.checked_at = now
     return live
 
 
@@ -319,7 +370,7 @@ def next_pair(
     from doohable.ranking.scheduler import NoPairAvailable
 
     rng = rng or _rng
-    live = _live_state(session, scheduler or active_scheduler(session))
+    live = _live_state(session, scheduler)
     with live.lock:
         _catch_up(session, live)
         try:
@@ -336,51 +387,103 @@ def next_pair(
     if left.id == right.id:
         raise VotingError(f"the scheduler proposed the same image twice ({left.id})")
     token = secrets.token_urlsafe(24)
-    session.add(PairToken(token=token, voter_id=voter_id, left_id=left.id, right_id=right.id))
-    session.flush()
+    _begin_write(session)
+    session.execute(
+        insert(TOKENS).values(
+            token=token, voter_id=voter_id, left_id=left.id, right_id=right.id,
+            issued_at=dt.datetime.now(dt.UTC),
+        )
+    )
     return Pair(token=token, left=left, right=right)
 
 
-def _token_row(session: Session, voter_id: int, pair_token: str) -> PairToken:
-    row = session.get(PairToken, pair_token) if pair_token else None
-    if row is None or row.voter_id != voter_id:
+_writer_locks: dict[str, threading.Lock] = {}
+
+
+def _begin_write(session: Session) -> None:
+    """On SQLite, queue this process's writers on a lock until their transaction ends.
+
+    SQLite has one writer at a time and its busy handler sleeps up to 100 ms between tries,
+    so threads that wait in SQLite pile up latency; waiting on a Python lock hands over at
+    once. PostgreSQL needs none of this (row locks)."""
+    if session.get_bind().dialect.name != "sqlite" or session.info.get("doohable_writer"):
+        return
+    key = str(session.get_bind().engine.url)
+    with _live_lock:
+        lock = _writer_locks.setdefault(key, threading.Lock())
+    lock.acquire()
+    session.info["doohable_writer"] = True
+
+    def release(sess: Session, transaction: Any) -> None:
+        if transaction.parent is None and sess.info.pop("doohable_writer", False):
+            lock.release()  # (the listener stays: removing it inside the dispatch is not allowed)
+
+    event.listen(session, "after_transaction_end", release)
+
+
+def _token_row(session: Session, voter_id: int, pair_token: str) -> tuple[int, int]:
+    """The (left, right) image ids of the voter's pair token; NotFoundError otherwise."""
+    row = session.execute(
+        select(PairToken.voter_id, PairToken.left_id, PairToken.right_id).where(PairToken.token == pair_token)
+    ).first()
+    if row is None or row[0] != voter_id:
         raise NotFoundError("unknown pair token for this voter; ask for a new pair")
-    return row
+    return int(row[1]), int(row[2])
 
 
 def _claim(session: Session, voter_id: int, pair_token: str) -> bool:
     """Mark the token used, atomically; False if it already was. This write comes first so
     that on SQLite the rest of the transaction runs under the write lock."""
     result = session.execute(
-        update(PairToken)
+        update(TOKENS)
         .where(PairToken.token == pair_token, PairToken.voter_id == voter_id, PairToken.used_at.is_(None))
         .values(used_at=dt.datetime.now(dt.UTC))
-        .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def _lock_elo(session: Session, image_ids: Sequence[int]) -> dict[int, Rating]:
-    """Create missing Elo rows, then lock the rows in id order (no deadlocks)."""
+@dataclass
+class _EloRow:
+    rating: float
+    votes: int
+
+
+def _lock_elo(session: Session, image_ids: Sequence[int]) -> dict[int, _EloRow]:
+    """The Elo rows of ``image_ids``, locked in id order (no deadlocks); missing rows are
+    created first (``INSERT ... ON CONFLICT DO NOTHING``)."""
     ids = sorted(set(image_ids))
-    dialect = session.get_bind().dialect.name
-    values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0} for i in ids]
-    ins: Any
-    if dialect == "postgresql":
-        ins = postgresql.insert(Rating).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        ins = sqlite.insert(Rating).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise VotingError(f"unsupported database {dialect}")
-    session.execute(ins)
     stmt = (
-        select(Rating)
+        select(Rating.image_id, Rating.rating, Rating.votes)
         .where(Rating.method == ELO, Rating.image_id.in_(ids))
         .order_by(Rating.image_id)
         .with_for_update()
-        .execution_options(populate_existing=True)
     )
-    return {r.image_id: r for r in session.scalars(stmt)}
+    rows = {i: _EloRow(r, n) for i, r, n in session.execute(stmt)}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        dialect = session.get_bind().dialect.name
+        values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0} for i in missing]
+        ins: Any
+        if dialect == "postgresql":
+            ins = postgresql.insert(RATINGS).values(values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            ins = sqlite.insert(RATINGS).values(values).on_conflict_do_nothing()
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            raise VotingError(f"unsupported database {dialect}")
+        session.execute(ins)
+        rows = {i: _EloRow(r, n) for i, r, n in session.execute(stmt)}
+    return rows
+
+
+def _store_elo(session: Session, rows: dict[int, _EloRow]) -> None:
+    """Write back Elo rows read (and locked) by :func:`_lock_elo`."""
+    table = RATINGS
+    session.execute(
+        update(table)
+        .where(table.c.image_id == bindparam("b_id"), table.c.method == ELO)
+        .values(rating=bindparam("b_rating"), votes=bindparam("b_votes"), updated_at=dt.datetime.now(dt.UTC)),
+        [{"b_id": i, "b_rating": r.rating, "b_votes": r.votes} for i, r in rows.items()],
+    )
 
 
 def record_vote(
@@ -392,38 +495,37 @@ def record_vote(
     twice. Raises :class:`NotFoundError` (unknown token), :class:`VotingError` (winner not
     in the pair) or :class:`ConflictError` (the pair was skipped).
     """
-    tok = _token_row(session, voter_id, pair_token)
-    if winner_id is not None and winner_id not in (tok.left_id, tok.right_id):
-        raise VotingError(f"winner_id must be {tok.left_id}, {tok.right_id} or null (can't decide)")
-    left_id, right_id = tok.left_id, tok.right_id
+    left_id, right_id = _token_row(session, voter_id, pair_token)
+    if winner_id is not None and winner_id not in (left_id, right_id):
+        raise VotingError(f"winner_id must be {left_id}, {right_id} or null (can't decide)")
+    _begin_write(session)
     if not _claim(session, voter_id, pair_token):
         existing = session.scalar(select(Vote.id).where(Vote.pair_token == pair_token))
         if existing is None:
             raise ConflictError("this pair was skipped; ask for a new pair")
         return VoteResult(vote_id=existing, created=False)
-    rows = _lock_elo(session, (left_id, right_id))
-    vote = Vote(
-        voter_id=voter_id,
-        left_id=left_id,
-        right_id=right_id,
-        winner_id=winner_id,
-        pair_token=pair_token,
-        channel=channel,
-    )
-    session.add(vote)
-    session.flush()
+    rows = _lock_elo(session, (left_id, right_id))  # before the insert: ids follow lock order
+    vote_id = session.execute(
+        insert(VOTES)
+        .values(
+            voter_id=voter_id, left_id=left_id, right_id=right_id, winner_id=winner_id,
+            pair_token=pair_token, channel=channel, created_at=dt.datetime.now(dt.UTC),
+        )
+        .returning(VOTES.c.id)
+    ).scalar_one()
     rows[left_id].votes += 1
     rows[right_id].votes += 1
     rows[left_id].rating, rows[right_id].rating = elo_game(
         rows[left_id].rating, rows[right_id].rating, _side(left_id, right_id, winner_id)
     )
-    session.flush()
-    return VoteResult(vote_id=vote.id, created=True)
+    _store_elo(session, rows)
+    return VoteResult(vote_id=int(vote_id), created=True)
 
 
 def skip_pair(session: Session, voter_id: int, pair_token: str) -> None:
     """Consume a pair token without voting (the voter could not or would not judge it)."""
     _token_row(session, voter_id, pair_token)
+    _begin_write(session)
     _claim(session, voter_id, pair_token)
 
 
@@ -444,7 +546,11 @@ def undo_last(session: Session, voter_id: int, *, channel: str = "api") -> int |
     if target is None:
         return None
     vote_id, left_id, right_id = target
-    rows = _lock_elo(session, (left_id, right_id))  # a write first: serialises on SQLite
+    # a write first, so that on SQLite the rest runs under the write lock
+    _begin_write(session)
+    pair_rows = (Rating.method == ELO, Rating.image_id.in_((left_id, right_id)))
+    session.execute(update(RATINGS).where(*pair_rows).values(votes=RATINGS.c.votes))
+    rows = _lock_elo(session, (left_id, right_id))
     delta = replay_elo(_log_rows(session, up_to=vote_id)).deltas[vote_id]
     undo = Vote(
         voter_id=voter_id, left_id=left_id, right_id=right_id, winner_id=None, channel=channel,
@@ -461,7 +567,7 @@ def undo_last(session: Session, voter_id: int, *, channel: str = "api") -> int |
     rows[b].rating -= db
     rows[left_id].votes -= 1
     rows[right_id].votes -= 1
-    session.flush()
+    _store_elo(session, rows)
     return undo.id
 
 
@@ -556,6 +662,7 @@ class RebuildReport:
 def rebuild_ratings(session: Session) -> RebuildReport:
     """Recompute every rating from the log and store it (Elo exactly, BT refitted)."""
     # a write first (on SQLite: the write lock), then lock every rating row
+    _begin_write(session)
     session.execute(update(Rating).where(Rating.method == ELO).values(votes=Rating.votes))
     rows = {(r.image_id, r.method): r for r in session.scalars(select(Rating).with_for_update())}
     log = _log_rows(session)

@@ -1,0 +1,154 @@
+"""Voting throughput over HTTP: votes per second and latency of next-pair + vote.
+
+Real ``doohable serve`` processes, httpx clients in threads; every vote is a
+``GET /api/v1/pairs/next`` then a ``POST /api/v1/votes``. Afterwards the database must hold
+exactly the votes the clients were told were stored (0 lost) and the Elo table must equal a
+replay of the log. Baseline, same run, same clients: two ``GET /healthz`` per "vote" (the
+cost of HTTP alone on this machine).
+
+    .venv/bin/python benchmarks/bench_votes.py [--clients 8] [--votes 150] [--images 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sqlalchemy import create_engine, func, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from doohable import voting  # noqa: E402
+from doohable.store.db import dispose_all, get_engine, session_scope  # noqa: E402
+from doohable.store.models import Rating, Vote  # noqa: E402
+from doohable.store.users import add_user  # noqa: E402
+from server_support import start_server, stop_server  # noqa: E402
+from voting_support import add_images  # noqa: E402
+
+PG_URL = os.environ.get("DOOHABLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def run_clients(urls: list[str], tokens: list[str], n: int, one: Callable[[httpx.Client], None]
+                ) -> tuple[float, np.ndarray]:
+    """Each client thread calls ``one`` n times; return wall seconds and per-call latencies (ms)."""
+    lat: list[list[float]] = [[] for _ in tokens]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        headers = {"Authorization": f"Bearer {tokens[k]}"}
+        with httpx.Client(base_url=urls[k % len(urls)], headers=headers, timeout=60.0) as c:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                try:
+                    one(c)
+                except Exception as e:
+                    errors.append(repr(e))
+                    return
+                lat[k].append((time.perf_counter() - t0) * 1000.0)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(tokens))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} client errors, first: {errors[0]}")
+    return wall, np.array([x for xs in lat for x in xs])
+
+
+def vote_once(c: httpx.Client) -> None:
+    pair = c.get("/api/v1/pairs/next").raise_for_status().json()
+    r = c.post("/api/v1/votes", json={"pair_token": pair["pair_token"], "winner_id": pair["left"]["id"]})
+    if r.status_code != 201:
+        raise RuntimeError(f"vote refused: {r.status_code} {r.text}")
+
+
+def health_twice(c: httpx.Client) -> None:
+    c.get("/healthz").raise_for_status()
+    c.get("/healthz").raise_for_status()
+
+
+def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    home = tmp / f"{backend}-{workers}-{servers}"
+    schema = None
+    if backend == "sqlite":
+        db_url = f"sqlite:///{home / 'doohable.db'}"
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        db_url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    env = {"DOOHABLE_HOME": str(home), "DOOHABLE_DATABASE_URL": db_url, "DOOHABLE_BLOB_URL": f"file://{home}/b"}
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        add_images(s, args.images)
+        tokens = [add_user(s, f"bench{k}")[1] for k in range(args.clients)]
+    procs = []
+    try:
+        for k in range(servers):
+            extra = ["--workers", str(workers)] if workers > 1 else []
+            procs.append(start_server(home / f"server{k}.log", env, extra_args=extra))
+        urls = [u for _p, u in procs]
+        run_clients(urls, tokens, 5, vote_once)  # warm-up: schema, scheduler state, connections
+        base_wall, base_lat = run_clients(urls, tokens, args.votes, health_twice)
+        wall, lat = run_clients(urls, tokens, args.votes, vote_once)
+    finally:
+        for p, _u in procs:
+            stop_server(p)
+    sent = len(tokens) * (args.votes + 5)
+    with session_scope(engine) as s:
+        stored = int(s.scalar(select(func.count()).select_from(Vote)) or 0)
+        elo = select(Rating.image_id, Rating.rating).where(Rating.method == "elo")
+        table = {i: r for i, r in s.execute(elo)}
+        replay = voting.replay_elo(voting._log_rows(s)).ratings
+    dispose_all()
+    if schema:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    n = len(lat)
+    return {
+        "votes_per_s": n / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "baseline_per_s": len(base_lat) / base_wall, "baseline_p99_ms": float(np.percentile(base_lat, 99)),
+        "lost": sent - stored, "replay_equal": float(table == replay),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--votes", type=int, default=150, help="votes per client")
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--backends", default="sqlite,postgres")
+    args = ap.parse_args()
+    print(f"{args.clients} clients x {args.votes} votes, {args.images} images; one vote = next pair + vote")
+    print("| database | servers x workers | votes/s | p50 ms | p99 ms | baseline: 2x /healthz per s | "
+          "baseline p99 ms | lost | Elo = replay |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    configs = {"sqlite": [(1, 1), (2, 1)], "postgres": [(1, 1), (1, 2)]}  # (workers, servers)
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            for workers, servers in configs[backend]:
+                r = bench(backend, workers, servers, args, Path(tmp))
+                print(f"| {backend} | {servers} x {workers} | {r['votes_per_s']:.0f} | {r['p50_ms']:.1f} | "
+                      f"{r['p99_ms']:.1f} | {r['baseline_per_s']:.0f} | {r['baseline_p99_ms']:.1f} | "
+                      f"{r['lost']} | {'yes' if r['replay_equal'] else 'NO'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
