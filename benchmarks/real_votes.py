@@ -20,22 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from doohable.ranking import bradley_terry, elo, metrics
-from doohable.ranking.votes import Comparisons, IdIndex
+from doohable.ranking.votes import Comparisons, read_votes_csv
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pairwise-holidays"
 
 
 def load(folder: Path) -> Comparisons:
-    """votes.csv as winner-on-the-left comparisons (sides unknown), voters indexed."""
-    with (folder / "votes.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    """votes.csv as winner/loser comparisons (sides unknown) over the 260 images of images.csv."""
     with (folder / "images.csv").open() as fh:
-        images = IdIndex(int(r["image_id"]) for r in csv.DictReader(fh))
-    voters = IdIndex(sorted({r["voter"] for r in rows}))
-    return Comparisons.from_winners(
-        len(images), images.encode(int(r["winner"]) for r in rows),
-        images.encode(int(r["loser"]) for r in rows),
-        voters.encode((r["voter"] for r in rows), what="voter"), len(voters))
+        ids = [int(r["image_id"]) for r in csv.DictReader(fh)]
+    return read_votes_csv(folder / "votes.csv", ids)[0]
 
 
 def predict(method: str, train: Comparisons, test: Comparisons, alpha: float) -> np.ndarray:

@@ -100,3 +100,11 @@ def test_cli_single_strategy_and_errors() -> None:
     bad = runner.invoke(app, ["simulate", "--voter-accuracy", "0.99", "--spammers", "0.5", "--images", "10",
                               "--votes-per-image", "1", "--seeds", "1"])
     assert bad.exit_code != 0 and "out of reach" in bad.output
+
+
+def test_vote_prediction_scores() -> None:
+    acc, ll = metrics.vote_prediction([0.9, 0.4, 0.5])
+    assert acc == pytest.approx(1.5 / 3)
+    assert ll == pytest.approx(-(np.log(0.9) + np.log(0.4) + np.log(0.5)) / 3)
+    with pytest.raises(ValueError, match="no votes"):
+        metrics.vote_prediction([])

@@ -7,8 +7,10 @@ and every scheduler reads votes in this one shape. Items and voters are dense in
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,3 +162,25 @@ def _check(n_items: int, left: IntArray, right: IntArray, outcome: FloatArray, v
         raise ValueError("outcome must be 1 (left won), 0 (right won) or 0.5 (tie)")
     if voter.size and (voter.min() < 0 or voter.max() >= n_voters):
         raise ValueError(f"voter index out of range 0..{n_voters - 1}")
+
+
+def read_votes_csv(path: str | Path, image_ids: Iterable[Hashable] | None = None
+                   ) -> tuple[Comparisons, IdIndex, IdIndex]:
+    """Read a ``voter,winner,loser[,...]`` CSV (the API's vote export) as winner/loser votes.
+
+    Image ids are the CSV's integers; ``image_ids`` fixes the set of images (default: those
+    in the file, sorted). Returns the comparisons and the image and voter indexes.
+    """
+    with Path(path).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"voter", "winner", "loser"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    winners = [int(r["winner"]) for r in rows]
+    losers = [int(r["loser"]) for r in rows]
+    images = IdIndex(sorted(set(winners) | set(losers)) if image_ids is None else image_ids)
+    voters = IdIndex(sorted({r["voter"] for r in rows}))
+    who = voters.encode((r["voter"] for r in rows), what="voter")
+    comps = Comparisons.from_winners(len(images), images.encode(winners), images.encode(losers), who,
+                                     max(1, len(voters)))
+    return comps, images, voters
