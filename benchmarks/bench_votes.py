@@ -82,6 +82,7 @@ def health_twice(c: httpx.Client) -> None:
 
 def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     home = tmp / f"{backend}-{workers}-{servers}"
+    home.mkdir(parents=True, exist_ok=True)
     schema = None
     if backend == "sqlite":
         db_url = f"sqlite:///{home / 'doohable.db'}"

@@ -10,14 +10,15 @@
   let queue = Promise.resolve();
   let busy = false;
 
-  async function api(method, path, body) {
+  // `soft`: statuses answered as data instead of thrown (409 "no pair" for the next pair)
+  async function api(method, path, body, soft = []) {
     const res = await fetch(path, {
       method, credentials: "same-origin",
       headers: { "X-CSRF-Token": csrf, ...(body ? { "Content-Type": "application/json" } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
     if (res.status === 401) { location.href = "/login?next=/vote"; throw new Error("signed out"); }
-    if (!res.ok && res.status !== 409) {
+    if (!res.ok && !soft.includes(res.status)) {
       let detail = res.statusText;
       try { detail = (await res.json()).detail; } catch (_) { /* not JSON */ }
       throw new Error(detail);
@@ -34,7 +35,7 @@
   }
 
   function fetchPair() {
-    return api("GET", "/api/v1/pairs/next").then((pair) => (pair && pair.pair_token ? preload(pair) : pair));
+    return api("GET", "/api/v1/pairs/next", undefined, [409]).then((pair) => (pair && pair.pair_token ? preload(pair) : pair));
   }
 
   function show(pair) {
