@@ -95,13 +95,16 @@ def prepare_bytes(data: bytes, scorer: ScorerLike) -> np.ndarray:
 
 
 def default_workers() -> int:
-    """Decode threads: as many as cores (they overlap with ONNX Runtime's own threads)."""
+    """Decode threads, and batches in the model at once: as many as cores."""
     return max(1, os.cpu_count() or 1)
 
 
 def _load_item(item: T, read: Callable[[T], bytes], scorer: ScorerLike) -> tuple[np.ndarray, str]:
     data = read(item)
     return prepare_bytes(data, scorer), hashlib.sha256(data).hexdigest()
+
+
+Row = tuple[T, float | None, str | None, str | None]
 
 
 def score_items(
@@ -111,48 +114,67 @@ def score_items(
     *,
     batch_size: int = 32,
     workers: int = 0,
+    inference_threads: int = 0,
     window: int = 0,
     on_progress: Callable[[int], None] | None = None,
-) -> Iterator[tuple[T, float | None, str | None, str | None]]:
+) -> Iterator[Row[T]]:
     """Score items read by ``read`` (path → bytes, image id → blob, ...), in input order.
 
     Yields ``(item, score, error, sha256)``; an unreadable or undecodable item gets its error
-    and never stops the run. ``workers`` decode threads (0 = cores); ``window`` images in
-    flight at most (0 = 4 batches), which bounds memory."""
+    and never stops the run. ``workers`` decode threads (0 = cores); ``inference_threads``
+    batches in the model at once (0 = cores; pair it with a one-thread scorer, see
+    :func:`cached_scorer`); ``window`` images decoding at most (0 = 4 batches). At most
+    ``window + (inference_threads + 1) * batch_size`` images are held, however many items."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     workers = workers or default_workers()
+    inference_threads = inference_threads or default_workers()
     window = window or 4 * batch_size
     pending: deque[tuple[T, Future[tuple[np.ndarray, str]]]] = deque()
+    running: deque[tuple[list[Row[T]], Future[np.ndarray] | None]] = deque()
     it = iter(items)
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
+        ThreadPoolExecutor(inference_threads, thread_name_prefix="infer") as infer,
+    ):
 
         def fill() -> None:
             while len(pending) < window:
-                item = next(it, None)
-                if item is None:
+                item = next(it, _END)
+                if item is _END:
                     return
-                pending.append((item, pool.submit(_load_item, item, read, scorer)))
+                pending.append((item, pool.submit(_load_item, item, read, scorer)))  # type: ignore[arg-type]
+
+        def finish(rows: list[Row[T]], fut: Future[np.ndarray] | None) -> Iterator[Row[T]]:
+            scores = iter(fut.result()) if fut is not None else iter(())
+            for item, _, error, sha in rows:
+                yield (
+                    (item, None, error, None) if error is not None else (item, float(next(scores)), None, sha)
+                )
+            if on_progress is not None:
+                on_progress(len(rows))
 
         fill()
         while pending:
-            batch: list[tuple[T, np.ndarray, str]] = []
-            failed: list[tuple[T, float | None, str | None, str | None]] = []
-            while pending and len(batch) < batch_size:
+            rows: list[Row[T]] = []
+            arrays: list[np.ndarray] = []
+            while pending and len(arrays) < batch_size:
                 item, fut = pending.popleft()
                 try:
                     arr, sha = fut.result()
-                    batch.append((item, arr, sha))
+                    rows.append((item, None, None, sha))
+                    arrays.append(arr)
                 except (ImageError, OSError, KeyError, ValueError) as e:
-                    failed.append((item, None, _reason(e), None))
+                    rows.append((item, None, _reason(e), None))
             fill()  # keep the decoders busy while the model runs
-            yield from failed
-            if batch:
-                scores = scorer.score(np.stack([a for _, a, _ in batch]))
-                for (item, _, sha), s in zip(batch, scores, strict=True):
-                    yield item, float(s), None, sha
-            if on_progress is not None:
-                on_progress(len(batch) + len(failed))
+            running.append((rows, infer.submit(scorer.score, np.stack(arrays)) if arrays else None))
+            while len(running) > inference_threads:
+                yield from finish(*running.popleft())
+        while running:
+            yield from finish(*running.popleft())
+
+
+_END: Any = object()
 
 
 def _reason(e: BaseException) -> str:
@@ -167,11 +189,18 @@ def score_paths(
     *,
     batch_size: int = 32,
     workers: int = 0,
+    inference_threads: int = 0,
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[ScoreResult]:
     """Score image files (local pipeline), in input order; see :func:`score_items`."""
     for path, score, error, sha in score_items(
-        paths, read_limited, scorer, batch_size=batch_size, workers=workers, on_progress=on_progress
+        paths,
+        read_limited,
+        scorer,
+        batch_size=batch_size,
+        workers=workers,
+        inference_threads=inference_threads,
+        on_progress=on_progress,
     ):
         yield ScoreResult(str(path), score, error, sha)
 
@@ -196,8 +225,9 @@ class RayScorerActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
+        files = [Path(p) for p in paths]
         results = list(
-            score_paths([Path(p) for p in paths], self.scorer, batch_size=len(paths) or 1, workers=1)
+            score_paths(files, self.scorer, batch_size=len(paths) or 1, workers=1, inference_threads=1)
         )
         return {
             "path": np.array(paths, dtype=object),
@@ -290,7 +320,12 @@ def moderate_images(
     scores: dict[int, float] = {}
     errors: list[dict[str, Any]] = []
     for (image_id, _), score, error, _ in score_items(
-        rows, lambda r: blobs.get(r[1]), scorer, batch_size=batch_size, on_progress=on_progress
+        rows,
+        lambda r: blobs.get(r[1]),
+        scorer,
+        batch_size=batch_size,
+        inference_threads=inference_threads_for(settings.threads),
+        on_progress=on_progress,
     ):
         if score is None:
             errors.append({"image_id": image_id, "error": error})
@@ -342,7 +377,16 @@ def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings:
 
 @lru_cache(maxsize=4)
 def cached_scorer(model: str | None = None, threads: int = 0) -> ScorerLike:
-    """The process-wide scorer for ``model`` (None = bundled default), loaded once."""
+    """The process-wide scorer for ``model`` (None = bundled default), loaded once.
+
+    ``threads`` is ``DOOHABLE_THREADS``: 0 means one ONNX Runtime thread per call, with
+    parallelism from several batches (:func:`score_items`) or requests (the API) at once; on a
+    small machine this wastes no CPU on intra-op thread synchronisation."""
     from doohable.model.runtime import load_scorer
 
-    return load_scorer(model, threads=threads)
+    return load_scorer(model, threads=threads or 1)
+
+
+def inference_threads_for(threads: int) -> int:
+    """Batches in the model at once for a ``DOOHABLE_THREADS`` value (cores / threads per call)."""
+    return max(1, default_workers() // max(1, threads))

@@ -75,7 +75,7 @@ def score(
 def _run(
     files: list[Path], model: str | None, batch_size: int, workers: int, ray: str | None, quiet: bool
 ) -> list[ScoreResult]:
-    from doohable.batch import cached_scorer, score_paths, score_paths_ray
+    from doohable.batch import cached_scorer, inference_threads_for, score_paths, score_paths_ray
     from doohable.config import get_settings
 
     settings = get_settings()
@@ -97,6 +97,7 @@ def _run(
                 scorer,
                 batch_size=batch_size,
                 workers=workers,
+                inference_threads=inference_threads_for(settings.threads),
                 on_progress=lambda n: bar.advance(task, n),
             )
         )
