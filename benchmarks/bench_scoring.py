@@ -343,6 +343,8 @@ def main() -> None:
             report["cli_whole_process"] = bench_cli(folder, len(files), args.model)
         ceiling = report["ceiling_images_per_s"]
         report["pipeline_vs_ceiling"] = report["pipeline"]["images_per_s"] / ceiling
+        # robust to other processes on the machine: CPU the parts need / CPU the pipeline used
+        report["pipeline_cpu_efficiency"] = cpu / report["pipeline"]["cpu_ms_per_image"]
         if "naive" in report:
             report["speedup_vs_naive"] = report["pipeline"]["images_per_s"] / report["naive"]["images_per_s"]
         print("pipeline", report["pipeline"], report.get("cli_whole_process"), flush=True)
