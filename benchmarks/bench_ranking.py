@@ -11,6 +11,7 @@ and the p50/p99 latency of ``next_pair`` at 10,000 images for every scheduler (t
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import choix
@@ -64,17 +65,20 @@ def bench_next_pair(n: int, v: int, calls: int) -> None:
         state = RatingState.from_comparisons(comps) if name != "random" else base_state
         sched = scheduler.create(name, **({"budget": 20 * n} if name == "report" else {}))
         rng = np.random.default_rng(0)
-        lat, obs = [], []
+        lat, cpu, obs = [], [], []
         for t in range(calls):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             a, b = sched.next_pair(state, rng, voter=t % 50)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             state.record(a, b, float(rng.random() < 0.5), voter=t % 50)
             obs.append(time.perf_counter() - t1)
             lat.append(t1 - t0)
-        ms = np.array(lat) * 1e3
-        print(f"next_pair {name:9s} at {n} images: p50 {np.percentile(ms, 50):.3f} ms, "
-              f"p99 {np.percentile(ms, 99):.3f} ms, max {ms.max():.2f} ms; record+online update p99 "
+            cpu.append(c1 - c0)
+        ms, cpu_ms = np.array(lat) * 1e3, np.array(cpu) * 1e3
+        print(f"next_pair {name:9s} at {n} images: wall p50 {np.percentile(ms, 50):.3f} ms, "
+              f"p99 {np.percentile(ms, 99):.3f} ms, max {ms.max():.2f} ms; "
+              f"CPU p50 {np.percentile(cpu_ms, 50):.3f} ms, p99 {np.percentile(cpu_ms, 99):.3f} ms; "
+              f"record+online update wall p99 "
               f"{np.percentile(np.array(obs) * 1e3, 99):.3f} ms")
 
 
@@ -84,9 +88,12 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--skip-refit", action="store_true", help="only the next-pair latencies")
     args = ap.parse_args()
-    print(f"machine: {time.strftime('%Y-%m-%d %H:%M')} UTC")
-    bench_refit(args.images, args.votes, args.repeat)
+    load = os.getloadavg()[0]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} UTC, load average {load:.1f} on {os.cpu_count()} CPUs")
+    if not args.skip_refit:
+        bench_refit(args.images, args.votes, args.repeat)
     # a 10,000-image state past the active scheduler's warm-up (3 comparisons per image)
     bench_next_pair(args.images, 4 * args.images, args.calls)
 
