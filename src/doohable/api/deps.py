@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from doohable.config import Settings, get_settings
@@ -15,6 +16,12 @@ from doohable.store.models import User
 from doohable.store.users import has_role, user_for_token
 
 _bearer = HTTPBearer(auto_error=False)
+
+#: the largest id a database row can have (BIGINT / SQLite INTEGER); a larger one is a 422,
+#: not a driver overflow (500)
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def settings_dep(request: Request) -> Settings:

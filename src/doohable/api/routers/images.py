@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel
 
-from doohable.api.deps import SessionDep, SettingsDep, VoterDep
+from doohable.api.deps import IdPath, SessionDep, SettingsDep, VoterDep
 from doohable.config import Settings
 from doohable.signing import SignatureError, image_url, verify_image_token
 from doohable.store.models import Image
@@ -67,7 +67,7 @@ def upload_image(
 
 @router.get("/api/v1/images/{image_id}", response_model=ImageOut)
 def get_image(
-    image_id: int, _user: VoterDep, session: SessionDep, settings: SettingsDep, request: Request
+    image_id: IdPath, _user: VoterDep, session: SessionDep, settings: SettingsDep, request: Request
 ) -> ImageOut:
     """One image's metadata with a signed, expiring URL to its bytes."""
     img = session.get(Image, image_id)

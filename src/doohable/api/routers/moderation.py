@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from doohable import moderation
-from doohable.api.deps import ModeratorDep, SessionDep, SettingsDep
+from doohable.api.deps import MAX_ID, IdField, ModeratorDep, SessionDep, SettingsDep
 from doohable.api.routers.images import absolute_url
 from doohable.api.routers.pages import PageUser, render
 from doohable.batch import cached_scorer
@@ -50,7 +50,7 @@ class QueueItemOut(BaseModel):
 
 
 class DecisionIn(BaseModel):
-    image_id: int
+    image_id: IdField
     decision: Literal["approved", "rejected", "pending"]
 
 
@@ -107,7 +107,7 @@ def get_queue(
     min_score: float | None = None,
     max_score: float | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[QueueItemOut]:
     """Images of a status (pending by default) best first, with filters."""
     name, _ = model_name(settings)

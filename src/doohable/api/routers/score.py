@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from doohable import moderation
-from doohable.api.deps import SessionDep, SettingsDep, VoterDep
+from doohable.api.deps import MAX_ID, SessionDep, SettingsDep, VoterDep
 from doohable.batch import ScorerLike, cached_scorer, prepare_bytes
 from doohable.config import Settings
 from doohable.images import ImageError, decode
@@ -89,9 +89,10 @@ def _bytes_for_id(session: Session, settings: Settings, image_id: Any) -> tuple[
     from doohable.api.routers.images import blob_store
 
     try:
-        image = session.get(Image, int(image_id))
+        key = int(image_id)
     except (TypeError, ValueError) as e:
         raise HTTPException(400, f"image_id must be an integer, not {image_id!r}") from e
+    image = session.get(Image, key) if 1 <= key <= MAX_ID else None
     if image is None:
         raise HTTPException(404, f"no image {image_id}")
     try:

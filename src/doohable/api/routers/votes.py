@@ -7,14 +7,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from doohable import voting
-from doohable.api.deps import SessionDep, VoterDep
+from doohable.api.deps import IdField, SessionDep, VoterDep
 
 router = APIRouter(prefix="/api/v1/votes", tags=["votes"])
 
 
 class VoteIn(BaseModel):
     pair_token: str
-    winner_id: int | None  # null = can't decide
+    winner_id: IdField | None  # null = can't decide
 
 
 class VoteOut(BaseModel):
