@@ -290,6 +290,10 @@ def bench_api(
                     with lock:
                         lat.append(dt)
 
+        import psutil
+
+        server_proc = psutil.Process(server.pid)
+        cpu0 = sum(server_proc.cpu_times()[:2])
         ts = [threading.Thread(target=client) for _ in range(clients)]
         t0 = time.perf_counter()
         for t in ts:
@@ -297,6 +301,7 @@ def bench_api(
         for t in ts:
             t.join()
         wall = time.perf_counter() - t0
+        server_cpu = sum(server_proc.cpu_times()[:2]) - cpu0
     finally:
         server.terminate()
         server.wait(10)
@@ -306,6 +311,7 @@ def bench_api(
         "p50_ms": float(q[0]),
         "p99_ms": float(q[1]),
         "requests_per_s": len(lat) / wall,
+        "server_cpu_ms_per_request": 1000 * server_cpu / len(lat),
     }
 
 
