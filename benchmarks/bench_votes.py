@@ -38,6 +38,21 @@ from voting_support import add_images  # noqa: E402
 PG_URL = os.environ.get("DOOHABLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their children (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid in pids or ppid in pids:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def run_clients(urls: list[str], tokens: list[str], n: int, one: Callable[[httpx.Client], None]
                 ) -> tuple[float, np.ndarray]:
     """Each client thread calls ``one`` n times; return wall seconds and per-call latencies (ms)."""
@@ -104,8 +119,13 @@ def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tm
             procs.append(start_server(home / f"server{k}.log", env, extra_args=extra))
         urls = [u for _p, u in procs]
         run_clients(urls, tokens, 5, vote_once)  # warm-up: schema, scheduler state, connections
+        pids = [p.pid for p, _u in procs]
+        cpu0 = cpu_seconds(pids)
         base_wall, base_lat = run_clients(urls, tokens, args.votes, health_twice)
+        base_cpu_ms = (cpu_seconds(pids) - cpu0) * 1000.0 / max(len(base_lat), 1)
+        cpu0 = cpu_seconds(pids)
         wall, lat = run_clients(urls, tokens, args.votes, vote_once)
+        cpu_ms = (cpu_seconds(pids) - cpu0) * 1000.0 / max(len(lat), 1)
     finally:
         for p, _u in procs:
             stop_server(p)
@@ -126,7 +146,8 @@ def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tm
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "baseline_per_s": len(base_lat) / base_wall, "baseline_p99_ms": float(np.percentile(base_lat, 99)),
-        "lost": sent - stored, "replay_equal": float(table == replay),
+        "lost": sent - stored, "replay_equal": float(table == replay), "server_cpu_ms": cpu_ms,
+        "baseline_cpu_ms": base_cpu_ms,
     }
 
 
@@ -136,18 +157,21 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=150, help="votes per client")
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep databases and server logs here")
     args = ap.parse_args()
     print(f"{args.clients} clients x {args.votes} votes, {args.images} images; one vote = next pair + vote")
-    print("| database | servers x workers | votes/s | p50 ms | p99 ms | baseline: 2x /healthz per s | "
-          "baseline p99 ms | lost | Elo = replay |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| database | servers x workers | votes/s | p50 ms | p99 ms | server CPU ms/vote | "
+          "baseline: 2x /healthz per s | baseline p99 ms | baseline server CPU ms | lost | Elo = replay |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     configs = {"sqlite": [(1, 1), (2, 1)], "postgres": [(1, 1), (1, 2)]}  # (workers, servers)
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
         for backend in args.backends.split(","):
             for workers, servers in configs[backend]:
-                r = bench(backend, workers, servers, args, Path(tmp))
+                r = bench(backend, workers, servers, args, work)
                 print(f"| {backend} | {servers} x {workers} | {r['votes_per_s']:.0f} | {r['p50_ms']:.1f} | "
-                      f"{r['p99_ms']:.1f} | {r['baseline_per_s']:.0f} | {r['baseline_p99_ms']:.1f} | "
+                      f"{r['p99_ms']:.1f} | {r['server_cpu_ms']:.1f} | {r['baseline_per_s']:.0f} | "
+                      f"{r['baseline_p99_ms']:.1f} | {r['baseline_cpu_ms']:.1f} | "
                       f"{r['lost']} | {'yes' if r['replay_equal'] else 'NO'} |", flush=True)
 
 

@@ -236,6 +236,7 @@ class _Live:
     built_at: float
     checked_at: float = 0.0
     refitting: bool = False
+    has_elo_rows: set[int] = field(default_factory=set)
     dirty: bool = False  # an undo arrived: rebuild (at most every REBUILD_AFTER_UNDO_S)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -388,6 +389,9 @@ def next_pair(
         raise VotingError(f"the scheduler proposed the same image twice ({left.id})")
     token = secrets.token_urlsafe(24)
     _begin_write(session)
+    if not live.has_elo_rows.issuperset((left.id, right.id)):
+        _create_elo_rows(session, (left.id, right.id))  # committed with the token, before any vote
+        live.has_elo_rows.update((left.id, right.id))
     session.execute(
         insert(TOKENS).values(
             token=token, voter_id=voter_id, left_id=left.id, right_id=right.id,
@@ -448,9 +452,26 @@ class _EloRow:
     votes: int
 
 
+def _create_elo_rows(session: Session, image_ids: Sequence[int]) -> None:
+    """Create the missing Elo rows of these images (``INSERT ... ON CONFLICT DO NOTHING``)."""
+    dialect = session.get_bind().dialect.name
+    values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0} for i in sorted(set(image_ids))]
+    ins: Any
+    if dialect == "postgresql":
+        ins = postgresql.insert(RATINGS).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        ins = sqlite.insert(RATINGS).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise VotingError(f"unsupported database {dialect}")
+    session.execute(ins)
+
+
 def _lock_elo(session: Session, image_ids: Sequence[int]) -> dict[int, _EloRow]:
-    """The Elo rows of ``image_ids``, locked in id order (no deadlocks); missing rows are
-    created first (``INSERT ... ON CONFLICT DO NOTHING``)."""
+    """The Elo rows of ``image_ids``, locked in id order (no deadlocks).
+
+    :func:`next_pair` creates the rows when it issues the pair, in its own transaction: a
+    vote that had to insert a row while holding another row's lock could deadlock with a
+    concurrent vote (seen on PostgreSQL). Creating them here is only a fallback."""
     ids = sorted(set(image_ids))
     stmt = (
         select(Rating.image_id, Rating.rating, Rating.votes)
@@ -459,18 +480,8 @@ def _lock_elo(session: Session, image_ids: Sequence[int]) -> dict[int, _EloRow]:
         .with_for_update()
     )
     rows = {i: _EloRow(r, n) for i, r, n in session.execute(stmt)}
-    missing = [i for i in ids if i not in rows]
-    if missing:
-        dialect = session.get_bind().dialect.name
-        values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0} for i in missing]
-        ins: Any
-        if dialect == "postgresql":
-            ins = postgresql.insert(RATINGS).values(values).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            ins = sqlite.insert(RATINGS).values(values).on_conflict_do_nothing()
-        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-            raise VotingError(f"unsupported database {dialect}")
-        session.execute(ins)
+    if len(rows) < len(ids):
+        _create_elo_rows(session, ids)
         rows = {i: _EloRow(r, n) for i, r, n in session.execute(stmt)}
     return rows
 
@@ -707,6 +718,36 @@ def settled_share(rating: np.ndarray, std: np.ndarray, z: float = 1.96, max_item
     return float(np.mean(diff[upper] > z * sd[upper]))
 
 
+SETTLED_TTL_S = 10.0
+_settled_cache: dict[str, tuple[float, float, float | None]] = {}
+
+
+def ranking_settled(session: Session) -> tuple[float, float | None]:
+    """(share of settled image pairs, mean posterior std), recomputed at most every 10 s.
+
+    From this process's scheduler state when it has one (kept current vote by vote),
+    else from a BT fit of the log; never-compared images count as unsettled."""
+    key = str(session.get_bind().engine.url)
+    now = time.monotonic()
+    hit = _settled_cache.get(key)
+    if hit is not None and now - hit[0] < SETTLED_TTL_S:
+        return hit[1], hit[2]
+    live = _live.get(key)
+    if live is not None:
+        with live.lock:
+            rating, std = live.state.mean.copy(), np.sqrt(live.state.var)
+        n_images = len(rating)
+    else:
+        fit = bt_fit(session)
+        rating, std = fit.rating, fit.std
+        n_images = int(session.scalar(select(func.count()).select_from(Image).where(*_ELIGIBLE)) or 0)
+    settled = settled_share(rating, std) if len(rating) else 0.0
+    settled *= (len(rating) * (len(rating) - 1)) / max(n_images * (n_images - 1), 1)
+    mean_std = float(np.mean(std)) if len(std) else None
+    _settled_cache[key] = (now, settled, mean_std)
+    return settled, mean_std
+
+
 def voter_stats(session: Session, voter_id: int) -> dict[str, Any]:
     """The voter's votes today (UTC) and in total (undone ones left out), and how settled
     the whole ranking is (share of image pairs whose order BT knows at 95 %)."""
@@ -717,15 +758,7 @@ def voter_stats(session: Session, voter_id: int) -> dict[str, Any]:
     )
     today = int(session.scalar(mine.where(Vote.created_at >= day)) or 0)
     total = int(session.scalar(mine) or 0)
-    n_images = int(session.scalar(select(func.count()).select_from(Image)) or 0)
-    try:
-        fit = bt_fit(session, max_stale_s=30.0)
-        settled = settled_share(fit.rating, fit.std) if len(fit.rating) else 0.0
-        # images that were never compared are not settled at all
-        settled *= (len(fit.rating) * (len(fit.rating) - 1)) / max(n_images * (n_images - 1), 1)
-        mean_std = float(np.mean(fit.std)) if len(fit.std) else None
-    except ImportError:
-        settled, mean_std = 0.0, None
+    settled, mean_std = ranking_settled(session)
     return {"today": today, "total": total, "settled": round(settled, 4), "mean_uncertainty": mean_std}
 
 
