@@ -244,3 +244,25 @@ def test_url_ingest(server: dict[str, Any], cases: list[Case]) -> None:
     r = client.post("/api/v1/images/url", json={"url": f"{server['files_url']}/{HUGE}"})
     assert r.status_code == 400 and "limit" in r.json()["detail"], r.text
     _healthy_after(server, sampler, base)
+
+
+def test_chunked_100mb_upload_is_cut_off(server: dict[str, Any]) -> None:
+    """A body without Content-Length (chunked) is cut off once it passes the limit (413),
+    never spooled whole to a temporary file."""
+    client: httpx.Client = server["client"]
+    sampler = RssSampler(server["proc"].pid)
+    base = sampler.now()
+    boundary = "hostileboundary"
+
+    def body() -> Iterator[bytes]:
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\n"
+               "Content-Type: image/jpeg\r\n\r\n").encode()
+        block = b"\xff\xd8" + b"\xa5" * ((1 << 20) - 2)
+        for _ in range(100):
+            yield block
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    r = client.post("/api/v1/images", content=body(), headers=headers)
+    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+    _healthy_after(server, sampler, base)

@@ -10,11 +10,20 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from doohable import __version__
 from doohable.api.errors import install_error_handlers
-from doohable.api.security import CSRFMiddleware
+from doohable.api.security import BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings, get_settings
 from doohable.signing import secret_key
 
 STATIC = Path(__file__).with_name("static")
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The largest request body accepted on ``path``: one image (64 for the batch score
+    route) plus 1 MiB for the multipart envelope and form fields."""
+    from doohable.api.routers.score import MAX_BATCH
+
+    images = MAX_BATCH if path == "/api/v1/score/batch" else 1
+    return images * settings.max_image_bytes + (1 << 20)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=14 * 24 * 3600,
         same_site="lax",
     )
+    app.add_middleware(BodyLimitMiddleware, limit=lambda path: body_limit(settings, path))
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

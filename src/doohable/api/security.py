@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "x-csrf-token"
@@ -30,6 +31,48 @@ def csrf_ok(conn: HTTPConnection, supplied: str | None) -> bool:
     """True when ``supplied`` matches the session's CSRF token (constant-time)."""
     expected = conn.session.get("csrf")
     return bool(expected and supplied and hmac.compare_digest(str(expected), supplied))
+
+
+class BodyLimitMiddleware:
+    """Refuse (413) a request body larger than ``limit(path)`` bytes before it is stored.
+
+    Starlette spools multipart uploads to temporary files of any size, so without this a
+    client could fill the disk with one upload. A declared ``Content-Length`` above the limit
+    is refused at once; a chunked body is cut off (the connection is dropped) when it passes it.
+    """
+
+    def __init__(self, app: ASGIApp, limit: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in UNSAFE:
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit(scope["path"])
+        detail = {"detail": f"the request body is larger than the {limit:,}-byte limit"}
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await JSONResponse(detail, status_code=413)(scope, receive, send)
+            return
+        seen, replaced = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            return {"type": "http.disconnect"} if seen > limit else message
+
+        async def answer(message: Message) -> None:
+            # the app saw a disconnect where the body passed the limit: answer 413 instead
+            nonlocal replaced
+            if seen > limit and message["type"] == "http.response.start":
+                replaced = True
+                await JSONResponse(detail, status_code=413)(scope, receive, send)
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, counted, answer)
 
 
 class CSRFMiddleware:
