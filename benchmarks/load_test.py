@@ -9,8 +9,8 @@ with error rate, throughput and p50/p99 latency, together with the machine's loa
     .venv/bin/python benchmarks/load_test.py                       # 16 users, 60 s, SQLite
     .venv/bin/python benchmarks/load_test.py --database-url postgresql://postgres@127.0.0.1:5432/test
 
-The scorer is ``DOOHABLE_MODEL`` when set, else a tiny ONNX "brightness" scorer (tests/), so
-the figures measure the server, not a model (see docs/benchmarks.md)."""
+The scorer is the bundled default (``--model bundled``), an .onnx path, or ``brightness``: a
+tiny ONNX scorer from tests/ that takes no time, so the figures measure the server alone."""
 
 from __future__ import annotations
 
@@ -110,15 +110,21 @@ def run_phase(url: str, users: int, seconds: float) -> dict[str, Any]:
             "errors": errors}
 
 
-def prepare_store(home: Path, database_url: str | None, users: int, images: int) -> dict[str, str]:
+def prepare_store(
+    home: Path, database_url: str | None, users: int, images: int, model: str
+) -> dict[str, str]:
     """A fresh store with ``images`` images and ``users`` + 1 voter tokens; the server's env."""
-    model = os.environ.get("DOOHABLE_MODEL") or str(brightness_model(home.parent / "brightness.onnx"))
+    if model == "brightness":
+        model = str(brightness_model(home.parent / "brightness.onnx"))
     env = {
         "DOOHABLE_HOME": str(home),
         "DOOHABLE_DATABASE_URL": database_url or f"sqlite:///{home / 'doohable.db'}",
         "DOOHABLE_BLOB_URL": f"file://{home / 'blobs'}",
-        "DOOHABLE_MODEL": model,
     }
+    if model == "bundled":
+        os.environ.pop("DOOHABLE_MODEL", None)  # unset: the bundled default
+    else:
+        env["DOOHABLE_MODEL"] = model
     exe = str(Path(sys.executable).with_name("doohable"))
     full = {**os.environ, **env}
     folder = home.parent / "seed-images"
@@ -140,6 +146,7 @@ def main() -> None:
     ap.add_argument("--baseline-seconds", type=float, default=15.0)
     ap.add_argument("--images", type=int, default=200, help="images in the store before the run")
     ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    ap.add_argument("--model", default="bundled", help="bundled (default), brightness, or an .onnx path")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args()
     if args.database_url and "postgresql" in args.database_url:
@@ -153,7 +160,7 @@ def main() -> None:
         args.database_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
     with tempfile.TemporaryDirectory(prefix="doohable-load-") as tmp:
         home = Path(tmp) / "home"
-        env = prepare_store(home, args.database_url, args.users, args.images)
+        env = prepare_store(home, args.database_url, args.users, args.images, args.model)
         proc, url = start_server(Path(tmp) / "serve.log", env=env)
         try:
             baseline = run_phase(url, 1, args.baseline_seconds)
@@ -164,6 +171,7 @@ def main() -> None:
     report = {
         "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (1 min) at the end",
         "database": "PostgreSQL" if args.database_url else "SQLite",
+        "model": args.model,
         "baseline": baseline,
         "load": loaded,
         "healthy_after": healthy,
@@ -171,7 +179,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"machine: {report['machine']}; database: {report['database']}; healthy after: {healthy}")
+    print(f"machine: {report['machine']}; database: {report['database']}; model: {args.model}; "
+          f"healthy after: {healthy}")
     for label, phase in (("baseline", baseline), ("load", loaded)):
         t = phase["total"]
         print(f"{label}: {phase['users']} user(s), {phase['seconds']} s: {t['requests']} requests, "
