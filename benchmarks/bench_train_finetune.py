@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--folds", default="all", help="'all' or e.g. 1,2")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="first N images per fold (smoke tests)")
     ap.add_argument("--no-final", action="store_true")
     ap.add_argument("--device", default="auto")
@@ -69,7 +70,11 @@ def main() -> None:
         log(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     data = load_scut(args.data, limit=args.limit)
     base = FinetuneConfig()
-    over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
+    over = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed))
+        if v is not None
+    }
     base = replace(base, **over)
     t0 = time.perf_counter()
     arr = load_images(data.paths, resize_side(base.input_size), workers=16)
@@ -77,8 +82,13 @@ def main() -> None:
     data = data.subset(arr.kept)
     pixels, scores, folds = arr.pixels, data.scores, data.folds
     only = None if args.folds == "all" else [int(f) for f in args.folds.split(",")]
-    summary: dict = {"device": str(dev), "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-                     "n_images": len(scores), "config": asdict(base), "backbones": {}}
+    summary: dict = {
+        "device": str(dev),
+        "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+        "n_images": len(scores),
+        "config": asdict(base),
+        "backbones": {},
+    }
     oofs = {}
     for bb in args.backbones.split(","):
         cfg = replace(base, backbone=bb)
@@ -87,17 +97,25 @@ def main() -> None:
             break
         log(f"== {bb}: cross-validation")
         cv = cross_validate(cfg, pixels, scores, folds, only_folds=only, device=dev, progress=on_progress)
-        cvj = cv.to_json() | {"images": [Path(p).stem for p in data.paths], "scores": scores.tolist(),
-                              "groups": data.groups, "fold_of": folds.tolist(), "config": asdict(cfg)}
+        cvj = cv.to_json() | {
+            "images": [Path(p).stem for p in data.paths],
+            "scores": scores.tolist(),
+            "groups": data.groups,
+            "fold_of": folds.tolist(),
+            "config": asdict(cfg),
+        }
         (out / f"cv_{bb}.json").write_text(json.dumps(cvj))
         s = cv.summary
-        log(f"{bb} CV: pearson {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f} rmse "
-            f"{s['rmse']['mean']:.4f}±{s['rmse']['std']:.4f} mae {s['mae']['mean']:.4f} ({cv.seconds:.0f}s)")
+        log(
+            f"{bb} CV: pearson {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f} rmse "
+            f"{s['rmse']['mean']:.4f}±{s['rmse']['std']:.4f} mae {s['mae']['mean']:.4f} ({cv.seconds:.0f}s)"
+        )
         entry = {"cv": cv.summary, "folds": cv.folds, "cv_seconds": cv.seconds}
         oofs[bb] = cv.oof
         summary["backbones"][bb] = entry
         (out / "summary.json").write_text(json.dumps(summary))
-        if args.no_final or time.perf_counter() - t_start > args.budget:
+        # the final model is the deliverable: it gets 30% more time than a new CV stage
+        if args.no_final or time.perf_counter() - t_start > 1.3 * args.budget:
             continue
         epochs = int(np.median([r["best_epoch"] + 1 for r in cv.folds]))
         log(f"== {bb}: final model on all {len(scores)} images, {epochs} epochs")
@@ -107,11 +125,18 @@ def main() -> None:
         entry |= {"final_epochs": epochs, "final_seconds": fit.seconds, "final_train_metrics": train_fit}
         (out / "summary.json").write_text(json.dumps(summary))
         try:
-            onnx_path = export_onnx(fit.model, out / f"{bb}.onnx", name="selfie", extra={
-                "backbone_weights": "ImageNet", "training": f"SCUT-FBP5500 shared 4,400 images, full "
-                f"fine-tune, {epochs} epochs", "cv_pearson": s["pearson"]["mean"],
-                "cv_rmse": s["rmse"]["mean"],
-                "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)"})
+            onnx_path = export_onnx(
+                fit.model,
+                out / f"{bb}.onnx",
+                name="selfie",
+                extra={
+                    "backbone_weights": "ImageNet",
+                    "training": f"SCUT-FBP5500 shared 4,400 images, full fine-tune, {epochs} epochs",
+                    "cv_pearson": s["pearson"]["mean"],
+                    "cv_rmse": s["rmse"]["mean"],
+                    "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)",
+                },
+            )
             s_in = fit.model.input_size
             o = (pixels.shape[1] - s_in) // 2
             probe = pixels[:8, o : o + s_in, o : o + s_in].copy()
@@ -124,10 +149,13 @@ def main() -> None:
     if len(oofs) > 1:
         mean = np.mean(list(oofs.values()), axis=0)
         ok = ~np.isnan(mean)
-        per_fold = [regression_metrics(scores[ok & (folds == k)], mean[ok & (folds == k)])
-                    for k in sorted(set(folds[ok].tolist()))]
-        summary["ensemble_cv"] = {k: float(np.mean([r[k] for r in per_fold]))
-                                  for k in ("pearson", "rmse", "mae")}
+        per_fold = [
+            regression_metrics(scores[ok & (folds == k)], mean[ok & (folds == k)])
+            for k in sorted(set(folds[ok].tolist()))
+        ]
+        summary["ensemble_cv"] = {
+            k: float(np.mean([r[k] for r in per_fold])) for k in ("pearson", "rmse", "mae")
+        }
         log(f"ensemble of all backbones, CV mean: {summary['ensemble_cv']}")
     summary["seconds"] = time.perf_counter() - t_start
     (out / "summary.json").write_text(json.dumps(summary))

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from doohable.model.data import load_images_cached, load_scut
 from doohable.model.export import export_onnx
@@ -35,8 +34,8 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.join(os.environ.get("DOOHABLE_HOME", ".doohable"), "cache"))
     ap.add_argument("--export", default=None, help="train on all images and export ONNX here")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cv-json", default=None, help="write out-of-fold predictions (report_cv.py input)")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
     data = load_scut(args.data)
     model = build_model(args.backbone, args.head)
     t0 = time.perf_counter()
@@ -56,22 +55,48 @@ def main() -> None:
     for r in cv.folds:
         print(f"{r['fold']:>4} {r['pearson']:8.4f} {r['rmse']:7.4f} {r['mae']:7.4f}")
     s = cv.summary
-    print(f"mean {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f}  rmse {s['rmse']['mean']:.4f}"
-          f"±{s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}±{s['mae']['std']:.4f}")
-    print(f"decode {t_decode:.1f}s, features {t_feat:.1f}s (cached: {fcache}), "
-          f"head CV (4 fits) {cv.seconds:.1f}s")
+    print(
+        f"mean {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f}  rmse {s['rmse']['mean']:.4f}"
+        f"±{s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}±{s['mae']['std']:.4f}"
+    )
+    print(
+        f"decode {t_decode:.1f}s, features {t_feat:.1f}s (cached: {fcache}), "
+        f"head CV (4 fits) {cv.seconds:.1f}s"
+    )
     print("baselines (5-fold, published): ResNeXt-50 PC 0.8997 RMSE 0.3017; report PC 0.90 RMSE 0.30")
-    out = {"backbone": args.backbone, "head": args.head, "cv": cv.to_json(), "decode_s": t_decode,
-           "features_s": t_feat, "head_cv_s": cv.seconds, "overall": regression_metrics(scores, cv.oof)}
+    if args.cv_json:
+        cvj = cv.to_json() | {
+            "images": [Path(data.paths[i]).stem for i in pix.kept],
+            "scores": scores.tolist(),
+            "groups": [data.groups[i] for i in pix.kept],
+            "fold_of": folds.tolist(),
+        }
+        Path(args.cv_json).write_text(json.dumps(cvj))
+    out = {
+        "backbone": args.backbone,
+        "head": args.head,
+        "cv": cv.to_json(),
+        "decode_s": t_decode,
+        "features_s": t_feat,
+        "head_cv_s": cv.seconds,
+        "overall": regression_metrics(scores, cv.oof),
+    }
     if args.export:
         t0 = time.perf_counter()
         fit_head(model, feats, scores)
         out["head_fit_all_s"] = time.perf_counter() - t0
         out["train_metrics"] = regression_metrics(scores, head_scores(model, feats))
-        export_onnx(model, args.export, name=f"selfie-{args.backbone}-head", extra={
-            "training": "SCUT-FBP5500 4,400 shared images, frozen ImageNet features + regression head",
-            "cv_pearson": s["pearson"]["mean"], "cv_rmse": s["rmse"]["mean"],
-            "licence": "research/demo use only (SCUT-FBP5500 non-commercial licence)"})
+        export_onnx(
+            model,
+            args.export,
+            name=f"selfie-{args.backbone}-head",
+            extra={
+                "training": "SCUT-FBP5500 4,400 shared images, frozen ImageNet features + regression head",
+                "cv_pearson": s["pearson"]["mean"],
+                "cv_rmse": s["rmse"]["mean"],
+                "licence": "research/demo use only (SCUT-FBP5500 non-commercial licence)",
+            },
+        )
         print(f"exported {args.export} (head fit on all images {out['head_fit_all_s']:.1f}s)")
     if args.json:
         Path(args.json).write_text(json.dumps(out))

@@ -41,12 +41,19 @@ def main() -> None:
     (out / "weights").mkdir(parents=True, exist_ok=True)
     for name, spec in REGISTRY.items():
         state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
-        slim = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
-                if not k.startswith(("classifier.", "_fc."))}
+        slim = {
+            k: v.half() if v.is_floating_point() else v
+            for k, v in state.items()
+            if not k.startswith(("classifier.", "_fc."))
+        }
         torch.save(slim, out / "weights" / spec.weights_file)
     pkg = Path(efficientnet_lite_pytorch.__file__).parent
-    shutil.copytree(pkg, out / "efficientnet_lite_pytorch", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        pkg,
+        out / "efficientnet_lite_pytorch",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     data = load_scut(args.data, limit=args.limit)
     arr = load_images_cached(data.paths, resize_side(args.input_size), args.cache)
     img_dir = out / "scut" / "images"

@@ -1,3 +1,168 @@
-"""CLI commands of the model stage (registered on the shared app)."""
+"""CLI commands of the model stage: ``train`` and ``evaluate`` (``score`` lives in score_cmds).
 
-from doohable.cli.common import app  # noqa: F401
+Heavy imports (torch) happen inside the commands, so that ``doohable --help`` stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from doohable.cli.common import JsonOpt, app, console, emit, fail, progress
+
+SHARED_SCUT = Path("../shared/data/scut-fbp5500")
+
+
+def _tick_factory(bar: Any) -> Any:
+    tasks: dict[str, Any] = {}
+
+    def tick(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done, total=total)
+
+    return tick
+
+
+def _db_labels(method: str, pairwise: bool) -> dict[str, Any]:
+    """In-house labels from the configured database: ratings (or raw votes) + image bytes."""
+    from sqlalchemy import select
+
+    from doohable.config import get_settings
+    from doohable.model.data import blob_sources, ratings_from_db, vote_pairs_from_db
+    from doohable.store.blobs import open_blobs
+    from doohable.store.db import get_engine, session_scope
+    from doohable.store.models import Image
+
+    settings = get_settings()
+    blobs = open_blobs(settings.resolved_blob_url)
+    with session_scope(get_engine(settings.resolved_database_url)) as s:
+        if pairwise:
+            from doohable.model.data import ScoredImages
+
+            pairs = vote_pairs_from_db(s)
+            ids = sorted(set(pairs.winners.tolist()) | set(pairs.losers.tolist()))
+            if not ids:
+                raise ValueError("the database has no votes to train a pairwise head on")
+            shas = dict(s.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids))).all())
+            import numpy as np
+
+            data = ScoredImages(
+                [f"blob:{shas[i]}" for i in ids],
+                np.full(len(ids), 3.0),
+                [""] * len(ids),
+                np.zeros(len(ids), int),
+            )
+            return {"data": data, "pairs": pairs, "pair_ids": ids, "sources": blob_sources(data.paths, blobs)}
+        data = ratings_from_db(s, method)
+    return {"data": data, "sources": blob_sources(data.paths, blobs)}
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(
+        SHARED_SCUT,
+        "--data",
+        help="Folder with labels.csv (image,score,subset,fold) and images/ (SCUT-FBP5500 layout).",
+    ),
+    from_db: bool = typer.Option(False, "--from-db", help="Train on in-house labels from the database."),
+    method: str = typer.Option(
+        "bt", "--method", help="With --from-db: which ratings (elo|bt) are the labels."
+    ),
+    backbone: str = typer.Option("mobilenet_v2", "--backbone", help="mobilenet_v2 | efficientnet_lite0"),
+    head: str = typer.Option(
+        "regression",
+        "--head",
+        help="regression | nima | pairwise (pairwise + --from-db trains on raw vote pairs)",
+    ),
+    finetune: bool = typer.Option(
+        False,
+        "--finetune/--head-only",
+        help="Full fine-tuning, or a head on cached frozen features (minutes on CPU).",
+    ),
+    folds: bool = typer.Option(True, "--folds/--no-folds", help="k-fold CV on the data's fold column first."),
+    epochs: int = typer.Option(
+        20, "--epochs", min=1, help="Fine-tuning epochs (early stopping keeps the best)."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", min=2),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Use only the first N images of each fold."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available) | cpu | cuda"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Where to write the .onnx (default: $DOOHABLE_HOME/models/<backbone>-<head>.onnx).",
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Save every epoch here; rerunning the same command resumes."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a scorer and export it to ONNX: {"model": path, "metrics": {...}}."""
+    from doohable.config import get_settings
+    from doohable.model.data import LabelError
+    from doohable.model.jobs import TrainOptions, labelled_scut, train_job
+    from doohable.model.train import FinetuneConfig
+
+    settings = get_settings()
+    cfg = FinetuneConfig(backbone=backbone, head=head, epochs=epochs, batch_size=batch_size, seed=seed)
+    try:
+        extra = (
+            _db_labels(method, head == "pairwise") if from_db else {"data": labelled_scut(data, limit=limit)}
+        )
+        opts = TrainOptions(
+            out=out or settings.home / "models" / f"{backbone}-{head}.onnx",
+            cache_dir=settings.home / "cache",
+            finetune=finetune,
+            folds=folds and not from_db,
+            config=cfg,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            **extra,
+        )
+        with progress(disable=as_json) as bar:
+            result = train_job(opts, _tick_factory(bar))
+    except (LabelError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    for e in result["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {e['source']}: {e['error']}")
+    emit(result, as_json)
+
+
+@app.command()
+def evaluate(
+    model: str | None = typer.Option(
+        None, "--model", help="Exported model (.onnx) or bundled name; default: the bundled default."
+    ),
+    data: Path = typer.Option(SHARED_SCUT, "--data", help="Folder with labels.csv and images/."),
+    fold: int | None = typer.Option(None, "--fold", help="Evaluate on this fold only."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="First N images of each fold only."),
+    report: Path | None = typer.Option(None, "--report", help="Write an HTML report here."),
+    cv_json: list[Path] = typer.Option(
+        [], "--cv-json", help="k-fold results (cv_*.json) to add to the report."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score labelled images with a model: {"pearson", "spearman", "rmse", "mae", ...}."""
+    from doohable.model.data import LabelError
+    from doohable.model.jobs import evaluate_job, labelled_scut
+
+    try:
+        labels = labelled_scut(data, fold=fold, limit=limit)
+        with progress(disable=as_json) as bar:
+            result = evaluate_job(
+                model,
+                labels,
+                report=report,
+                cv_json=cv_json,
+                image_dir=data / "images",
+                tick=_tick_factory(bar),
+            )
+    except (LabelError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    for e in result["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {e['source']}: {e['error']}")
+    emit(result, as_json)

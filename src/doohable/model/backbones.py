@@ -48,12 +48,18 @@ class Backbone(nn.Module):
     name: str = ""
     num_features: int = 0
     preprocess: Preprocess
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
+    def set_preprocess(self, preprocess: Preprocess) -> None:
+        """Record the preprocessing; mean/std become non-persistent buffers (not in state dicts)."""
+        self.preprocess = preprocess
+        self.register_buffer("pixel_mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(preprocess.std).view(1, 3, 1, 1), persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map a float NCHW tensor on the 0..255 scale to the network's normalised input."""
-        mean = torch.tensor(self.preprocess.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.preprocess.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x / 255.0 - mean) / std
+        return (x / 255.0 - self.pixel_mean) / self.pixel_std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Normalised NCHW input -> pooled features, shape (N, num_features)."""
@@ -108,12 +114,19 @@ class MobileNetV2(Backbone):
     name = "mobilenet_v2"
     num_features = 1280
     # (expand ratio, channels, repeats, first stride), from the paper / torchvision
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, input_size: int = 224) -> None:
         super().__init__()
-        self.preprocess = Preprocess(input_size, IMAGENET_MEAN, IMAGENET_STD)
+        self.set_preprocess(Preprocess(input_size, IMAGENET_MEAN, IMAGENET_STD))
         layers: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
         inp = 32
         for t, c, n, s in self.SETTINGS:
@@ -146,7 +159,7 @@ class EfficientNetLite0(Backbone):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.preprocess = Preprocess(input_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        self.set_preprocess(Preprocess(input_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
         self.net = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
         self.classifier = self.net._fc  # shared module, so the checkpoint's keys stay the package's
 

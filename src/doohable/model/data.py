@@ -54,7 +54,10 @@ class ScoredImages:
         """The images at positions ``idx``."""
         ix = np.asarray(idx, dtype=int)
         return ScoredImages(
-            [self.paths[i] for i in ix], self.scores[ix], [self.groups[i] for i in ix], self.folds[ix],
+            [self.paths[i] for i in ix],
+            self.scores[ix],
+            [self.groups[i] for i in ix],
+            self.folds[ix],
             self.scale,
         )
 
@@ -185,8 +188,11 @@ def load_images(
 
     ``sources`` are file paths or raw bytes; ``names`` label them in errors (default: the path).
     """
-    names = list(names) if names is not None else [s if isinstance(s, str) else f"#{i}" for i, s in
-                                                     enumerate(sources)]
+    names = (
+        list(names)
+        if names is not None
+        else [s if isinstance(s, str) else f"#{i}" for i, s in enumerate(sources)]
+    )
     out = np.zeros((len(sources), side, side, 3), np.uint8)
     ok = np.zeros(len(sources), bool)
     errors: list[dict[str, str]] = []
@@ -229,9 +235,13 @@ def load_images_cached(
     arr = load_images(paths, side, **kw)
     f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, pixels=arr.pixels, kept=arr.kept,
-             err_src=np.asarray([e["source"] for e in arr.errors], str),
-             err_msg=np.asarray([e["error"] for e in arr.errors], str))
+    np.savez(
+        tmp,
+        pixels=arr.pixels,
+        kept=arr.kept,
+        err_src=np.asarray([e["source"] for e in arr.errors], str),
+        err_msg=np.asarray([e["error"] for e in arr.errors], str),
+    )
     tmp.replace(f)
     return arr
 
@@ -275,16 +285,21 @@ def ratings_from_db(session: Any, method: str = "bt", *, min_votes: int = 1) -> 
     from doohable.store.models import Image as ImageRow
     from doohable.store.models import Rating
 
-    q = (select(ImageRow.sha256, Rating.rating).join(Rating, Rating.image_id == ImageRow.id)
-         .where(Rating.method == method, Rating.votes >= min_votes).order_by(ImageRow.id))
+    q = (
+        select(ImageRow.sha256, Rating.rating)
+        .join(Rating, Rating.image_id == ImageRow.id)
+        .where(Rating.method == method, Rating.votes >= min_votes)
+        .order_by(ImageRow.id)
+    )
     rows = list(session.execute(q))
     if not rows:
         raise ValueError(f"no images have a {method!r} rating with at least {min_votes} votes")
     r = np.asarray([row.rating for row in rows], np.float64)
     span = float(r.max() - r.min()) or 1.0
     scores = 1.0 + 4.0 * (r - r.min()) / span
-    return ScoredImages([f"blob:{row.sha256}" for row in rows], scores, [""] * len(rows),
-                        np.zeros(len(rows), int))
+    return ScoredImages(
+        [f"blob:{row.sha256}" for row in rows], scores, [""] * len(rows), np.zeros(len(rows), int)
+    )
 
 
 def blob_sources(paths: Sequence[str], blobs: Any) -> list[str | bytes]:

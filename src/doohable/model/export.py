@@ -42,8 +42,13 @@ def export_onnx(
     dummy = torch.zeros(1, s, s, 3, dtype=torch.uint8)
     with torch.no_grad():
         torch.onnx.export(
-            wrapper, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=["image"], output_names=["score"],
+            wrapper,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=["score"],
             dynamic_axes={"image": {0: "N"}, "score": {0: "N"}},
         )
     proto = onnx.load(str(path))
@@ -71,3 +76,48 @@ def max_abs_diff(model: ScoringModel, path: str | Path, batch: np.ndarray) -> fl
         ref = model.cpu().eval().forward_uint8_nhwc(torch.from_numpy(batch)).numpy()
     got = load_scorer(path).score(batch)
     return float(np.max(np.abs(ref - got)))
+
+
+def ensemble_onnx(
+    paths: list[str | Path], out: str | Path, *, name: str, extra: dict[str, Any] | None = None
+) -> Path:
+    """Merge exported scorers (same input size and scale) into one graph whose score is their mean.
+
+    The members run side by side on the shared ``image`` input; metadata comes from the first
+    member, with ``members`` listing the originals and ``extra`` added.
+    """
+    from onnx import compose, helper
+
+    protos = [onnx.load(str(p)) for p in paths]
+    metas = [{m.key: m.value for m in p.metadata_props} for p in protos]
+    if len({(m["input_size"], m["scale"]) for m in metas}) != 1:
+        raise ValueError("ensemble members must share input_size and scale")
+    nodes, inits, outs = [], [], []
+    for i, proto in enumerate(protos):
+        g = compose.add_prefix(proto, prefix=f"m{i}_").graph
+        for node in g.node:  # feed every member from the one shared input
+            node.input[:] = ["image" if x == f"m{i}_image" else x for x in node.input]
+        nodes += list(g.node)
+        inits += list(g.initializer)
+        outs.append(f"m{i}_score")
+    nodes.append(helper.make_node("Sum", outs, ["score_sum"]))
+    inits.append(helper.make_tensor("inv_n", onnx.TensorProto.FLOAT, [], [1.0 / len(protos)]))
+    nodes.append(helper.make_node("Mul", ["score_sum", "inv_n"], ["score"]))
+    first = protos[0].graph
+    graph = helper.make_graph(nodes, f"{name}_ensemble", [first.input[0]], [first.output[0]], inits)
+    model = helper.make_model(graph, opset_imports=protos[0].opset_import, ir_version=protos[0].ir_version)
+    meta = {
+        **metas[0],
+        "name": name,
+        "members": json.dumps([Path(p).name for p in paths]),
+        "backbone": "+".join(m["backbone"] for m in metas),
+    }
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out

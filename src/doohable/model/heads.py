@@ -59,8 +59,9 @@ class RegressionHead(Head):
         return self.fc(self.dropout(feats)).squeeze(1)
 
     def to_score(self, out: torch.Tensor) -> torch.Tensor:
+        # clamped: a score outside the scale is never closer to a true one
         lo, hi = self.scale
-        return lo + (hi - lo) * out
+        return (lo + (hi - lo) * out).clamp(lo, hi)
 
     def target_from_score(self, score: torch.Tensor) -> torch.Tensor:
         return self.normalise(score)
@@ -75,13 +76,18 @@ class NimaHead(Head):
     kind = "nima"
 
     def __init__(
-        self, in_features: int, scale: tuple[float, float], dropout: float = 0.2, bins: int = 10,
+        self,
+        in_features: int,
+        scale: tuple[float, float],
+        dropout: float = 0.2,
+        bins: int = 10,
         label_std: float = 0.5,
     ) -> None:
         super().__init__(in_features, scale, dropout)
         self.fc = nn.Linear(in_features, bins)
         self.register_buffer("centres", torch.linspace(self.scale[0], self.scale[1], bins))
         self.label_std = label_std
+        self.centres: torch.Tensor
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.fc(self.dropout(feats)), dim=1)

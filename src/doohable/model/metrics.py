@@ -46,14 +46,20 @@ def emd(p: np.ndarray, q: np.ndarray, r: float = 2.0) -> float:
     return float(np.mean(np.mean(np.abs(d) ** r, axis=-1) ** (1.0 / r)))
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: tuple[float, float] = (1.0, 5.0)
-                       ) -> dict[str, float]:
+def regression_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scale: tuple[float, float] = (1.0, 5.0)
+) -> dict[str, float]:
     """RMSE, MAE, Pearson, Spearman on the original scale, and RMSE/MAE on the normalised one."""
     span = scale[1] - scale[0]
     r, m = rmse(y_true, y_pred), mae(y_true, y_pred)
     return {
-        "pearson": pearson(y_true, y_pred), "spearman": spearman(y_true, y_pred), "rmse": r, "mae": m,
-        "rmse_normalised": r / span, "mae_normalised": m / span, "n": int(np.size(y_true)),
+        "pearson": pearson(y_true, y_pred),
+        "spearman": spearman(y_true, y_pred),
+        "rmse": r,
+        "mae": m,
+        "rmse_normalised": r / span,
+        "mae_normalised": m / span,
+        "n": int(np.size(y_true)),
     }
 
 
@@ -72,12 +78,16 @@ def error_per_bin(
     for b in range(bins):
         m = which == b
         e = p[m] - t[m]
-        out.append({
-            "lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
-            "mae": float(np.mean(np.abs(e))) if m.any() else float("nan"),
-            "rmse": float(np.sqrt(np.mean(e**2))) if m.any() else float("nan"),
-            "bias": float(np.mean(e)) if m.any() else float("nan"),
-        })
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "n": int(m.sum()),
+                "mae": float(np.mean(np.abs(e))) if m.any() else float("nan"),
+                "rmse": float(np.sqrt(np.mean(e**2))) if m.any() else float("nan"),
+                "bias": float(np.mean(e)) if m.any() else float("nan"),
+            }
+        )
     return out
 
 
@@ -100,11 +110,15 @@ def top_fraction_roc(y_true: np.ndarray, y_pred: np.ndarray, top: float = 1 / 3)
     tp, fp = int(np.sum(pred_pos & pos)), int(np.sum(pred_pos & ~pos))
     tn, fn = int(np.sum(~pred_pos & ~pos)), int(np.sum(~pred_pos & pos))
     return {
-        "true_cut": cut, "threshold": threshold, "auc": float(roc_auc_score(pos, p)),
-        "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+        "true_cut": cut,
+        "threshold": threshold,
+        "auc": float(roc_auc_score(pos, p)),
+        "sensitivity": tp / (tp + fn),
+        "specificity": tn / (tn + fp),
         "precision_positive": tp / (tp + fp) if tp + fp else float("nan"),
         "precision_negative": tn / (tn + fn) if tn + fn else float("nan"),
-        "fpr": fpr.tolist(), "tpr": tpr.tolist(),
+        "fpr": fpr.tolist(),
+        "tpr": tpr.tolist(),
     }
 
 
@@ -112,5 +126,10 @@ def mean_std_table(
     rows: list[dict[str, Any]], keys: tuple[str, ...] = ("pearson", "rmse", "mae", "spearman")
 ) -> dict[str, dict[str, float]]:
     """Mean and sample std over folds for each metric in ``keys``."""
-    return {k: {"mean": float(np.mean([r[k] for r in rows])),
-                "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0} for k in keys}
+    return {
+        k: {
+            "mean": float(np.mean([r[k] for r in rows])),
+            "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
+        }
+        for k in keys
+    }

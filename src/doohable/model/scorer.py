@@ -84,8 +84,13 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> ScoringModel:
     cfg = dict(ckpt["config"])
     extra = {"label_std": cfg.pop("label_std")} if "label_std" in cfg else {}
     model = build_model(
-        cfg["backbone"], cfg["head"], scale=tuple(cfg["scale"]), input_size=cfg["input_size"],
-        pretrained=False, tta_flip=cfg.get("tta_flip", False), **extra,
+        cfg["backbone"],
+        cfg["head"],
+        scale=tuple(cfg["scale"]),
+        input_size=cfg["input_size"],
+        pretrained=False,
+        tta_flip=cfg.get("tta_flip", False),
+        **extra,
     )
     model.load_state_dict(ckpt["state_dict"])
     return model

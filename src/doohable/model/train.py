@@ -9,13 +9,14 @@ horizontal flip), so an epoch on a GPU takes seconds.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from doohable.model.metrics import mean_std_table, regression_metrics
 from doohable.model.scorer import ScoringModel, build_model
 
+F = TypeVar("F", bound=Callable[..., Any])
 Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, info)
 
 
@@ -91,9 +93,14 @@ def _autocast(dev: torch.device) -> Any:
 
 
 @torch.no_grad()
-def extract_features(model: ScoringModel, pixels: np.ndarray, *, batch: int = 64,
-                     device: torch.device | None = None, on_batch: Callable[[int], None] | None = None
-                     ) -> np.ndarray:
+def extract_features(
+    model: ScoringModel,
+    pixels: np.ndarray,
+    *,
+    batch: int = 64,
+    device: torch.device | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Frozen backbone features (N, C) of uint8 (N, R, R, 3) images, centre-cropped."""
     dev = device or torch.device("cpu")
     model.to(dev).eval()
@@ -106,8 +113,34 @@ def extract_features(model: ScoringModel, pixels: np.ndarray, *, batch: int = 64
     return torch.cat(feats).numpy()
 
 
-def fit_head(model: ScoringModel, feats: np.ndarray, scores: np.ndarray, *, epochs: int = 300,
-             lr: float = 1e-3, weight_decay: float = 1e-4, batch: int = 256, seed: int = 0) -> list[float]:
+def _single_threaded(fn: F) -> F:
+    """Run ``fn`` with one torch thread: a linear head's tiny matrices gain nothing from more, and
+    on a busy machine OpenMP threads waiting for each other made it 100x slower."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kw)
+        finally:
+            torch.set_num_threads(old)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_single_threaded
+def fit_head(
+    model: ScoringModel,
+    feats: np.ndarray,
+    scores: np.ndarray,
+    *,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch: int = 128,
+    seed: int = 0,
+) -> list[float]:
     """Train ``model.head`` alone on frozen features (N, C) with its own loss; returns loss per epoch."""
     seed_everything(seed)
     head = model.head.cpu().train()
@@ -133,6 +166,42 @@ def fit_head(model: ScoringModel, feats: np.ndarray, scores: np.ndarray, *, epoc
     return history
 
 
+@_single_threaded
+def fit_head_pairs(
+    model: ScoringModel,
+    feats: np.ndarray,
+    winners: np.ndarray,
+    losers: np.ndarray,
+    *,
+    epochs: int = 300,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch: int = 512,
+    seed: int = 0,
+) -> list[float]:
+    """Train a pairwise head on frozen features from raw votes (row indices of winner and loser)."""
+    seed_everything(seed)
+    head = model.head.cpu().train()
+    x = torch.from_numpy(np.asarray(feats, np.float32))
+    w, lo = torch.as_tensor(winners, dtype=torch.long), torch.as_tensor(losers, dtype=torch.long)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(w), generator=gen)
+        total = 0.0
+        for i in range(0, len(w), batch):
+            idx = perm[i : i + batch]
+            loss = head.pair_loss(head(x[w[idx]]), head(x[lo[idx]]))  # type: ignore[operator]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(w))
+    head.eval()
+    return history
+
+
 def head_scores(model: ScoringModel, feats: np.ndarray) -> np.ndarray:
     """Scores of cached features through ``model.head``."""
     model.head.cpu().eval()
@@ -152,13 +221,13 @@ class FinetuneConfig:
     input_size: int = 224
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 1e-3           # head learning rate
+    lr: float = 1e-3  # head learning rate
     backbone_lr: float = 5e-4  # learning rate of the backbone's top group
     layer_decay: float = 0.75  # each lower group gets this factor more
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
     dropout: float = 0.2
-    patience: int = 6          # early stopping: epochs without validation improvement
+    patience: int = 6  # early stopping: epochs without validation improvement
     val_fraction: float = 0.1  # inner validation split carved from the training images
     tta_flip: bool = True
     seed: int = 0
@@ -170,7 +239,7 @@ class FitResult:
     """Outcome of one fine-tuning run."""
 
     model: ScoringModel
-    best_epoch: int            # 0-based epoch whose weights were kept
+    best_epoch: int  # 0-based epoch whose weights were kept
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -210,8 +279,14 @@ def finetune(
     dev = device or pick_device()
     seed_everything(cfg.seed)
     if model is None:
-        model = build_model(cfg.backbone, cfg.head, scale=cfg.scale, input_size=cfg.input_size,
-                            dropout=cfg.dropout, tta_flip=cfg.tta_flip)
+        model = build_model(
+            cfg.backbone,
+            cfg.head,
+            scale=cfg.scale,
+            input_size=cfg.input_size,
+            dropout=cfg.dropout,
+            tta_flip=cfg.tta_flip,
+        )
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -234,6 +309,7 @@ def finetune(
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         gen.set_state(saved["gen"])
+        torch.set_rng_state(saved["torch_rng"])  # dropout draws from the global generator
         state = saved["state"]
     t0 = time.perf_counter()
     for epoch in range(state["epoch"], cfg.epochs):
@@ -259,16 +335,29 @@ def finetune(
             m = regression_metrics(val_scores, pv, cfg.scale)
             rec.update(val_rmse=m["rmse"], val_pearson=m["pearson"], val_mae=m["mae"])
             if m["rmse"] < state["best_rmse"]:
-                state.update(best_rmse=m["rmse"], best_epoch=epoch,
-                             best={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+                state.update(
+                    best_rmse=m["rmse"],
+                    best_epoch=epoch,
+                    best={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                )
         state["history"].append(rec)
         state["epoch"] = epoch + 1
-        if progress:
-            progress("epoch", epoch + 1, cfg.epochs, rec)
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"cfg": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(), "state": state}, ckpt)
+            torch.save(
+                {
+                    "cfg": asdict(cfg),
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gen": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "state": state,
+                },
+                ckpt,
+            )
+        if progress:
+            progress("epoch", epoch + 1, cfg.epochs, rec)
         if vx is not None and epoch - state["best_epoch"] >= cfg.patience:
             break
     if state["best"] is not None:
@@ -297,8 +386,13 @@ class CVResult:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"folds": self.folds, "summary": self.summary, "oof": [float(v) for v in self.oof],
-                "histories": self.histories, "seconds": self.seconds}
+        return {
+            "folds": self.folds,
+            "summary": self.summary,
+            "oof": [float(v) for v in self.oof],
+            "histories": self.histories,
+            "seconds": self.seconds,
+        }
 
 
 def cross_validate(
@@ -325,13 +419,25 @@ def cross_validate(
         tr, va = inner_split(len(train_all), cfg.val_fraction, cfg.seed + k)
         tr, va = train_all[tr], train_all[va]
         ck = Path(checkpoint_dir) / f"{cfg.backbone}-fold{k}.pt" if checkpoint_dir else None
-        fit = finetune(cfg, pixels[tr], scores[tr], pixels[va], scores[va], device=device, checkpoint=ck,
-                       progress=progress)
+        fit = finetune(
+            cfg,
+            pixels[tr],
+            scores[tr],
+            pixels[va],
+            scores[va],
+            device=device,
+            checkpoint=ck,
+            progress=progress,
+        )
         fit.model.to(device or pick_device())
         pred = predict(fit.model, torch.from_numpy(pixels[test]))
         oof[test] = pred
-        row = {"fold": k, **regression_metrics(scores[test], pred, cfg.scale), "best_epoch": fit.best_epoch,
-               "seconds": fit.seconds}
+        row = {
+            "fold": k,
+            **regression_metrics(scores[test], pred, cfg.scale),
+            "best_epoch": fit.best_epoch,
+            "seconds": fit.seconds,
+        }
         rows.append(row)
         histories.append(fit.history)
         if progress:

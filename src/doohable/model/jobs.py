@@ -1,0 +1,229 @@
+"""The ``train`` and ``evaluate`` jobs: labels -> images -> model -> metrics (the CLI calls these)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from doohable.model import train as T
+from doohable.model.data import (
+    ScoredImages,
+    VotePairs,
+    load_images,
+    load_images_cached,
+    load_scut,
+)
+from doohable.model.evaluate import Evaluation, score_dataset
+from doohable.model.export import export_onnx
+from doohable.model.metrics import regression_metrics
+from doohable.model.report import Run, build_report, run_from_cv_json
+from doohable.model.runtime import load_scorer, resize_side
+from doohable.model.scorer import build_model
+
+Tick = Callable[[str, int, int], None]  # (what, done, total) for progress bars
+
+
+@dataclass
+class TrainOptions:
+    """What ``doohable train`` was asked for."""
+
+    data: ScoredImages
+    out: Path
+    cache_dir: Path | None
+    finetune: bool = False
+    folds: bool = True
+    config: T.FinetuneConfig = field(default_factory=T.FinetuneConfig)
+    device: str = "auto"
+    checkpoint_dir: Path | None = None
+    head_epochs: int = 300
+    pairs: VotePairs | None = None  # raw votes for a pairwise head (image ids = data.paths' order)
+    pair_ids: list[int] | None = None  # image id of each entry of data
+    sources: list[str | bytes] | None = None  # bytes for database images
+    name: str = "selfie"
+
+
+def _feature_cache(opts: TrainOptions, pixels: np.ndarray) -> Path | None:
+    if opts.cache_dir is None:
+        return None
+    h = hashlib.sha256(pixels.tobytes()[:: max(1, pixels.size // 1_000_000)]).hexdigest()[:12]
+    return opts.cache_dir / f"features-{opts.config.backbone}-{opts.config.input_size}-{len(pixels)}-{h}.npy"
+
+
+def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
+    """Train (head on cached features, or full fine-tuning), optionally k-fold CV, then export.
+
+    Returns ``{"model": path, "metrics": {...}, "skipped": [...]}``.
+    """
+    cfg = opts.config
+    side = resize_side(cfg.input_size)
+    srcs = opts.sources if opts.sources is not None else opts.data.paths
+    if opts.sources is None:
+        arr = load_images_cached(opts.data.paths, side, opts.cache_dir)
+    else:
+        arr = load_images(srcs, side, names=opts.data.paths)
+    data = opts.data.subset(arr.kept)
+    metrics: dict[str, Any] = {"n_images": len(data), "mode": "finetune" if opts.finetune else "head"}
+    use_folds = opts.folds and len(set(data.folds.tolist()) - {0}) > 1
+    if opts.finetune:
+        model, info = _finetune(opts, arr.pixels, data, use_folds, tick)
+    else:
+        model, info = _head_only(opts, arr.pixels, data, arr.kept, use_folds, tick)
+    metrics.update(info)
+    path = export_onnx(
+        model,
+        opts.out,
+        name=opts.name,
+        extra={
+            "training": json.dumps({"mode": metrics["mode"], "n_images": len(data), "config": asdict(cfg)}),
+            **(
+                {"cv_pearson": metrics["cv"]["pearson"]["mean"], "cv_rmse": metrics["cv"]["rmse"]["mean"]}
+                if "cv" in metrics
+                else {}
+            ),
+        },
+    )
+    return {"model": str(path), "metrics": metrics, "skipped": arr.errors}
+
+
+def _head_only(
+    opts: TrainOptions,
+    pixels: np.ndarray,
+    data: ScoredImages,
+    kept: np.ndarray,
+    use_folds: bool,
+    tick: Tick | None,
+) -> tuple[Any, dict[str, Any]]:
+    cfg = opts.config
+    model = build_model(
+        cfg.backbone, cfg.head, scale=data.scale, input_size=cfg.input_size, dropout=cfg.dropout
+    )
+    fpath = _feature_cache(opts, pixels)
+    if fpath is not None and fpath.is_file():
+        feats = np.load(fpath)
+    else:
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            if tick:
+                tick("features", done[0], len(pixels))
+
+        feats = T.extract_features(model, pixels, device=T.pick_device(opts.device), on_batch=on_batch)
+        if fpath is not None:
+            fpath.parent.mkdir(parents=True, exist_ok=True)
+            np.save(fpath, feats)
+    info: dict[str, Any] = {}
+    if opts.pairs is not None and opts.pair_ids is not None:
+        pos = {int(opts.pair_ids[k]): j for j, k in enumerate(kept)}
+        keep = [
+            (pos[w], pos[lo])
+            for w, lo in zip(opts.pairs.winners, opts.pairs.losers, strict=True)
+            if int(w) in pos and int(lo) in pos
+        ]
+        if not keep:
+            raise ValueError("no vote pair has both images decodable")
+        wi, li = (np.asarray(v) for v in zip(*keep, strict=True))
+        hist = T.fit_head_pairs(model, feats, wi, li, epochs=opts.head_epochs, seed=cfg.seed)
+        pred = T.head_scores(model, feats)
+        info["train"] = {
+            "pairs": len(wi),
+            "pair_accuracy": float(np.mean(pred[wi] > pred[li])),
+            "final_loss": hist[-1],
+        }
+        return model, info
+    if use_folds:
+        cv = T.cross_validate_head(
+            model, feats, data.scores, data.folds, epochs=opts.head_epochs, seed=cfg.seed
+        )
+        info.update(cv=cv.summary, folds=cv.folds, cv_seconds=cv.seconds)
+    T.fit_head(model, feats, data.scores, epochs=opts.head_epochs, seed=cfg.seed)
+    info["train"] = regression_metrics(data.scores, T.head_scores(model, feats), data.scale)
+    return model, info
+
+
+def _finetune(
+    opts: TrainOptions, pixels: np.ndarray, data: ScoredImages, use_folds: bool, tick: Tick | None
+) -> tuple[Any, dict[str, Any]]:
+    cfg = replace(opts.config, scale=data.scale)
+    dev = T.pick_device(opts.device)
+
+    def progress(stage: str, done: int, total: int, info: dict[str, float]) -> None:
+        if tick:
+            tick(stage, done, total)
+
+    info: dict[str, Any] = {"device": str(dev)}
+    epochs = cfg.epochs
+    if use_folds:
+        cv = T.cross_validate(
+            cfg,
+            pixels,
+            data.scores,
+            data.folds,
+            device=dev,
+            checkpoint_dir=opts.checkpoint_dir,
+            progress=progress,
+        )
+        info.update(cv=cv.summary, folds=cv.folds, cv_seconds=cv.seconds)
+        epochs = max(1, int(np.median([r["best_epoch"] + 1 for r in cv.folds])))
+    ck = opts.checkpoint_dir / f"{cfg.backbone}-final.pt" if opts.checkpoint_dir else None
+    fit = T.finetune(
+        replace(cfg, epochs=epochs), pixels, data.scores, device=dev, checkpoint=ck, progress=progress
+    )
+    info["final_epochs"] = epochs
+    info["train_seconds"] = fit.seconds
+    fit.model.to(dev)
+    info["train"] = regression_metrics(
+        data.scores, T.predict(fit.model, torch.from_numpy(pixels)), data.scale
+    )
+    return fit.model, info
+
+
+def evaluate_job(
+    model: str | None,
+    data: ScoredImages,
+    *,
+    report: Path | None = None,
+    cv_json: list[Path] | None = None,
+    image_dir: Path | None = None,
+    sources: list[str | bytes] | None = None,
+    tick: Tick | None = None,
+) -> dict[str, Any]:
+    """Score ``data`` with an exported model and compute every metric; optionally an HTML report
+    that also shows k-fold runs saved as ``cv_*.json``."""
+    scorer = load_scorer(model)
+    done = [0]
+
+    def on_progress(n: int) -> None:
+        done[0] += n
+        if tick:
+            tick("scoring", done[0], len(data))
+
+    ev: Evaluation = score_dataset(scorer, data, sources=sources, on_progress=on_progress)
+    out = ev.metrics()
+    if report is not None:
+        runs = [
+            Run(f"{scorer.name} ({Path(scorer.path).name})", ev.y_true, ev.y_pred, ev.paths, scale=ev.scale)
+        ]
+        for p in cv_json or []:
+            runs.append(run_from_cv_json(f"{Path(p).stem} (out-of-fold)", p, image_dir))
+        build_report(
+            report,
+            runs,
+            title="doohable scorer evaluation",
+            notes=f"model {scorer.name}@{scorer.version}, {len(ev.y_true)} images",
+        )
+        out["report"] = str(report)
+    return out
+
+
+def labelled_scut(root: Path, *, fold: int | None = None, limit: int | None = None) -> ScoredImages:
+    """SCUT-FBP5500-layout labels, optionally one fold only."""
+    data = load_scut(root, limit=limit)
+    return data if fold is None else data.subset(np.flatnonzero(data.folds == fold))

@@ -1,0 +1,101 @@
+"""ONNX export of the whole scorer, and the torch-free runtime the serving side uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from doohable.model.export import export_onnx, max_abs_diff
+from doohable.model.runtime import BUNDLED_DIR, load_scorer, prepare_image, read_metadata
+from doohable.model.scorer import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", "regression", pretrained=False, input_size=64, tta_flip=True)
+    for m in model.modules():  # non-trivial BatchNorm statistics, so a wrong normalisation would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
+def test_onnx_matches_pytorch(backbone: str, tmp_path: Path) -> None:
+    model = build_model(backbone, "regression", pretrained=False, input_size=64).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", name="tiny", extra={"note": "test"})
+    batch = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    assert max_abs_diff(model, path, batch) <= 1e-4
+    meta = read_metadata(path)
+    assert meta["name"] == "tiny" and meta["input_size"] == "64" and json.loads(meta["scale"]) == [1.0, 5.0]
+    assert meta["backbone"] == backbone and meta["resize_policy"] and meta["note"] == "test"
+
+
+def test_runtime_contract(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    path = export_onnx(tiny_model, tmp_path / "m.onnx", name="tiny")  # type: ignore[arg-type]
+    scorer = load_scorer(str(path), threads=1)
+    assert (scorer.name, scorer.input_size, scorer.scale) == ("tiny", 64, (1.0, 5.0))
+    assert len(scorer.version) == 12
+    img = Image.fromarray(skdata.chelsea())
+    prepared = scorer.prepare(img)
+    assert prepared.dtype == np.uint8 and prepared.shape == (64, 64, 3)
+    # dynamic batch: 1, 3 and 0 images, and a batch score equals the single scores
+    one = scorer.score(prepared[None])
+    three = scorer.score(np.stack([prepared, prepared[::-1].copy(), prepared]))
+    assert (
+        one.dtype == np.float32
+        and three.shape == (3,)
+        and scorer.score(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0,)
+    )
+    assert abs(float(three[0]) - float(one[0])) < 1e-4
+    with torch.no_grad():
+        ref = tiny_model.forward_uint8_nhwc(torch.from_numpy(prepared[None]))  # type: ignore[operator]
+    assert abs(float(ref[0]) - float(one[0])) <= 1e-4
+    with pytest.raises(ValueError, match=r"uint8 array of shape \(N, 64, 64, 3\)"):
+        scorer.score(prepared.astype(np.float32)[None])
+
+
+def test_resize_policy_is_squash_then_centre_crop() -> None:
+    img = Image.new("RGB", (400, 100), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 20, 100))  # a white band on the left 5% is cropped away
+    out = prepare_image(img, 224)
+    assert out.shape == (224, 224, 3) and out[:, :5].max() < 40 and out.mean() < 5
+
+
+def test_load_scorer_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="bundled"):
+        load_scorer("no-such-model")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        load_scorer(str(bad))
+
+
+def test_bundled_default_scores_without_importing_torch() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from PIL import Image\n"
+        "from skimage import data\n"
+        "from doohable.model.runtime import load_scorer\n"
+        "s = load_scorer()\n"
+        "imgs = [Image.fromarray(data.astronaut()), Image.fromarray(data.chelsea())]\n"
+        "out = s.score(np.stack([s.prepare(i) for i in imgs]))\n"
+        "assert 'torch' not in sys.modules, 'runtime imported torch'\n"
+        "print(s.name, s.version, s.input_size, s.scale, out.tolist())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    name, _version, size, *rest = res.stdout.split(" ", 3)
+    assert name == "selfie" and int(size) == 224
+    assert (BUNDLED_DIR / "selfie.onnx").is_file() and (BUNDLED_DIR / "MODEL_CARD.md").is_file()
+    scores = json.loads(res.stdout.split(") ", 1)[1])
+    assert all(1.0 <= s <= 5.0 for s in scores)
