@@ -194,6 +194,7 @@ def _healthy_after(server: dict[str, Any], sampler: RssSampler, base: int) -> No
     assert client.get("/healthz").status_code == 200
     good = (server["folder"] / "coins-rotated.jpg").read_bytes()
     assert client.post("/api/v1/score", files={"file": ("ok.jpg", good)}).status_code == 200
+    print(f"server RSS: {base / 2**20:.0f} MiB before, peak growth {(peak - base) / 2**20:.1f} MiB")
     assert peak - base < MAX_RSS_GROWTH, f"RSS grew by {(peak - base) / 2**20:.0f} MiB"
 
 
