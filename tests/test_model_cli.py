@@ -1,0 +1,72 @@
+"""``doohable train`` and ``doohable evaluate`` end to end on a few real SCUT-FBP5500 images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from doohable.cli import app
+from doohable.config import get_settings
+
+
+@pytest.fixture
+def tiny_scut(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """12 real images in the SCUT layout (3 per fold), plus one corrupt file with a label."""
+    monkeypatch.setenv("DOOHABLE_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    src = shared_data / "scut-fbp5500"
+    rows = list(csv.DictReader((src / "labels.csv").open()))
+    keep = [r for f in "1234" for r in [r for r in rows if r["fold"] == f][:3]]
+    root = tmp_path / "scut"
+    (root / "images").mkdir(parents=True)
+    for r in keep:
+        shutil.copy(src / "images" / r["image"], root / "images" / r["image"])
+    (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    keep.append({"image": "broken.jpg", "score": "3.0", "subset": "AF", "fold": "1"})
+    with (root / "labels.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "score", "subset", "fold"])
+        w.writeheader()
+        w.writerows(keep)
+    yield root
+    get_settings.cache_clear()
+
+
+def test_train_head_only_then_evaluate(tiny_scut: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    model = tmp_path / "m.onnx"
+    res = runner.invoke(app, ["train", "--data", str(tiny_scut), "--head-only", "--out", str(model), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["model"] == str(model) and model.is_file()
+    m = out["metrics"]
+    assert m["n_images"] == 12 and m["mode"] == "head"
+    assert [f["fold"] for f in m["folds"]] == [1, 2, 3, 4] and set(m["cv"]) >= {"pearson", "rmse"}
+    assert [s["source"].endswith("broken.jpg") for s in out["skipped"]] == [True]
+
+    report = tmp_path / "r.html"
+    res = runner.invoke(app, ["evaluate", "--model", str(model), "--data", str(tiny_scut), "--json",
+                              "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"pearson", "spearman", "rmse", "mae"} <= set(ev) and ev["n"] == 12
+    assert set(ev["per_subset"]) <= {"AF", "AM", "CF", "CM"} and len(ev["error_per_bin"]) == 10
+    assert 0.0 <= ev["top_third"]["sensitivity"] <= 1.0
+    html = report.read_text()
+    assert html.count("data:image/png;base64") >= 4 and "Youden" in html
+
+
+def test_bad_label_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("image,score,subset,fold\nAF1.jpg,high,AF,1\n")
+    res = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path), "--json"])
+    assert res.exit_code == 2
+    assert "labels.csv:2" in res.output
+
+
+def test_unknown_backbone_is_a_clear_error(tiny_scut: Path) -> None:
+    res = CliRunner().invoke(app, ["train", "--data", str(tiny_scut), "--backbone", "resnet", "--json"])
+    assert res.exit_code == 2 and "known: efficientnet_lite0, mobilenet_v2" in res.output
