@@ -40,10 +40,12 @@ def serve(
     try:
         engine = get_engine(settings.resolved_database_url)  # create or upgrade the schema once
         secret_key(settings)  # generate the key file once, before workers
-        # crash recovery: blobs written by ingests that never committed
-        sweep_orphan_blobs(engine, open_blobs(settings.resolved_blob_url), settings.orphan_blob_grace_s)
     except Exception as e:
         raise fail(f"cannot open the store: {e}") from e
+    try:  # crash recovery: blobs written by ingests that never committed (best effort)
+        sweep_orphan_blobs(engine, open_blobs(settings.resolved_blob_url), settings.orphan_blob_grace_s)
+    except Exception as e:
+        console.print(f"[yellow]orphan blobs not swept: {e}[/yellow]")
     dispose_all()
     console.print(f"doohable on http://{host}:{port} (docs at /docs), {workers} worker(s)")
     uvicorn.run(
