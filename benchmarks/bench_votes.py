@@ -151,6 +151,38 @@ def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tm
     }
 
 
+def breakdown(args: argparse.Namespace, tmp: Path) -> None:
+    """Server CPU per request, one client, SQLite: where a vote's CPU goes."""
+    home = tmp / "breakdown"
+    home.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{home / 'doohable.db'}"
+    env = {"DOOHABLE_HOME": str(home), "DOOHABLE_DATABASE_URL": db_url, "DOOHABLE_BLOB_URL": f"file://{home}/b"}
+    with session_scope(get_engine(db_url)) as s:
+        add_images(s, args.images)
+        token = add_user(s, "breakdown")[1]
+    proc, url = start_server(home / "server.log", env)
+    steps: dict[str, Callable[[httpx.Client], object]] = {
+        "GET /healthz (no auth, no database)": lambda c: c.get("/healthz"),
+        "GET /api/v1/ratings (bearer auth + one query)": lambda c: c.get("/api/v1/ratings"),
+        "GET /api/v1/pairs/next": lambda c: c.get("/api/v1/pairs/next"),
+        "next pair + vote": vote_once,
+    }
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
+            print("| request | server CPU ms |")
+            print("|---|---|")
+            for label, step in steps.items():
+                step(c)
+                cpu0 = cpu_seconds([proc.pid])
+                for _ in range(args.votes):
+                    step(c)
+                cpu_ms = (cpu_seconds([proc.pid]) - cpu0) * 1000.0 / args.votes
+                print(f"| {label} | {cpu_ms:.2f} |", flush=True)
+    finally:
+        stop_server(proc)
+    dispose_all()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=8)
@@ -158,6 +190,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--workdir", type=Path, default=None, help="keep databases and server logs here")
+    ap.add_argument("--breakdown", action="store_true", help="also: server CPU per kind of request")
     args = ap.parse_args()
     print(f"{args.clients} clients x {args.votes} votes, {args.images} images; one vote = next pair + vote")
     print("| database | servers x workers | votes/s | p50 ms | p99 ms | server CPU ms/vote | "
@@ -173,6 +206,8 @@ def main() -> None:
                       f"{r['p99_ms']:.1f} | {r['server_cpu_ms']:.1f} | {r['baseline_per_s']:.0f} | "
                       f"{r['baseline_p99_ms']:.1f} | {r['baseline_cpu_ms']:.1f} | "
                       f"{r['lost']} | {'yes' if r['replay_equal'] else 'NO'} |", flush=True)
+        if args.breakdown:
+            breakdown(args, work)
 
 
 if __name__ == "__main__":
