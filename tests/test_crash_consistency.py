@@ -20,11 +20,12 @@ from sqlalchemy import select
 
 from doohable import voting
 from doohable.config import Settings
-from doohable.store.blobs import open_blobs
+from doohable.store.blobs import BlobStore, open_blobs
 from doohable.store.db import dispose_all, get_engine, session_scope
 from doohable.store.models import Image, Rating, Vote
 from doohable.store.users import add_user
 from server_support import start_server, stop_server
+from test_blobs import s3_endpoint, s3_url, store  # noqa: F401  (fixtures: the file and S3 stores)
 from voting_support import add_images, jpeg_bytes
 
 CLIENTS = 8
@@ -188,3 +189,13 @@ def test_sweep_deletes_old_orphans_only(settings: Settings) -> None:
     assert blobs.exists(sha_young), "a young orphan may belong to an ingest still in flight"
     assert blobs.exists(kept_sha)
     assert sweep_orphan_blobs(engine, blobs, older_than_s=0) == 1 and not blobs.exists(sha_young)
+
+
+def test_both_stores_list_their_blobs_with_times(store: BlobStore) -> None:  # noqa: F811
+    data = [jpeg_bytes(600 + k) for k in range(3)]
+    shas = {hashlib.sha256(d).hexdigest() for d in data}
+    for d in data:
+        store.put(hashlib.sha256(d).hexdigest(), d)
+    listed = dict(store.iter_blobs())
+    assert set(listed) == shas
+    assert all(abs(t - time.time()) < 600 for t in listed.values())
