@@ -171,8 +171,8 @@ def fit(
     """MAP Bradley–Terry ratings, their posterior std, voter reliability and position bias.
 
     Fisher scoring (Newton with the expected Hessian, a sparse graph Laplacian solved by
-    conjugate gradients) for the ratings and bias, alternating with EM steps for the
-    reliabilities. Converges in a few steps even on badly connected comparison graphs
+    conjugate gradients) for the ratings and bias, alternating with per-voter Newton steps
+    for the reliabilities. Converges in a few steps even on badly connected comparison graphs
     (e.g. an active scheduler's chains of close pairs), where first-order methods crawl.
 
     Parameters
