@@ -207,9 +207,9 @@ class ActiveScheduler(Scheduler):
         """Weight of each image as the first of the pair."""
         return state.var
 
-    def _worth(self, focus: float) -> float:
+    def _worth(self, focus: FloatArray) -> FloatArray:
         """How much a pair's information counts given its first image's focus weight."""
-        return 1.0  # the posterior variance is already inside the information gain
+        return np.ones_like(focus)  # the posterior variance is already inside the information gain
 
     def _propose(self, state: RatingState, rng: np.random.Generator, ok: Callable[[int, int], bool]
                  ) -> Pair | None:
@@ -221,18 +221,18 @@ class ActiveScheduler(Scheduler):
         firsts = np.unique(_sample(rng, focus, self.candidates))
         if rng.random() < self.explore:
             return int(firsts[0]), int(rng.integers(state.n_items))
-        best, best_gain = None, -1.0
-        for i in firsts.tolist():
-            near = state.neighbours(i, self.window)
-            gain = pair_information(state.mean[i] - state.mean[near], state.var[i] + state.var[near])
-            gain *= self._worth(float(focus[i]))
-            for t in np.argsort(-gain).tolist():
-                if gain[t] <= best_gain:
-                    break
-                if ok(i, int(near[t])):
-                    best, best_gain = (i, int(near[t])), float(gain[t])
-                    break
-        return best
+        # all candidate pairs at once: (first images) x (their closest-rated partners)
+        near = state.neighbours_of(firsts, self.window)
+        mean, var = state.mean, state.var
+        gain = pair_information(mean[firsts][:, None] - mean[near], var[firsts][:, None] + var[near])
+        gain = np.where(near >= 0, gain * self._worth(focus[firsts])[:, None], -1.0)
+        for flat in np.argsort(-gain, axis=None).tolist():
+            r, k = divmod(flat, near.shape[1])
+            if gain[r, k] < 0:
+                break
+            if ok(int(firsts[r]), int(near[r, k])):
+                return int(firsts[r]), int(near[r, k])
+        return None
 
 
 def _least_compared(state: RatingState, rng: np.random.Generator, cmin: int) -> Pair:
@@ -265,7 +265,7 @@ class ThresholdScheduler(ActiveScheduler):
         std = np.sqrt(state.var)
         return np.asarray(ndtr(-np.abs(state.mean - cut) / std) + 1e-6, dtype=np.float64)
 
-    def _worth(self, focus: float) -> float:
+    def _worth(self, focus: FloatArray) -> FloatArray:
         return focus  # information about an image whose side of the cut is sure is worth little
 
 

@@ -155,11 +155,19 @@ class RatingState:
         ``ratings`` is ``"bt"`` (posterior mean) or ``"elo"``. The sorted order is cached
         and refreshed every ``n/20`` votes: O(log n) per call amortised.
         """
+        row = self.neighbours_of(np.array([i]), width, ratings)[0]
+        return row[row >= 0]
+
+    def neighbours_of(self, items: IntArray, width: int, ratings: str = "bt") -> IntArray:
+        """For each image in ``items``, the ``width`` closest-rated images on either side.
+
+        Shape (len(items), 2 * width); -1 where the rating order ends.
+        """
         self._refresh_order(ratings)
-        pos = int(self._rank[i])
-        lo, hi = max(0, pos - width), min(self.n_items, pos + width + 1)
-        idx = self._order[lo:hi]
-        return idx[idx != i]
+        offsets = np.concatenate([np.arange(-width, 0), np.arange(1, width + 1)])
+        pos = self._rank[items][:, None] + offsets[None, :]
+        inside = (pos >= 0) & (pos < self.n_items)
+        return np.where(inside, self._order[np.clip(pos, 0, self.n_items - 1)], -1)
 
     def _refresh_order(self, ratings: str) -> None:
         stale = self.n_votes - self._sorted_at >= max(1, self.n_items // 20) or self._sorted_at < 0
