@@ -39,7 +39,9 @@ def tiny_scut(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_train_head_only_then_evaluate(tiny_scut: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     model = tmp_path / "m.onnx"
-    res = runner.invoke(app, ["train", "--data", str(tiny_scut), "--head-only", "--out", str(model), "--json"])
+    res = runner.invoke(
+        app, ["train", "--data", str(tiny_scut), "--head-only", "--out", str(model), "--json"]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["model"] == str(model) and model.is_file()
@@ -49,8 +51,9 @@ def test_train_head_only_then_evaluate(tiny_scut: Path, tmp_path: Path) -> None:
     assert [s["source"].endswith("broken.jpg") for s in out["skipped"]] == [True]
 
     report = tmp_path / "r.html"
-    res = runner.invoke(app, ["evaluate", "--model", str(model), "--data", str(tiny_scut), "--json",
-                              "--report", str(report)])
+    res = runner.invoke(
+        app, ["evaluate", "--model", str(model), "--data", str(tiny_scut), "--json", "--report", str(report)]
+    )
     assert res.exit_code == 0, res.output
     ev = json.loads(res.stdout.strip().splitlines()[-1])
     assert {"pearson", "spearman", "rmse", "mae"} <= set(ev) and ev["n"] == 12
@@ -70,3 +73,60 @@ def test_bad_label_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_unknown_backbone_is_a_clear_error(tiny_scut: Path) -> None:
     res = CliRunner().invoke(app, ["train", "--data", str(tiny_scut), "--backbone", "resnet", "--json"])
     assert res.exit_code == 2 and "known: efficientnet_lite0, mobilenet_v2" in res.output
+
+
+def test_train_finetune_without_folds_resumes(tiny_scut: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = [
+        "train",
+        "--data",
+        str(tiny_scut),
+        "--finetune",
+        "--no-folds",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+        "--out",
+        str(tmp_path / "f.onnx"),
+        "--json",
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
+    assert m["mode"] == "finetune" and m["final_epochs"] == 1 and "cv" not in m
+    assert (tmp_path / "ck" / "mobilenet_v2-final.pt").is_file() and (tmp_path / "f.onnx").is_file()
+    again = runner.invoke(app, args)  # the checkpoint says the run is complete: nothing is retrained
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1])["metrics"]["train"] == pytest.approx(m["train"])
+
+
+def test_train_from_database_ratings(settings: object, shared_data: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    from doohable.store.blobs import open_blobs
+    from doohable.store.db import get_engine, session_scope
+    from doohable.store.models import Image, Rating
+
+    blobs = open_blobs(settings.resolved_blob_url)  # type: ignore[attr-defined]
+    files = sorted((shared_data / "scut-fbp5500" / "images").glob("AF1*.jpg"))[:6]
+    with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
+        for i, f in enumerate(files):
+            data = f.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            blobs.put(sha, data)
+            img = Image(
+                sha256=sha, phash="0" * 16, width=350, height=350, format="JPEG", size_bytes=len(data)
+            )
+            s.add(img)
+            s.flush()
+            s.add(Rating(image_id=img.id, method="bt", rating=float(i), uncertainty=0.1, votes=5))
+    out = tmp_path / "db.onnx"
+    res = CliRunner().invoke(app, ["train", "--from-db", "--head-only", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
+    assert m["n_images"] == 6 and "cv" not in m and out.is_file()
