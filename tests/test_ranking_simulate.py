@@ -108,3 +108,10 @@ def test_vote_prediction_scores() -> None:
     assert ll == pytest.approx(-(np.log(0.9) + np.log(0.4) + np.log(0.5)) / 3)
     with pytest.raises(ValueError, match="no votes"):
         metrics.vote_prediction([])
+
+
+def test_cli_human_output_is_a_summary_line() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--strategy", "random", "--images", "20",
+                                      "--votes-per-image", "2", "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "random (elo), 20 images, 2 votes/image, 2 seeds: pairwise accuracy" in " ".join(result.output.split())

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from doohable.cli.common import JsonOpt, app, emit, fail, progress
+from doohable.cli.common import JsonOpt, app, console, emit, fail, progress
 from doohable.ranking.scheduler import SCHEDULERS, create
 from doohable.ranking.simulate import RATINGS, CrowdConfig, SimulationResult, simulate
 
@@ -64,7 +64,16 @@ def simulate_cmd(
     if plot_path:
         write_plot(results, plot_path)
     docs = [r.to_json() for r in results]
-    emit(docs[0] if len(docs) == 1 else {"results": docs}, as_json)
+    if as_json:
+        emit(docs[0] if len(docs) == 1 else {"results": docs}, as_json)
+        return
+    labels = (("pairwise_accuracy", "pairwise accuracy"), ("spearman", "Spearman"),
+              ("top_third_precision", "top-third precision"))
+    for d in docs:
+        cells = ", ".join(f"{label} {d[key]['mean']:.4f} [{d[key]['ci95'][0]:.4f}, {d[key]['ci95'][1]:.4f}]"
+                          for key, label in labels)
+        console.print(f"[bold]{d['strategy']}[/bold] ({d['rating']}), {d['images']} images, "
+                      f"{d['votes_per_image']:g} votes/image, {d['seeds']} seeds: {cells}")
 
 
 def write_csv(results: list[SimulationResult], path: Path) -> None:
