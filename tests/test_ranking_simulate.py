@@ -114,4 +114,5 @@ def test_cli_human_output_is_a_summary_line() -> None:
     result = CliRunner().invoke(app, ["simulate", "--strategy", "random", "--images", "20",
                                       "--votes-per-image", "2", "--seeds", "2"])
     assert result.exit_code == 0, result.output
-    assert "random (elo), 20 images, 2 votes/image, 2 seeds: pairwise accuracy" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "random (elo), 20 images, 2 votes/image, 2 seeds: pairwise accuracy" in text
