@@ -21,6 +21,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -347,6 +348,10 @@ def bench_one(scorer: Any, name: str | None, files: list[Path], folder: Path, tm
         out["cli_whole_process"] = bench_cli(folder, len(files), name)
     if "int8" not in args.skip:
         q = quantize(scorer.path, calibration_arrays(files, scorer), tmp / f"int8-{scorer.version}.onnx")
+        if args.keep_int8:
+            Path(args.keep_int8).mkdir(parents=True, exist_ok=True)
+            q = Path(shutil.copy(q, Path(args.keep_int8) / q.name))
+        out["int8_path"] = str(q)
         q_scorer = load_scorer(str(q), threads=1)
         out["int8_model_only"] = bench_model(q_scorer, arrays, args.batch_size)
         q_cpu = out["int8_model_only"]["cpu_ms_per_image"] + out["decode_only"]["cpu_ms_per_image"]
@@ -366,6 +371,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="scorer name or .onnx (default: the bundled one)")
     ap.add_argument("--also-model", default=None, help="a second model to measure the same way")
+    ap.add_argument("--keep-int8", default=None, help="folder to keep the int8 models in (for --model later)")
     ap.add_argument("--images", type=int, default=600, help="photos for the pipeline runs")
     ap.add_argument("--naive-images", type=int, default=60)
     ap.add_argument("--rss-images", type=int, default=10_000)
