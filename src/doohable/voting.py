@@ -29,12 +29,13 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, bindparam, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -55,6 +56,40 @@ METHODS = (ELO, BT)
 DEFAULT_SCHEDULER = "active"  # the ranking engine's best (see docs/benchmarks.md)
 SCHEDULER_SETTING = "scheduler"  # Setting row {"name": ...} that selects the active scheduler
 _rng = np.random.default_rng()  # used under a lock (Generators are not thread-safe)
+REFIT_MIN_INTERVAL_S = 2.0  # the scheduler's background BT refit runs at most this often
+
+# The hot path's statements, built once (no per-call construction; SQLAlchemy memoises their
+# cache keys) and run on the session's Core connection.
+_LOG_COLUMNS = (VOTES.c.id, VOTES.c.left_id, VOTES.c.right_id, VOTES.c.winner_id, VOTES.c.undoes_vote_id,
+                VOTES.c.voter_id)
+_LOG_AFTER = select(*_LOG_COLUMNS).where(VOTES.c.id > bindparam("b_after")).order_by(VOTES.c.id)
+_ISSUE_TOKEN = insert(TOKENS)
+_TOKEN_ROW = select(TOKENS.c.voter_id, TOKENS.c.left_id, TOKENS.c.right_id).where(
+    TOKENS.c.token == bindparam("b_token")
+)
+# the claim: exactly one transaction marks a token used (and learns its pair)
+_CLAIM = (
+    update(TOKENS)
+    .where(TOKENS.c.token == bindparam("b_token"), TOKENS.c.voter_id == bindparam("b_voter"),
+           TOKENS.c.used_at.is_(None))
+    .values(used_at=bindparam("b_now"))
+    .returning(TOKENS.c.left_id, TOKENS.c.right_id)
+)
+_UNCLAIM = update(TOKENS).where(TOKENS.c.token == bindparam("b_token")).values(used_at=None)
+_VOTE_OF_TOKEN = select(VOTES.c.id).where(VOTES.c.pair_token == bindparam("b_token"))
+_INSERT_VOTE = insert(VOTES).returning(VOTES.c.id)
+_LOCK_ELO_PAIR = (
+    select(RATINGS.c.image_id, RATINGS.c.rating, RATINGS.c.votes)
+    .where(RATINGS.c.method == ELO, RATINGS.c.image_id.in_([bindparam("b_a"), bindparam("b_b")]))
+    .order_by(RATINGS.c.image_id)
+    .with_for_update()
+)
+_STORE_ELO = (
+    update(RATINGS)
+    .where(RATINGS.c.image_id == bindparam("b_id"), RATINGS.c.method == ELO)
+    .values(rating=bindparam("b_rating"), votes=bindparam("b_votes"), updated_at=bindparam("b_now"))
+)
+_ELO_IMAGES = select(RATINGS.c.image_id).where(RATINGS.c.method == ELO)
 
 
 class VotingError(ValueError):
@@ -212,6 +247,18 @@ def active_scheduler(session: Session) -> str:
     return str(name) if name else DEFAULT_SCHEDULER
 
 
+_db_keys: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def _db_key(session: Session) -> str:
+    """The database a session works on, as the key of this process's caches and locks."""
+    engine = session.get_bind().engine
+    key = _db_keys.get(engine)
+    if key is None:
+        key = _db_keys[engine] = str(engine.url)
+    return key
+
+
 _ELIGIBLE = (Image.status != Status.rejected.value, Image.near_duplicate_of.is_(None))
 REBUILD_AFTER_UNDO_S = 30.0  # an undo makes the scheduler's state rebuild, at most this often
 RECHECK_S = 2.0  # how often a process checks for new images and a new scheduler setting
@@ -236,6 +283,7 @@ class _Live:
     built_at: float
     checked_at: float = 0.0
     refitting: bool = False
+    refitted_at: float = 0.0  # when the last background refit started (monotonic)
     has_elo_rows: set[int] = field(default_factory=set)
     dirty: bool = False  # an undo arrived: rebuild (at most every REBUILD_AFTER_UNDO_S)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -277,18 +325,16 @@ def _build_live(session: Session, name: str, signature: tuple[int, int, int]) ->
     except ValueError:  # an unknown name in the settings table: keep serving pairs
         sched = scheduler.create(DEFAULT_SCHEDULER)
     state = RatingState.from_comparisons(comps)
-    return _Live(name, signature, images, index, state, sched, last, time.monotonic())
+    live = _Live(name, signature, images, index, state, sched, last, time.monotonic())
+    live.has_elo_rows.update(session.scalars(_ELO_IMAGES))
+    return live
 
 
 def _catch_up(session: Session, live: _Live) -> None:
     """Apply the log rows added since ``live.last_id`` to the scheduler's state."""
     from doohable.ranking.votes import outcome_of
 
-    rows = session.execute(
-        select(Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id, Vote.voter_id)
-        .where(Vote.id > live.last_id)
-        .order_by(Vote.id)
-    ).all()
+    rows = session.connection().execute(_LOG_AFTER, {"b_after": live.last_id}).all()
     for row in (LogRow(*r) for r in rows):
         live.last_id = row.id
         if row.undoes_vote_id is not None:
@@ -301,9 +347,12 @@ def _catch_up(session: Session, live: _Live) -> None:
 
 
 def _refit_due(live: _Live) -> bool:
-    """The scheduler's own rule (``refit_growth``): refit when the log grew enough."""
+    """The scheduler's own rule (``refit_growth``: refit when the log grew enough), at most
+    every :data:`REFIT_MIN_INTERVAL_S`; between refits each vote updates the posterior online."""
     growth = getattr(live.scheduler, "refit_growth", None)
     if growth is None or live.refitting:  # random / report schedulers need no posterior
+        return False
+    if time.monotonic() - live.refitted_at < REFIT_MIN_INTERVAL_S:
         return False
     st = live.state
     return bool(st.n_votes - st.votes_at_refit >= max(st.n_items // 4, int(growth * st.votes_at_refit)))
@@ -312,7 +361,7 @@ def _refit_due(live: _Live) -> bool:
 def _refit_in_background(live: _Live) -> None:
     """Refit BT on a snapshot in a thread, then adopt it: a refit (O(n^3) for the posterior
     std) must not stall every request of this process. Called with ``live.lock`` held."""
-    live.refitting = True
+    live.refitting, live.refitted_at = True, time.monotonic()
     snapshot = copy.deepcopy(live.state)
 
     def work() -> None:
@@ -336,7 +385,7 @@ def _live_state(session: Session, name: str | None) -> _Live:
     """This process's scheduler state for the session's database, current with the log.
 
     New images and a changed scheduler setting are looked for every :data:`RECHECK_S`."""
-    key = str(session.get_bind().engine.url)
+    key = _db_key(session)
     now = time.monotonic()
     live = _live.get(key)
     if live is not None and now - live.checked_at < RECHECK_S and name in (None, live.name) and not (
@@ -392,11 +441,10 @@ def next_pair(
     if not live.has_elo_rows.issuperset((left.id, right.id)):
         _create_elo_rows(session, (left.id, right.id))  # committed with the token, before any vote
         live.has_elo_rows.update((left.id, right.id))
-    session.execute(
-        insert(TOKENS).values(
-            token=token, voter_id=voter_id, left_id=left.id, right_id=right.id,
-            issued_at=dt.datetime.now(dt.UTC),
-        )
+    session.connection().execute(
+        _ISSUE_TOKEN,
+        {"token": token, "voter_id": voter_id, "left_id": left.id, "right_id": right.id,
+         "issued_at": dt.datetime.now(dt.UTC)},
     )
     return Pair(token=token, left=left, right=right)
 
@@ -410,40 +458,47 @@ def _begin_write(session: Session) -> None:
     SQLite has one writer at a time and its busy handler sleeps up to 100 ms between tries,
     so threads that wait in SQLite pile up latency; waiting on a Python lock hands over at
     once. PostgreSQL needs none of this (row locks)."""
-    if session.get_bind().dialect.name != "sqlite" or session.info.get("doohable_writer"):
+    if session.get_bind().dialect.name != "sqlite" or "doohable_writer" in session.info:
         return
-    key = str(session.get_bind().engine.url)
-    with _live_lock:
-        lock = _writer_locks.setdefault(key, threading.Lock())
+    key = _db_key(session)
+    lock = _writer_locks.get(key)
+    if lock is None:
+        with _live_lock:
+            lock = _writer_locks.setdefault(key, threading.Lock())
     lock.acquire()
-    session.info["doohable_writer"] = True
-
-    def release(sess: Session, transaction: Any) -> None:
-        if transaction.parent is None and sess.info.pop("doohable_writer", False):
-            lock.release()  # (the listener stays: removing it inside the dispatch is not allowed)
-
-    event.listen(session, "after_transaction_end", release)
+    session.info["doohable_writer"] = lock
 
 
-def _token_row(session: Session, voter_id: int, pair_token: str) -> tuple[int, int]:
+@event.listens_for(Session, "after_transaction_end")
+def _release_writer(session: Session, transaction: Any) -> None:
+    """Release the writer lock of :func:`_begin_write` when the session's transaction ends
+    (one listener for every session: a listener per session costs more than a vote)."""
+    if transaction.parent is None and "doohable_writer" in session.info:
+        session.info.pop("doohable_writer").release()
+
+
+def _token_row(conn: Connection, voter_id: int, pair_token: str) -> tuple[int, int]:
     """The (left, right) image ids of the voter's pair token; NotFoundError otherwise."""
-    row = session.execute(
-        select(PairToken.voter_id, PairToken.left_id, PairToken.right_id).where(PairToken.token == pair_token)
-    ).first()
+    row = conn.execute(_TOKEN_ROW, {"b_token": pair_token}).first()
     if row is None or row[0] != voter_id:
         raise NotFoundError("unknown pair token for this voter; ask for a new pair")
     return int(row[1]), int(row[2])
 
 
-def _claim(session: Session, voter_id: int, pair_token: str) -> bool:
-    """Mark the token used, atomically; False if it already was. This write comes first so
-    that on SQLite the rest of the transaction runs under the write lock."""
-    result = session.execute(
-        update(TOKENS)
-        .where(PairToken.token == pair_token, PairToken.voter_id == voter_id, PairToken.used_at.is_(None))
-        .values(used_at=dt.datetime.now(dt.UTC))
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
+def _claim(conn: Connection, voter_id: int, pair_token: str) -> tuple[int, int] | None:
+    """Mark the voter's token used, atomically, and return its (left, right) image ids; None
+    if it is unknown, another voter's or already used. This write comes first so that on
+    SQLite the rest of the transaction runs under the write lock; on PostgreSQL a concurrent
+    claim of the same token waits for this transaction and then finds it used."""
+    row = conn.execute(
+        _CLAIM, {"b_token": pair_token, "b_voter": voter_id, "b_now": dt.datetime.now(dt.UTC)}
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _check_winner(left_id: int, right_id: int, winner_id: int | None) -> None:
+    if winner_id is not None and winner_id not in (left_id, right_id):
+        raise VotingError(f"winner_id must be {left_id}, {right_id} or null (can't decide)")
 
 
 @dataclass
@@ -452,49 +507,42 @@ class _EloRow:
     votes: int
 
 
+_CREATE_ELO = {
+    "postgresql": postgresql.insert(RATINGS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(RATINGS).on_conflict_do_nothing(),
+}
+
+
 def _create_elo_rows(session: Session, image_ids: Sequence[int]) -> None:
     """Create the missing Elo rows of these images (``INSERT ... ON CONFLICT DO NOTHING``)."""
     dialect = session.get_bind().dialect.name
-    values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0} for i in sorted(set(image_ids))]
-    ins: Any
-    if dialect == "postgresql":
-        ins = postgresql.insert(RATINGS).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        ins = sqlite.insert(RATINGS).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+    if dialect not in _CREATE_ELO:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise VotingError(f"unsupported database {dialect}")
-    session.execute(ins)
+    now = dt.datetime.now(dt.UTC)
+    values = [{"image_id": i, "method": ELO, "rating": ELO_START, "votes": 0, "updated_at": now}
+              for i in sorted(set(image_ids))]
+    session.connection().execute(_CREATE_ELO[dialect], values)
 
 
-def _lock_elo(session: Session, image_ids: Sequence[int]) -> dict[int, _EloRow]:
-    """The Elo rows of ``image_ids``, locked in id order (no deadlocks).
+def _lock_elo(session: Session, left_id: int, right_id: int) -> dict[int, _EloRow]:
+    """The Elo rows of a pair's two images, locked in id order (no deadlocks).
 
     :func:`next_pair` creates the rows when it issues the pair, in its own transaction: a
     vote that had to insert a row while holding another row's lock could deadlock with a
     concurrent vote (seen on PostgreSQL). Creating them here is only a fallback."""
-    ids = sorted(set(image_ids))
-    stmt = (
-        select(Rating.image_id, Rating.rating, Rating.votes)
-        .where(Rating.method == ELO, Rating.image_id.in_(ids))
-        .order_by(Rating.image_id)
-        .with_for_update()
-    )
-    rows = {i: _EloRow(r, n) for i, r, n in session.execute(stmt)}
-    if len(rows) < len(ids):
-        _create_elo_rows(session, ids)
-        rows = {i: _EloRow(r, n) for i, r, n in session.execute(stmt)}
+    conn, ids = session.connection(), {"b_a": left_id, "b_b": right_id}
+    rows = {i: _EloRow(r, n) for i, r, n in conn.execute(_LOCK_ELO_PAIR, ids)}
+    if len(rows) < 2:
+        _create_elo_rows(session, (left_id, right_id))
+        rows = {i: _EloRow(r, n) for i, r, n in conn.execute(_LOCK_ELO_PAIR, ids)}
     return rows
 
 
-def _store_elo(session: Session, rows: dict[int, _EloRow]) -> None:
+def _store_elo(conn: Connection, rows: dict[int, _EloRow]) -> None:
     """Write back Elo rows read (and locked) by :func:`_lock_elo`."""
-    table = RATINGS
-    session.execute(
-        update(table)
-        .where(table.c.image_id == bindparam("b_id"), table.c.method == ELO)
-        .values(rating=bindparam("b_rating"), votes=bindparam("b_votes"), updated_at=dt.datetime.now(dt.UTC)),
-        [{"b_id": i, "b_rating": r.rating, "b_votes": r.votes} for i, r in rows.items()],
-    )
+    now = dt.datetime.now(dt.UTC)
+    conn.execute(_STORE_ELO, [{"b_id": i, "b_rating": r.rating, "b_votes": r.votes, "b_now": now}
+                              for i, r in rows.items()])
 
 
 def record_vote(
@@ -506,38 +554,43 @@ def record_vote(
     twice. Raises :class:`NotFoundError` (unknown token), :class:`VotingError` (winner not
     in the pair) or :class:`ConflictError` (the pair was skipped).
     """
-    left_id, right_id = _token_row(session, voter_id, pair_token)
-    if winner_id is not None and winner_id not in (left_id, right_id):
-        raise VotingError(f"winner_id must be {left_id}, {right_id} or null (can't decide)")
     _begin_write(session)
-    if not _claim(session, voter_id, pair_token):
-        existing = session.scalar(select(Vote.id).where(Vote.pair_token == pair_token))
+    conn = session.connection()
+    pair = _claim(conn, voter_id, pair_token)
+    if pair is None:  # unknown, another voter's, already voted (the same vote) or skipped
+        left_id, right_id = _token_row(conn, voter_id, pair_token)
+        _check_winner(left_id, right_id, winner_id)
+        existing = conn.execute(_VOTE_OF_TOKEN, {"b_token": pair_token}).scalar()
         if existing is None:
             raise ConflictError("this pair was skipped; ask for a new pair")
-        return VoteResult(vote_id=existing, created=False)
-    rows = _lock_elo(session, (left_id, right_id))  # before the insert: ids follow lock order
-    vote_id = session.execute(
-        insert(VOTES)
-        .values(
-            voter_id=voter_id, left_id=left_id, right_id=right_id, winner_id=winner_id,
-            pair_token=pair_token, channel=channel, created_at=dt.datetime.now(dt.UTC),
-        )
-        .returning(VOTES.c.id)
+        return VoteResult(vote_id=int(existing), created=False)
+    left_id, right_id = pair
+    try:
+        _check_winner(left_id, right_id, winner_id)
+    except VotingError:
+        conn.execute(_UNCLAIM, {"b_token": pair_token})  # a refused vote leaves the token usable
+        raise
+    rows = _lock_elo(session, left_id, right_id)  # before the insert: ids follow lock order
+    vote_id = conn.execute(
+        _INSERT_VOTE,
+        {"voter_id": voter_id, "left_id": left_id, "right_id": right_id, "winner_id": winner_id,
+         "pair_token": pair_token, "channel": channel, "created_at": dt.datetime.now(dt.UTC)},
     ).scalar_one()
     rows[left_id].votes += 1
     rows[right_id].votes += 1
     rows[left_id].rating, rows[right_id].rating = elo_game(
         rows[left_id].rating, rows[right_id].rating, _side(left_id, right_id, winner_id)
     )
-    _store_elo(session, rows)
+    _store_elo(conn, rows)
     return VoteResult(vote_id=int(vote_id), created=True)
 
 
 def skip_pair(session: Session, voter_id: int, pair_token: str) -> None:
     """Consume a pair token without voting (the voter could not or would not judge it)."""
-    _token_row(session, voter_id, pair_token)
+    conn = session.connection()
+    _token_row(conn, voter_id, pair_token)
     _begin_write(session)
-    _claim(session, voter_id, pair_token)
+    _claim(conn, voter_id, pair_token)
 
 
 def undo_last(session: Session, voter_id: int, *, channel: str = "api") -> int | None:
@@ -561,7 +614,7 @@ def undo_last(session: Session, voter_id: int, *, channel: str = "api") -> int |
     _begin_write(session)
     pair_rows = (Rating.method == ELO, Rating.image_id.in_((left_id, right_id)))
     session.execute(update(RATINGS).where(*pair_rows).values(votes=RATINGS.c.votes))
-    rows = _lock_elo(session, (left_id, right_id))
+    rows = _lock_elo(session, left_id, right_id)
     delta = replay_elo(_log_rows(session, up_to=vote_id)).deltas[vote_id]
     undo = Vote(
         voter_id=voter_id, left_id=left_id, right_id=right_id, winner_id=None, channel=channel,
@@ -578,7 +631,7 @@ def undo_last(session: Session, voter_id: int, *, channel: str = "api") -> int |
     rows[b].rating -= db
     rows[left_id].votes -= 1
     rows[right_id].votes -= 1
-    _store_elo(session, rows)
+    _store_elo(session.connection(), rows)
     return undo.id
 
 
@@ -631,7 +684,7 @@ def bt_fit(session: Session, *, max_stale_s: float = 0.0) -> BTFit:
     With ``max_stale_s`` > 0 a cached fit that old or younger is returned even if votes came
     in since (for progress indicators that must stay cheap).
     """
-    key = str(session.get_bind().engine.url)
+    key = _db_key(session)
     last = last_log_id(session)
     with _bt_lock:
         cached = _bt_cache.get(key)
@@ -727,7 +780,7 @@ def ranking_settled(session: Session) -> tuple[float, float | None]:
 
     From this process's scheduler state when it has one (kept current vote by vote),
     else from a BT fit of the log; never-compared images count as unsettled."""
-    key = str(session.get_bind().engine.url)
+    key = _db_key(session)
     now = time.monotonic()
     hit = _settled_cache.get(key)
     if hit is not None and now - hit[0] < SETTLED_TTL_S:

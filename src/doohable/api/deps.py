@@ -1,21 +1,32 @@
-"""FastAPI dependencies shared by every router: settings, DB session, the calling user."""
+"""FastAPI dependencies shared by every router: settings, DB session, the calling user.
+
+Everything here that does no I/O is ``async def`` so that FastAPI runs it on the event loop
+instead of handing it to a worker thread (a thread hop costs more than the work itself).
+Blocking database work goes to the thread pool explicitly: once per request for
+:func:`in_transaction`, once for the commit of :data:`SessionDep`, and for the token lookup
+only on a cache miss (:class:`doohable.store.users.TokenCache`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
+import anyio
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from doohable.config import Settings, get_settings
 from doohable.store.db import get_engine
 from doohable.store.models import User
-from doohable.store.users import has_role, user_for_token
+from doohable.store.users import has_role, token_cache
 
 _bearer = HTTPBearer(auto_error=False)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: the largest id a database row can have (BIGINT / SQLite INTEGER); a larger one is a 422,
 #: not a driver overflow (500)
@@ -24,32 +35,82 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
-def settings_dep(request: Request) -> Settings:
+async def settings_dep(request: Request) -> Settings:
     return getattr(request.app.state, "settings", None) or get_settings()
 
 
-def db_session(settings: Annotated[Settings, Depends(settings_dep)]) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error."""
-    engine = get_engine(settings.resolved_database_url)
-    with sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+
+
+_factories: dict[str, sessionmaker[Session]] = {}
+
+
+def _factory(db_url: str) -> sessionmaker[Session]:
+    """The session factory of a database; blocking the first time (the engine may migrate)."""
+    factory = _factories.get(db_url)
+    if factory is None:
+        factory = _factories[db_url] = sessionmaker(get_engine(db_url), expire_on_commit=False)
+    return factory
+
+
+def _commit(session: Session) -> None:
+    with session:
+        session.commit()
+
+
+async def db_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back on error.
+
+    The session connects lazily (on its first statement, in the route's worker thread); the
+    commit runs in the thread pool, shielded so that a cancelled request still closes it."""
+    url = settings.resolved_database_url
+    factory = _factories.get(url)
+    if factory is None:
+        factory = await run_in_threadpool(_factory, url)
+    session = factory()
+    try:
         yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(session.close)  # rolls back
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_commit, session)
 
 
 # scope="function": commit before the response is sent, so a 201 means the row is stored
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
-SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 
-def current_user(
+async def in_transaction(
+    settings: Settings, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run ``fn(session, *args, **kwargs)`` in one transaction on a worker thread and commit
+    it before returning (one thread hop in all): the hot routes' alternative to SessionDep."""
+
+    def work() -> T:
+        with _factory(settings.resolved_database_url).begin() as session:
+            return fn(session, *args, **kwargs)
+
+    return await run_in_threadpool(work)
+
+
+async def current_user(
     request: Request,
-    session: SessionDep,
+    settings: SettingsDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The user of the bearer token (API) or of the session cookie (pages); else 401."""
+    """The user of the bearer token (API) or of the session cookie (pages); else 401.
+
+    Valid tokens are cached for a few seconds per process (see
+    :data:`doohable.store.users.TOKEN_CACHE_TTL_S`); a miss is one indexed query."""
     token = creds.credentials if creds is not None else None
     if token is None and "session" in request.scope:
         token = request.session.get("token")
-    user = user_for_token(session, token) if token else None
+    user = None
+    if token:
+        db_url = settings.resolved_database_url
+        user = token_cache.get(db_url, token) or await run_in_threadpool(token_cache.lookup, db_url, token)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -59,10 +120,10 @@ def current_user(
     return user
 
 
-def require(role: str) -> Callable[[User], User]:
+def require(role: str) -> Callable[[User], Coroutine[Any, Any, User]]:
     """A dependency that lets ``role`` or higher through, else 403."""
 
-    def check(user: Annotated[User, Depends(current_user)]) -> User:
+    async def check(user: Annotated[User, Depends(current_user)]) -> User:
         if not has_role(user, role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
         return user

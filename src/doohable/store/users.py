@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
+from doohable.store.db import get_engine
 from doohable.store.models import Role, User
 
 ROLE_RANK = {Role.voter.value: 0, Role.moderator.value: 1, Role.admin.value: 2}
@@ -42,6 +46,64 @@ def user_for_token(session: Session, token: str) -> User | None:
     if not token:
         return None
     return session.scalar(select(User).where(User.token_hash == hash_token(token)))
+
+
+#: how long an authenticated token stays cached in a server process: a deleted user or a
+#: changed role takes effect on every process within this many seconds
+TOKEN_CACHE_TTL_S = 5.0
+TOKEN_CACHE_MAX = 10_000  # distinct tokens cached per process (cleared when full)
+_USERS = cast(Table, User.__table__)
+_BY_HASH = select(_USERS.c.id, _USERS.c.name, _USERS.c.role, _USERS.c.slack_user_id).where(
+    _USERS.c.token_hash == bindparam("h")
+)
+
+
+class TokenCache:
+    """Valid tokens → their user's row, for :data:`TOKEN_CACHE_TTL_S` seconds, per database.
+
+    Keyed by the token's SHA-256 (the raw token is not kept). Unknown tokens are never
+    cached, so a user created a moment ago is let in at once. Thread-safe.
+    """
+
+    def __init__(self, ttl_s: float = TOKEN_CACHE_TTL_S, max_entries: int = TOKEN_CACHE_MAX) -> None:
+        self.ttl_s, self.max_entries = ttl_s, max_entries
+        self._rows: dict[tuple[str, str], tuple[float, tuple[int, str, str, str | None]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, db_url: str, token: str) -> User | None:
+        """A fresh (transient) :class:`User` for a cached valid token, else None (look it up)."""
+        hit = self._rows.get((db_url, hash_token(token)))
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return _user(hit[1])
+
+    def lookup(self, db_url: str, token: str) -> User | None:
+        """The token's user from the database (one indexed query), cached when valid. Blocking."""
+        key = (db_url, hash_token(token))
+        with get_engine(db_url).connect() as conn:
+            row = conn.execute(_BY_HASH, {"h": key[1]}).first()
+        if row is None:
+            return None
+        values = (int(row[0]), str(row[1]), str(row[2]), row[3])
+        with self._lock:
+            if len(self._rows) >= self.max_entries:
+                self._rows.clear()
+            self._rows[key] = (time.monotonic() + self.ttl_s, values)
+        return _user(values)
+
+    def clear(self) -> None:
+        """Forget every cached token (tests; after deleting a user or changing a role)."""
+        with self._lock:
+            self._rows.clear()
+
+
+def _user(values: tuple[int, str, str, str | None]) -> User:
+    user_id, name, role, slack_user_id = values
+    return User(id=user_id, name=name, role=role, slack_user_id=slack_user_id)
+
+
+#: the process-wide cache that the API's bearer authentication uses
+token_cache = TokenCache()
 
 
 def has_role(user: User, role: str) -> bool:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel
 
 from doohable import voting
-from doohable.api.deps import SessionDep, SettingsDep, VoterDep
+from doohable.api.deps import SessionDep, SettingsDep, VoterDep, in_transaction
 from doohable.api.routers.images import absolute_url
 from doohable.config import Settings
 from doohable.signing import image_url
@@ -35,9 +35,10 @@ def pair_out(pair: voting.Pair, request: Request, settings: Settings) -> PairOut
 
 
 @router.get("/next", response_model=PairOut)
-def next_pair(user: VoterDep, session: SessionDep, settings: SettingsDep, request: Request) -> PairOut:
+async def next_pair(user: VoterDep, settings: SettingsDep, request: Request) -> PairOut:
     """A new pair for the calling voter, with a single-use ``pair_token`` (409: < 2 images)."""
-    return pair_out(voting.next_pair(session, user.id), request, settings)
+    pair = await in_transaction(settings, voting.next_pair, user.id)  # stored before it is shown
+    return pair_out(pair, request, settings)
 
 
 @router.post("/{pair_token}/skip", status_code=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from doohable import voting
-from doohable.api.deps import IdField, SessionDep, VoterDep
+from doohable.api.deps import IdField, SessionDep, SettingsDep, VoterDep, in_transaction
 
 router = APIRouter(prefix="/api/v1/votes", tags=["votes"])
 
@@ -37,9 +37,12 @@ class StatsOut(BaseModel):
     "", status_code=status.HTTP_201_CREATED, response_model=VoteOut,
     responses={200: {"model": VoteOut, "description": "this pair token was already used: the same vote"}},
 )
-def cast_vote(body: VoteIn, user: VoterDep, session: SessionDep, response: Response) -> VoteOut:
+async def cast_vote(body: VoteIn, user: VoterDep, settings: SettingsDep, response: Response) -> VoteOut:
     """Record the calling voter's choice for a pair; the same token twice answers the same vote."""
-    result = voting.record_vote(session, user.id, body.pair_token, body.winner_id, channel="api")
+    # committed before the answer: a 201 means the vote is stored
+    result = await in_transaction(
+        settings, voting.record_vote, user.id, body.pair_token, body.winner_id, channel="api"
+    )
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return VoteOut(vote_id=result.vote_id)
