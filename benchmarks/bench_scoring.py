@@ -378,7 +378,7 @@ def main() -> None:
     ap.add_argument("--scut-images", type=int, default=1100, help="SCUT-FBP5500 images for the int8 check")
     ap.add_argument("--api-seconds", type=float, default=20.0)
     ap.add_argument("--api-threads", type=int, default=1, help="ONNX Runtime threads in the server")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--skip", nargs="*", default=[], choices=["naive", "cli", "int8", "rss", "api"])
     args = ap.parse_args()

@@ -30,7 +30,7 @@ def score(
         None, "--csv", help="Also write path,score,error as CSV, best first."
     ),
     gallery: Path | None = typer.Option(None, "--gallery", help="Also write an HTML gallery, best → worst."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per model call."),
     workers: int = typer.Option(0, "--workers", min=0, help="Decode threads (0 = number of cores)."),
     ray: bool = typer.Option(
         False, "--ray", help="Score on Ray Data (a local Ray, or RAY_ADDRESS's cluster)."
