@@ -139,6 +139,20 @@ def prepare_store(
     return env
 
 
+def _pg_schema(url: str, schema: str, create: bool) -> str:
+    """Create (or drop) a private schema for the run on the PostgreSQL at ``url``."""
+    from sqlalchemy import create_engine, text
+
+    base = url.split("?", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    eng = create_engine(base)
+    with eng.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        if create:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    return schema
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=16)
@@ -149,15 +163,11 @@ def main() -> None:
     ap.add_argument("--model", default="bundled", help="bundled (default), brightness, or an .onnx path")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args()
+    pg_schema = None
     if args.database_url and "postgresql" in args.database_url:
-        schema = f"load_{os.getpid()}"
-        from sqlalchemy import create_engine, text
-
-        eng = create_engine(args.database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        with eng.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE; CREATE SCHEMA "{schema}"'))
+        pg_schema = _pg_schema(args.database_url, f"load_{os.getpid()}", create=True)
         sep = "&" if "?" in args.database_url else "?"
-        args.database_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+        args.database_url = f"{args.database_url}{sep}options=-csearch_path%3D{pg_schema}"
     with tempfile.TemporaryDirectory(prefix="doohable-load-") as tmp:
         home = Path(tmp) / "home"
         env = prepare_store(home, args.database_url, args.users, args.images, args.model)
@@ -168,6 +178,8 @@ def main() -> None:
             healthy = subprocess.run(["curl", "-sf", f"{url}/healthz"], capture_output=True).returncode == 0
         finally:
             stop_server(proc)
+            if pg_schema:
+                _pg_schema(args.database_url, pg_schema, create=False)
     report = {
         "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (1 min) at the end",
         "database": "PostgreSQL" if args.database_url else "SQLite",
