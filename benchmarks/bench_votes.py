@@ -4,15 +4,19 @@ Real ``doohable serve`` processes, httpx clients in threads; every vote is a
 ``GET /api/v1/pairs/next`` then a ``POST /api/v1/votes``. Afterwards the database must hold
 exactly the votes the clients were told were stored (0 lost) and the Elo table must equal a
 replay of the log. Baseline, same run, same clients: two ``GET /healthz`` per "vote" (the
-cost of HTTP alone on this machine).
+cost of HTTP alone on this machine). With ``--before REV`` every configuration is also run,
+in the same run and right before, with the servers of git revision REV (``git archive`` of
+its ``src/`` on the servers' PYTHONPATH), so that before/after compare under the same load.
 
-    .venv/bin/python benchmarks/bench_votes.py [--clients 8] [--votes 150] [--images 300]
+    .venv/bin/python benchmarks/bench_votes.py [--clients 8] [--votes 150] [--images 300] \
+        [--before REV] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -95,8 +99,23 @@ def health_twice(c: httpx.Client) -> None:
     c.get("/healthz").raise_for_status()
 
 
-def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    home = tmp / f"{backend}-{workers}-{servers}"
+def source_tree(rev: str, tmp: Path) -> str:
+    """Extract ``src/`` of git revision ``rev`` under ``tmp``; return the folder to put on PYTHONPATH."""
+    dest = tmp / f"src-{rev.replace('/', '_')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return str(dest / "src")
+
+
+def load() -> str:
+    """The 1-minute load average (other jobs on this machine inflate every figure)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tmp: Path,
+          pythonpath: str | None = None) -> dict[str, float]:
+    home = tmp / f"{backend}-{workers}-{servers}-{'before' if pythonpath else 'now'}"
     home.mkdir(parents=True, exist_ok=True)
     schema = None
     if backend == "sqlite":
@@ -108,6 +127,8 @@ def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tm
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         db_url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
     env = {"DOOHABLE_HOME": str(home), "DOOHABLE_DATABASE_URL": db_url, "DOOHABLE_BLOB_URL": f"file://{home}/b"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     engine = get_engine(db_url)
     with session_scope(engine) as s:
         add_images(s, args.images)
@@ -151,36 +172,44 @@ def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tm
     }
 
 
-def breakdown(args: argparse.Namespace, tmp: Path) -> None:
-    """Server CPU per request, one client, SQLite: where a vote's CPU goes."""
-    home = tmp / "breakdown"
+BREAKDOWN_STEPS: dict[str, Callable[[httpx.Client], object]] = {
+    "GET /healthz (no auth, no database)": lambda c: c.get("/healthz"),
+    "GET /api/v1/votes/stats (bearer auth + two counts)": lambda c: c.get("/api/v1/votes/stats"),
+    "GET /api/v1/pairs/next": lambda c: c.get("/api/v1/pairs/next"),
+    "next pair + vote": vote_once,
+}
+
+
+def breakdown(args: argparse.Namespace, tmp: Path, pythonpath: str | None, rounds: int = 3
+              ) -> dict[str, float]:
+    """Server CPU ms per request, one client, SQLite (the least of ``rounds`` rounds, after
+    ``args.images`` warm-up votes): where a vote's CPU goes."""
+    home = tmp / f"breakdown-{'before' if pythonpath else 'now'}"
     home.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{home / 'doohable.db'}"
     env = {"DOOHABLE_HOME": str(home), "DOOHABLE_DATABASE_URL": db_url, "DOOHABLE_BLOB_URL": f"file://{home}/b"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     with session_scope(get_engine(db_url)) as s:
         add_images(s, args.images)
         token = add_user(s, "breakdown")[1]
     proc, url = start_server(home / "server.log", env)
-    steps: dict[str, Callable[[httpx.Client], object]] = {
-        "GET /healthz (no auth, no database)": lambda c: c.get("/healthz"),
-        "GET /api/v1/ratings (bearer auth + one query)": lambda c: c.get("/api/v1/ratings"),
-        "GET /api/v1/pairs/next": lambda c: c.get("/api/v1/pairs/next"),
-        "next pair + vote": vote_once,
-    }
+    best: dict[str, float] = {}
     try:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
-            print("| request | server CPU ms |")
-            print("|---|---|")
-            for label, step in steps.items():
-                step(c)
-                cpu0 = cpu_seconds([proc.pid])
-                for _ in range(args.votes):
-                    step(c)
-                cpu_ms = (cpu_seconds([proc.pid]) - cpu0) * 1000.0 / args.votes
-                print(f"| {label} | {cpu_ms:.2f} |", flush=True)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0) as c:
+            for _ in range(args.images):
+                vote_once(c)
+            for _ in range(rounds):
+                for label, step in BREAKDOWN_STEPS.items():
+                    cpu0 = cpu_seconds([proc.pid])
+                    for _ in range(args.votes):
+                        step(c)
+                    cpu_ms = (cpu_seconds([proc.pid]) - cpu0) * 1000.0 / args.votes
+                    best[label] = min(best.get(label, cpu_ms), cpu_ms)
     finally:
         stop_server(proc)
     dispose_all()
+    return best
 
 
 def main() -> None:
@@ -191,23 +220,36 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--workdir", type=Path, default=None, help="keep databases and server logs here")
     ap.add_argument("--breakdown", action="store_true", help="also: server CPU per kind of request")
+    ap.add_argument("--before", metavar="REV", default=None,
+                    help="also run every configuration with the servers of this git revision")
     args = ap.parse_args()
     print(f"{args.clients} clients x {args.votes} votes, {args.images} images; one vote = next pair + vote")
-    print("| database | servers x workers | votes/s | p50 ms | p99 ms | server CPU ms/vote | "
-          "baseline: 2x /healthz per s | baseline p99 ms | baseline server CPU ms | lost | Elo = replay |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| code | database | servers x workers | votes/s | p50 ms | p99 ms | server CPU ms/vote | "
+          "baseline: 2x /healthz per s | baseline p99 ms | baseline server CPU ms | lost | Elo = replay | "
+          "load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     configs = {"sqlite": [(1, 1), (2, 1)], "postgres": [(1, 1), (1, 2)]}  # (workers, servers)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
+        trees: list[tuple[str, str | None]] = [("now", None)]
+        if args.before:
+            trees.insert(0, (f"before ({args.before})", source_tree(args.before, work)))
         for backend in args.backends.split(","):
             for workers, servers in configs[backend]:
-                r = bench(backend, workers, servers, args, work)
-                print(f"| {backend} | {servers} x {workers} | {r['votes_per_s']:.0f} | {r['p50_ms']:.1f} | "
-                      f"{r['p99_ms']:.1f} | {r['server_cpu_ms']:.1f} | {r['baseline_per_s']:.0f} | "
-                      f"{r['baseline_p99_ms']:.1f} | {r['baseline_cpu_ms']:.1f} | "
-                      f"{r['lost']} | {'yes' if r['replay_equal'] else 'NO'} |", flush=True)
+                for label, pythonpath in trees:
+                    r = bench(backend, workers, servers, args, work, pythonpath)
+                    print(f"| {label} | {backend} | {servers} x {workers} | {r['votes_per_s']:.0f} | "
+                          f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cpu_ms']:.1f} | "
+                          f"{r['baseline_per_s']:.0f} | {r['baseline_p99_ms']:.1f} | "
+                          f"{r['baseline_cpu_ms']:.1f} | "
+                          f"{r['lost']} | {'yes' if r['replay_equal'] else 'NO'} | {load()} |", flush=True)
         if args.breakdown:
-            breakdown(args, work)
+            results = {label: breakdown(args, work, pythonpath) for label, pythonpath in trees}
+            print(f"\nServer CPU ms per request, one client, SQLite, least of 3 rounds (load {load()}):")
+            print("| request | " + " | ".join(results) + " |")
+            print("|---|" + "---|" * len(results))
+            for step in BREAKDOWN_STEPS:
+                print(f"| {step} | " + " | ".join(f"{r[step]:.2f}" for r in results.values()) + " |")
 
 
 if __name__ == "__main__":

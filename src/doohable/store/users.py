@@ -73,7 +73,7 @@ class TokenCache:
     def get(self, db_url: str, token: str) -> User | None:
         """A fresh (transient) :class:`User` for a cached valid token, else None (look it up)."""
         hit = self._rows.get((db_url, hash_token(token)))
-        if hit is None or hit[0] < time.monotonic():
+        if hit is None or hit[0] <= time.monotonic():  # (a TTL of 0 caches nothing)
             return None
         return _user(hit[1])
 

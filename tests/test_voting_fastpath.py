@@ -1,0 +1,139 @@
+"""The vote hot path's shortcuts keep the guarantees: the bearer-token cache (TTL, unknown
+tokens never cached, per database), a refused vote that leaves its token usable even when the
+caller commits, the SQLite writer lock released on commit and on rollback, and the refit rate
+limit. On SQLite and PostgreSQL (``settings`` follows the parametrized ``db_url``)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from doohable import voting
+from doohable.api.app import create_app
+from doohable.config import Settings
+from doohable.store.db import get_engine, session_scope
+from doohable.store.models import PairToken, User, Vote
+from doohable.store.users import TokenCache, add_user, token_cache
+from voting_support import add_images
+
+
+@pytest.fixture
+def world(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = get_engine(settings.resolved_database_url)
+    with session_scope(engine) as s:
+        images = add_images(s, 4)
+        (voter, token) = add_user(s, "ana", "voter")
+        (admin, admin_token) = add_user(s, "boss", "admin")
+    token_cache.clear()
+    yield engine, images, voter.id, token, admin.id, admin_token
+    token_cache.clear()
+
+
+def test_token_cache_hits_expires_and_never_caches_unknown_tokens(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, token, _admin_id, _admin_token = world
+    url = settings.resolved_database_url
+    cache = TokenCache(ttl_s=3600.0)
+    assert cache.get(url, token) is None  # nothing cached yet
+    user = cache.lookup(url, token)
+    assert user is not None and (user.id, user.name, user.role) == (voter_id, "ana", "voter")
+    with session_scope(engine) as s:  # promoted in the database ...
+        s.execute(update(User).where(User.id == voter_id).values(role="admin"))
+    hit = cache.get(url, token)
+    assert hit is not None and hit.role == "voter"  # ... the cache answers until the TTL ...
+    assert hit is not user  # (a fresh object each time: a route cannot alter the cached row)
+    assert cache.get("sqlite:///another.db", token) is None  # ... and only for its own database
+    expired = TokenCache(ttl_s=0.0)  # caches nothing
+    first = expired.lookup(url, token)
+    assert first is not None and first.role == "admin" and expired.get(url, token) is None
+
+    assert cache.lookup(url, "not-a-token") is None and cache.get(url, "not-a-token") is None
+    with session_scope(engine) as s:  # a user created after a failed lookup is let in at once
+        _user, new_token = add_user(s, "late", "voter")
+    assert cache.get(url, new_token) is None and cache.lookup(url, new_token) is not None
+
+
+def test_token_cache_is_bounded(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, _voter_id, token, _admin_id, admin_token = world
+    url = settings.resolved_database_url
+    cache = TokenCache(ttl_s=3600.0, max_entries=1)
+    assert cache.lookup(url, token) is not None and cache.get(url, token) is not None
+    assert cache.lookup(url, admin_token) is not None  # full: the old entries are dropped
+    assert cache.get(url, token) is None and cache.get(url, admin_token) is not None
+
+
+def test_api_auth_follows_the_database_after_the_cache(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, token, _admin_id, _admin_token = world
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/v1/pairs/next", headers=auth).status_code == 200
+        assert client.post("/api/v1/ratings/rebuild", headers=auth).status_code == 403  # a voter
+        with session_scope(engine) as s:
+            s.execute(update(User).where(User.id == voter_id).values(role="admin"))
+        token_cache.clear()  # what the TTL does a few seconds later
+        assert client.post("/api/v1/ratings/rebuild", headers=auth).status_code == 200
+        with session_scope(engine) as s:
+            s.execute(update(User).where(User.id == voter_id).values(token_hash="0" * 64))
+        token_cache.clear()
+        assert client.get("/api/v1/pairs/next", headers=auth).status_code == 401
+        assert client.get("/api/v1/pairs/next", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_refused_vote_leaves_the_token_usable_even_if_the_caller_commits(world) -> None:  # type: ignore[no-untyped-def]
+    engine, images, voter_id, _token, admin_id, _admin_token = world
+    with session_scope(engine) as s:
+        pair = voting.next_pair(s, voter_id)
+    with session_scope(engine) as s:  # like the Slack handler: the error is caught, then commit
+        with pytest.raises(voting.VotingError, match="winner_id must be"):
+            voting.record_vote(s, voter_id, pair.token, max(images) + 1)
+        with pytest.raises(voting.NotFoundError):
+            voting.record_vote(s, admin_id, pair.token, pair.left.id)  # not this voter's pair
+    with session_scope(engine) as s:
+        assert s.scalar(select(PairToken.used_at).where(PairToken.token == pair.token)) is None
+        first = voting.record_vote(s, voter_id, pair.token, pair.right.id)
+    with session_scope(engine) as s:  # a repeat with a bad winner is refused, the vote stays
+        with pytest.raises(voting.VotingError, match="winner_id must be"):
+            voting.record_vote(s, voter_id, pair.token, max(images) + 1)
+        again = voting.record_vote(s, voter_id, pair.token, pair.left.id)
+    assert first.created and not again.created and again.vote_id == first.vote_id
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Vote)) == 1
+        skipped = voting.next_pair(s, voter_id)
+        voting.skip_pair(s, voter_id, skipped.token)
+    with session_scope(engine) as s, pytest.raises(voting.ConflictError, match="skipped"):
+        voting.record_vote(s, voter_id, skipped.token, skipped.left.id)
+
+
+def test_sqlite_writer_lock_is_released_on_commit_and_on_rollback(world) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, _token, _admin_id, _admin_token = world
+    with session_scope(engine) as s:
+        pair = voting.next_pair(s, voter_id)
+        # SQLite: this process's writers queue on a lock; PostgreSQL needs none (row locks)
+        assert ("doohable_writer" in s.info) == (engine.dialect.name == "sqlite")
+    with pytest.raises(voting.ConflictError), session_scope(engine) as s:
+        voting.record_vote(s, voter_id, pair.token, pair.left.id)
+        raise voting.ConflictError("roll back after the write")
+    done = threading.Event()
+
+    def vote_elsewhere() -> None:  # another thread must get the lock: it was released twice
+        with session_scope(engine) as s:
+            voting.record_vote(s, voter_id, pair.token, pair.left.id)
+        done.set()
+
+    worker = threading.Thread(target=vote_elsewhere)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set()
+
+
+def test_background_refit_is_rate_limited(world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, _token, _admin_id, _admin_token = world
+    with session_scope(engine) as s:
+        live = voting._live_state(s, "active")
+    live.state.n_votes, live.state.votes_at_refit = 1000, 0  # the scheduler's own rule says: refit
+    live.refitted_at = voting.time.monotonic()
+    assert not voting._refit_due(live)  # ... but one ran a moment ago
+    monkeypatch.setattr(voting, "REFIT_MIN_INTERVAL_S", 0.0)
+    assert voting._refit_due(live)
