@@ -6,14 +6,13 @@ thin: parse, call a service, print with :func:`doohable.cli.common.emit`."""
 
 from __future__ import annotations
 
-from doohable.cli.common import app
-
-# importing registers the commands
-from doohable.cli import store_cmds  # noqa: F401,E402
-from doohable.cli import ranking_cmds  # noqa: F401,E402
-from doohable.cli import model_cmds  # noqa: F401,E402
-from doohable.cli import serve_cmds  # noqa: F401,E402
-from doohable.cli import score_cmds  # noqa: F401,E402
+# importing registers the commands, in the order `doohable --help` lists them (data flow)
+from doohable.cli.common import app  # noqa: I001
+from doohable.cli import store_cmds  # noqa: F401
+from doohable.cli import ranking_cmds  # noqa: F401
+from doohable.cli import model_cmds  # noqa: F401
+from doohable.cli import score_cmds  # noqa: F401
+from doohable.cli import serve_cmds  # noqa: F401
 
 
 def main() -> None:

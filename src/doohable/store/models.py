@@ -30,13 +30,13 @@ class Base(DeclarativeBase):
     pass
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     voter = "voter"
     moderator = "moderator"
     admin = "admin"
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     pending = "pending"
     approved = "approved"
     rejected = "rejected"
