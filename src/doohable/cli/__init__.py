@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (imports register commands; their order is the order of `doohable --help`)
 """The ``doohable`` command: one Typer command per job.
 
 Each stage keeps its commands in its own module here (``store_cmds``, ``ranking_cmds``,
@@ -7,7 +8,7 @@ thin: parse, call a service, print with :func:`doohable.cli.common.emit`."""
 from __future__ import annotations
 
 # importing registers the commands, in the order `doohable --help` lists them (data flow)
-from doohable.cli.common import app  # noqa: I001
+from doohable.cli.common import app
 from doohable.cli import store_cmds  # noqa: F401
 from doohable.cli import ranking_cmds  # noqa: F401
 from doohable.cli import model_cmds  # noqa: F401
