@@ -1,4 +1,3 @@
-# ruff: noqa: I001  (imports register commands; their order is the order of `doohable --help`)
 """The ``doohable`` command: one Typer command per job.
 
 Each stage keeps its commands in its own module here (``store_cmds``, ``ranking_cmds``,
@@ -6,6 +5,8 @@ Each stage keeps its commands in its own module here (``store_cmds``, ``ranking_
 thin: parse, call a service, print with :func:`doohable.cli.common.emit`."""
 
 from __future__ import annotations
+
+# ruff: noqa: I001  (imports register commands; their order is the order of `doohable --help`)
 
 # importing registers the commands, in the order `doohable --help` lists them (data flow)
 from doohable.cli.common import app
