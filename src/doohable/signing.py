@@ -69,8 +69,18 @@ def secret_key(settings: Settings) -> str:
     return key
 
 
+_serializers: dict[tuple[str, str], URLSafeTimedSerializer] = {}
+
+
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key(settings), salt=_SALT)
+    """The signer for ``settings``, built once per process (not per image URL: the key file
+    is read once)."""
+    env_key = settings.secret_key.get_secret_value() if settings.secret_key is not None else ""
+    cache_key = (str(Path(settings.home).resolve()), env_key)
+    signer = _serializers.get(cache_key)
+    if signer is None:
+        signer = _serializers[cache_key] = URLSafeTimedSerializer(secret_key(settings), salt=_SALT)
+    return signer
 
 
 def image_token(sha256: str, fmt: str, settings: Settings) -> str:
