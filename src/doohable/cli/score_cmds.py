@@ -124,6 +124,14 @@ def _store(results: list[ScoreResult], model: str | None) -> None:
 
 
 def _score_ingested(model: str | None, batch_size: int, as_json: bool) -> None:
+    emit(moderate_stored(model, batch_size, quiet=as_json), as_json)
+
+
+def moderate_stored(
+    model: str | None, batch_size: int, image_ids: list[int] | None = None, *, quiet: bool = False
+) -> dict[str, Any]:
+    """Score stored images (all, or ``image_ids``), run the NSFW gate, apply the policy;
+    return what was done as a JSON-ready dict. Used by ``score --ingested`` and ``ingest --moderate``."""
     from doohable.batch import cached_scorer, moderate_images
     from doohable.config import get_settings
     from doohable.store.blobs import open_blobs
@@ -136,7 +144,7 @@ def _score_ingested(model: str | None, batch_size: int, as_json: bool) -> None:
         raise fail(str(e)) from e
     with (
         session_scope(get_engine(settings.resolved_database_url)) as session,
-        progress(disable=as_json) as bar,
+        progress(disable=quiet) as bar,
     ):
         task = bar.add_task(f"scoring stored images with {scorer.name}", total=None)
         report = moderate_images(
@@ -144,10 +152,11 @@ def _score_ingested(model: str | None, batch_size: int, as_json: bool) -> None:
             open_blobs(settings.resolved_blob_url),
             scorer,
             settings,
+            image_ids,
             batch_size=batch_size,
             on_progress=lambda n: bar.advance(task, n),
         )
-    emit({"model": scorer.name, "version": scorer.version, **report.__dict__}, as_json)
+    return {"model": scorer.name, "version": scorer.version, **report.__dict__}
 
 
 def _write_csv(path: Path, results: list[ScoreResult]) -> None:

@@ -77,11 +77,17 @@ def users_add(
 @app.command()
 def ingest(
     inputs: list[str] = typer.Argument(..., help="Files, folders, http(s) URLs, .txt/.csv lists of them."),
+    moderate: bool = typer.Option(
+        False,
+        "--moderate",
+        help="Then score the images with the model, run the NSFW gate and apply the auto-approve policy.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Add images: decoded safely, stored by content hash, de-duplicated.
 
-    A bad input is listed under "rejected" with its reason; it never stops the run."""
+    A bad input is listed under "rejected" with its reason; it never stops the run. With
+    --moderate the images are then scored and the auto-approve policy applied ("moderation")."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from doohable.config import get_settings
@@ -98,6 +104,11 @@ def ingest(
         except (ValueError, SQLAlchemyError) as e:  # bad blob URL, database unreachable
             raise fail(f"cannot open the store: {e}") from e
     out = report.as_json()
+    if moderate and report.image_ids:
+        from doohable.batch import BATCH_SIZE
+        from doohable.cli.score_cmds import moderate_stored
+
+        out["moderation"] = moderate_stored(None, BATCH_SIZE, report.image_ids, quiet=as_json)
     if as_json:
         emit(out, True)
         return
@@ -107,6 +118,12 @@ def ingest(
     )
     for r in report.rejected:
         console.print(f"  [yellow]rejected[/yellow] {r['source']}: {r['error']}")
+    if "moderation" in out:
+        m = out["moderation"]
+        console.print(
+            f"scored {m['scored']} with {m['model']}: approved {m['approved']}, "
+            f"flagged {m['flagged']}, pending {m['pending']}"
+        )
 
 
 @images_app.command("list")
