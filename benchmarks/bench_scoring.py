@@ -7,7 +7,7 @@ Measures, on 1080×1350 JPEG photos (q90, made from scikit-image samples in a te
 3. decode only: ``batch.prepare_bytes`` (JPEG draft decode + the scorer's resize), one thread;
 4. the pipeline in-process (``batch.score_paths``) and the whole ``doohable score DIR --json``
    process, against the ceiling ``cores / (CPU-s per image for model + decode)``;
-5. int8 (static QDQ quantization with onnxruntime.quantization): model-only speed and the
+5. int8 (``doohable.model.export.quantize_int8``, static QDQ): model-only speed and the
    Pearson change on SCUT-FBP5500 (../shared/data; the loss must stay ≤ 0.005);
 6. peak RSS while scoring 10,000 images (checkpoints: flat or not);
 7. single-image API latency, p50/p99, 8 concurrent clients against ``uvicorn``.
@@ -209,33 +209,6 @@ def calibration_arrays(files: list[Path], scorer: Scorer, n: int = 64) -> list[n
     return [prepare_bytes(p.read_bytes(), scorer)[None] for p in paths]
 
 
-def quantize(model: Path, calib: list[np.ndarray], out: Path) -> Path:
-    """Static int8: QDQ, per-channel int8 weights, uint8 activations, MinMax calibration."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.it, None)
-            return None if x is None else {"image": x}
-
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
-    quantize_static(
-        str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )  # fmt: skip
-    m, src = onnx.load(str(out)), onnx.load(str(model))
-    del m.metadata_props[:]
-    m.metadata_props.extend(src.metadata_props)
-    onnx.save(m, str(out))
-    return out
-
-
 def scut_pearson(scorers: dict[str, Scorer], limit: int) -> dict[str, float]:
     """Pearson r of each scorer against SCUT-FBP5500 labels (fold 1, first ``limit`` images;
     the bundled model saw these in training: the figure is optimistic, the fp32/int8 gap is not)."""
@@ -347,7 +320,9 @@ def bench_one(scorer: Any, name: str | None, files: list[Path], folder: Path, tm
     if "cli" not in args.skip:
         out["cli_whole_process"] = bench_cli(folder, len(files), name)
     if "int8" not in args.skip:
-        q = quantize(scorer.path, calibration_arrays(files, scorer), tmp / f"int8-{scorer.version}.onnx")
+        from doohable.model.export import quantize_int8  # imports torch: not at module level (RSS run)
+
+        q = quantize_int8(scorer.path, calibration_arrays(files, scorer), tmp / f"int8-{scorer.version}.onnx")
         if args.keep_int8:
             Path(args.keep_int8).mkdir(parents=True, exist_ok=True)
             q = Path(shutil.copy(q, Path(args.keep_int8) / q.name))
