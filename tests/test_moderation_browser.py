@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
 from doohable import moderation
 from doohable.api.app import create_app
@@ -21,6 +16,7 @@ from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Decision, Image
 from doohable.store.users import add_user
 from scoring_fixtures import brightness_model, expected_score, jpeg_of_gray
+from server_support import serve_in_thread
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -36,22 +32,8 @@ def app_url(
     monkeypatch.setenv("DOOHABLE_MODEL", str(model))
     get_settings.cache_clear()
     s = get_settings()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url, s
-    srv.should_exit = True
-    t.join(10)
+    with serve_in_thread(create_app(s)) as url:
+        yield url, s
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

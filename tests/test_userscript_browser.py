@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from doohable.api.app import create_app
 from doohable.config import Settings, get_settings
@@ -25,6 +22,7 @@ from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Image, Score, Source
 from doohable.store.users import add_user
 from scoring_fixtures import brightness_model, photo_jpeg
+from server_support import serve_in_thread
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -46,12 +44,6 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>feed</title></
   }, 300);
 </script>
 </body></html>"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -78,20 +70,8 @@ def server(
     monkeypatch.setenv("DOOHABLE_MODEL", str(brightness_model(tmp_path / "b.onnx")))
     get_settings.cache_clear()
     s = get_settings()
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url, s
-    srv.should_exit = True
-    t.join(10)
+    with serve_in_thread(create_app(s)) as url:
+        yield url, s
 
 
 def _shim(token: str, with_gm_xhr: bool) -> str:
