@@ -174,8 +174,11 @@ def get_setting(session: Session, key: str) -> object | None:
 
 def get_policy(session: Session, settings: Settings) -> Policy:
     """The policy in force: moderator-set values first, then the environment's defaults."""
-    thr = get_setting(session, THRESHOLD_KEY)
-    nsfw = get_setting(session, NSFW_KEY)
+    rows = session.execute(
+        select(Setting.key, Setting.value).where(Setting.key.in_((THRESHOLD_KEY, NSFW_KEY)))
+    )
+    stored = {key: (value or {}).get("value") for key, value in rows}  # one query, not two
+    thr, nsfw = stored.get(THRESHOLD_KEY), stored.get(NSFW_KEY)
     threshold = float(thr) if isinstance(thr, int | float) else settings.auto_approve_threshold
     nsfw_thr = float(nsfw) if isinstance(nsfw, int | float) else NSFW_DEFAULT
     return Policy(threshold=threshold, nsfw_threshold=nsfw_thr)
@@ -243,10 +246,11 @@ def latest_scores(session: Session, model: str, version: str | None = None) -> d
 
 def collection_percentile(session: Session, score: float, model: str, version: str) -> float | None:
     """Percentile of ``score`` among the stored scores of ``model`` at ``version``."""
-    below = session.scalar(
-        select(func.count()).where(Score.model == model, Score.model_version == version, Score.score <= score)
-    )
-    total = session.scalar(select(func.count()).where(Score.model == model, Score.model_version == version))
+    below, total = session.execute(
+        select(func.count().filter(Score.score <= score), func.count()).where(
+            Score.model == model, Score.model_version == version
+        )
+    ).one()  # one query, not two (the API's hot path)
     return None if not total else 100.0 * float(below or 0) / float(total)
 
 
