@@ -6,11 +6,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
 
 from doohable import __version__
 from doohable.api.errors import install_error_handlers
-from doohable.api.security import BodyLimitMiddleware, CSRFMiddleware
+from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings, get_settings
 from doohable.signing import secret_key
 
@@ -41,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # middlewares: the last added is the outermost; the session is decoded before the CSRF check
     app.add_middleware(CSRFMiddleware)
     app.add_middleware(
-        SessionMiddleware,
+        APISessionMiddleware,
         secret_key=secret_key(settings),
         session_cookie="doohable_session",
         max_age=14 * 24 * 3600,

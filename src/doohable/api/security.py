@@ -10,12 +10,36 @@ import hmac
 import secrets
 from collections.abc import Callable
 
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "x-csrf-token"
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first raw value of header ``name`` (lower case) in ``scope``, without building a
+    ``Headers`` object (these middlewares run on every request)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def cookieless_api_call(scope: Scope) -> bool:
+    """True for an /api request that carries ``Authorization`` and no cookie at all: it has no
+    session to decode or write back and cannot be a cross-site cookie request (no CSRF risk)."""
+    if not scope["path"].startswith("/api/"):
+        return False
+    has_auth = False
+    for key, _ in scope["headers"]:
+        if key == b"cookie":
+            return False
+        if key == b"authorization":
+            has_auth = True
+    return has_auth
 
 
 def csrf_token(conn: HTTPConnection) -> str:
@@ -50,8 +74,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit(scope["path"])
+        declared = header(scope, b"content-length") or b""
+        if declared.isdigit() and int(declared) <= limit and header(scope, b"transfer-encoding") is None:
+            # the HTTP server frames the body by Content-Length: it cannot deliver more
+            await self.app(scope, receive, send)
+            return
         detail = {"detail": f"the request body is larger than the {limit:,}-byte limit"}
-        declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await JSONResponse(detail, status_code=413)(scope, receive, send)
             return
@@ -75,6 +103,18 @@ class BodyLimitMiddleware:
         await self.app(scope, counted, answer)
 
 
+class APISessionMiddleware(SessionMiddleware):
+    """Starlette's signed-cookie session, skipped for :func:`cookieless_api_call` requests
+    (bearer API clients): they get an empty session that is never written back."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and cookieless_api_call(scope):
+            scope["session"] = {}
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 class CSRFMiddleware:
     """Refuse (403) unsafe /api requests that rely on the session cookie without the CSRF header."""
 
@@ -82,10 +122,10 @@ class CSRFMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in UNSAFE and scope["path"].startswith("/api/"):
+        if (scope["type"] == "http" and scope["method"] in UNSAFE and scope["path"].startswith("/api/")
+                and header(scope, b"authorization") is None):
             conn = HTTPConnection(scope)
-            cookie_auth = "authorization" not in conn.headers and conn.session.get("token")
-            if cookie_auth and not csrf_ok(conn, conn.headers.get(CSRF_HEADER)):
+            if conn.session.get("token") and not csrf_ok(conn, conn.headers.get(CSRF_HEADER)):
                 response = JSONResponse({"detail": "missing or wrong CSRF token"}, status_code=403)
                 await response(scope, receive, send)
                 return
