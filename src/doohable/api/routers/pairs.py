@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from doohable import voting
@@ -25,20 +28,23 @@ class PairOut(BaseModel):
     right: Side
 
 
-def pair_out(pair: voting.Pair, request: Request, settings: Settings) -> PairOut:
-    """The JSON shape of a pair, with signed absolute image URLs."""
+def pair_out(pair: voting.Pair, request: Request, settings: Settings) -> dict[str, Any]:
+    """The JSON shape of a pair (:class:`PairOut`), with signed absolute image URLs.
 
-    def side(img: voting.PairImage) -> Side:
-        return Side(id=img.id, url=absolute_url(request, image_url(img.sha256, img.format, settings)))
+    A plain dict: the hot route answers it as-is instead of validating a pydantic model."""
+    base = absolute_url(request, "")
 
-    return PairOut(pair_token=pair.token, left=side(pair.left), right=side(pair.right))
+    def side(img: voting.PairImage) -> dict[str, Any]:
+        return {"id": img.id, "url": base + image_url(img.sha256, img.format, settings)}
+
+    return {"pair_token": pair.token, "left": side(pair.left), "right": side(pair.right)}
 
 
 @router.get("/next", response_model=PairOut)
-async def next_pair(user: VoterDep, settings: SettingsDep, request: Request) -> PairOut:
+async def next_pair(user: VoterDep, settings: SettingsDep, request: Request) -> JSONResponse:
     """A new pair for the calling voter, with a single-use ``pair_token`` (409: < 2 images)."""
     pair = await in_transaction(settings, voting.next_pair, user.id)  # stored before it is shown
-    return pair_out(pair, request, settings)
+    return JSONResponse(pair_out(pair, request, settings))  # PairOut's shape (documented above)
 
 
 @router.post("/{pair_token}/skip", status_code=status.HTTP_204_NO_CONTENT)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from doohable import voting
@@ -37,15 +37,15 @@ class StatsOut(BaseModel):
     "", status_code=status.HTTP_201_CREATED, response_model=VoteOut,
     responses={200: {"model": VoteOut, "description": "this pair token was already used: the same vote"}},
 )
-async def cast_vote(body: VoteIn, user: VoterDep, settings: SettingsDep, response: Response) -> VoteOut:
+async def cast_vote(body: VoteIn, user: VoterDep, settings: SettingsDep) -> JSONResponse:
     """Record the calling voter's choice for a pair; the same token twice answers the same vote."""
     # committed before the answer: a 201 means the vote is stored
     result = await in_transaction(
         settings, voting.record_vote, user.id, body.pair_token, body.winner_id, channel="api"
     )
-    if not result.created:
-        response.status_code = status.HTTP_200_OK
-    return VoteOut(vote_id=result.vote_id)
+    # VoteOut's shape, answered directly (no validation of the return value on the hot path)
+    code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+    return JSONResponse({"vote_id": result.vote_id}, status_code=code)
 
 
 @router.post("/undo", response_model=UndoOut)
