@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from doohable import moderation
-from doohable.api.deps import MAX_ID, SessionDep, SettingsDep, VoterDep
+from doohable.api.deps import MAX_ID, SettingsDep, VoterDep, in_transaction
 from doohable.batch import ScorerLike, cached_scorer, prepare_bytes
 from doohable.config import Settings
 from doohable.images import ImageError, decode
@@ -138,9 +138,15 @@ def _nsfw_of(data: bytes, settings: Settings) -> float:
 
 
 def _score_one(
-    session: Session, settings: Settings, data: bytes, image: Image | None, check_nsfw: bool
+    session: Session, settings: Settings, data: bytes | None, image_id: Any, check_nsfw: bool
 ) -> ScoreOut:
+    """Score uploaded/fetched ``data``, or the stored image ``image_id`` when ``data`` is None."""
     scorer = scorer_for(settings)
+    image: Image | None = None
+    if data is None:
+        data, image = _bytes_for_id(session, settings, image_id)
+    if len(data) > settings.max_image_bytes:
+        raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
     try:
         arr = prepare_bytes(data, scorer)
         p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
@@ -190,27 +196,28 @@ async def _read_request(request: Request, settings: Settings) -> dict[str, Any]:
 
 @router.post("/api/v1/score", response_model=ScoreOut)
 async def score_image(
-    request: Request, _user: VoterDep, session: SessionDep, settings: SettingsDep, nsfw: bool = False
+    request: Request, _user: VoterDep, settings: SettingsDep, nsfw: bool = False
 ) -> ScoreOut:
-    """Score one image (upload, stored image id or URL); bad input → 4xx with the reason."""
+    """Score one image (upload, stored image id or URL); bad input → 4xx with the reason.
+
+    The database work, decoding and inference run in one worker-thread hop
+    (:func:`~doohable.api.deps.in_transaction`), not one per step."""
     body = await _read_request(request, settings)
-    image: Image | None = None
+    data: bytes | None = None
     if body["files"]:
         data = body["files"][0]
     elif body.get("image_id") is not None:
-        data, image = await run_in_threadpool(_bytes_for_id, session, settings, body["image_id"])
+        pass  # read from the blob store in the worker thread
     elif body.get("url"):
         data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
     else:
         raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
-    if len(data) > settings.max_image_bytes:
-        raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
-    return await run_in_threadpool(_score_one, session, settings, data, image, nsfw)
+    return await in_transaction(settings, _score_one, settings, data, body.get("image_id"), nsfw)
 
 
 @router.post("/api/v1/score/batch", response_model=BatchOut)
 async def score_batch(
-    request: Request, _user: VoterDep, session: SessionDep, settings: SettingsDep, nsfw: bool = False
+    request: Request, _user: VoterDep, settings: SettingsDep, nsfw: bool = False
 ) -> BatchOut:
     """Score up to 64 images at once (multipart ``files``, or JSON ``image_ids`` / ``urls``);
     each item gets its score or its own error, in the order sent."""
@@ -224,7 +231,7 @@ async def score_batch(
         raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
     if count > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
-    return await run_in_threadpool(_score_many, session, settings, body["files"], ids, urls, nsfw)
+    return await in_transaction(settings, _score_many, settings, body["files"], ids, urls, nsfw)
 
 
 def _score_many(
