@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from doohable.config import Settings
@@ -172,12 +172,26 @@ def get_setting(session: Session, key: str) -> object | None:
     return None if row is None else row.value.get("value")
 
 
+# the score API's hot path: one prebuilt Core statement each (no ORM compile, cached SQL)
+_settings_t, _scores_t = Setting.__table__, Score.__table__
+_POLICY_QUERY = select(_settings_t.c.key, _settings_t.c.value).where(
+    _settings_t.c.key.in_((THRESHOLD_KEY, NSFW_KEY))
+)
+_PERCENTILE_QUERY = select(func.count().filter(_scores_t.c.score <= bindparam("score")), func.count()).where(
+    _scores_t.c.model == bindparam("model"), _scores_t.c.model_version == bindparam("version")
+)
+
+
+def _autoflush(session: Session) -> None:
+    """Core statements skip the ORM's autoflush: flush pending rows first (no-op when clean)."""
+    if session.autoflush:
+        session.flush()
+
+
 def get_policy(session: Session, settings: Settings) -> Policy:
     """The policy in force: moderator-set values first, then the environment's defaults."""
-    rows = session.execute(
-        select(Setting.key, Setting.value).where(Setting.key.in_((THRESHOLD_KEY, NSFW_KEY)))
-    )
-    stored = {key: (value or {}).get("value") for key, value in rows}  # one query, not two
+    _autoflush(session)
+    stored = {key: (value or {}).get("value") for key, value in session.execute(_POLICY_QUERY)}
     thr, nsfw = stored.get(THRESHOLD_KEY), stored.get(NSFW_KEY)
     threshold = float(thr) if isinstance(thr, int | float) else settings.auto_approve_threshold
     nsfw_thr = float(nsfw) if isinstance(nsfw, int | float) else NSFW_DEFAULT
@@ -246,11 +260,9 @@ def latest_scores(session: Session, model: str, version: str | None = None) -> d
 
 def collection_percentile(session: Session, score: float, model: str, version: str) -> float | None:
     """Percentile of ``score`` among the stored scores of ``model`` at ``version``."""
-    below, total = session.execute(
-        select(func.count().filter(Score.score <= score), func.count()).where(
-            Score.model == model, Score.model_version == version
-        )
-    ).one()  # one query, not two (the API's hot path)
+    _autoflush(session)
+    params = {"score": score, "model": model, "version": version}
+    below, total = session.execute(_PERCENTILE_QUERY, params).one()
     return None if not total else 100.0 * float(below or 0) / float(total)
 
 
