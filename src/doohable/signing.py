@@ -76,7 +76,8 @@ def _serializer(settings: Settings) -> URLSafeTimedSerializer:
     """The signer for ``settings``, built once per process (not per image URL: the key file
     is read once)."""
     env_key = settings.secret_key.get_secret_value() if settings.secret_key is not None else ""
-    cache_key = (str(Path(settings.home).resolve()), env_key)
+    home = str(settings.home)  # an absolute home names one key file: no resolve() per URL
+    cache_key = (home if os.path.isabs(home) else str(Path(home).resolve()), env_key)
     signer = _serializers.get(cache_key)
     if signer is None:
         signer = _serializers[cache_key] = URLSafeTimedSerializer(secret_key(settings), salt=_SALT)
