@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from doohable import voting
-from doohable.api.deps import SessionDep, SettingsDep, VoterDep, in_transaction
+from doohable.api.deps import SessionDep, VoterDep, app_settings, in_transaction
 from doohable.api.routers.images import absolute_url
 from doohable.config import Settings
 from doohable.signing import image_url
@@ -41,8 +41,9 @@ def pair_out(pair: voting.Pair, request: Request, settings: Settings) -> dict[st
 
 
 @router.get("/next", response_model=PairOut)
-async def next_pair(user: VoterDep, settings: SettingsDep, request: Request) -> JSONResponse:
+async def next_pair(user: VoterDep, request: Request) -> JSONResponse:
     """A new pair for the calling voter, with a single-use ``pair_token`` (409: < 2 images)."""
+    settings = app_settings(request)  # not SettingsDep: one dependency fewer to solve
     pair = await in_transaction(settings, voting.next_pair, user.id)  # stored before it is shown
     return JSONResponse(pair_out(pair, request, settings))  # PairOut's shape (documented above)
 

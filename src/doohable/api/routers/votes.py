@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from doohable import voting
-from doohable.api.deps import IdField, SessionDep, SettingsDep, VoterDep, in_transaction
+from doohable.api.deps import IdField, SessionDep, VoterDep, app_settings, in_transaction
 
 router = APIRouter(prefix="/api/v1/votes", tags=["votes"])
 
@@ -37,8 +37,9 @@ class StatsOut(BaseModel):
     "", status_code=status.HTTP_201_CREATED, response_model=VoteOut,
     responses={200: {"model": VoteOut, "description": "this pair token was already used: the same vote"}},
 )
-async def cast_vote(body: VoteIn, user: VoterDep, settings: SettingsDep) -> JSONResponse:
+async def cast_vote(body: VoteIn, user: VoterDep, request: Request) -> JSONResponse:
     """Record the calling voter's choice for a pair; the same token twice answers the same vote."""
+    settings = app_settings(request)  # not SettingsDep: one dependency fewer to solve
     # committed before the answer: a 201 means the vote is stored
     result = await in_transaction(
         settings, voting.record_vote, user.id, body.pair_token, body.winner_id, channel="api"
