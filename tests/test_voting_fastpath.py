@@ -137,3 +137,35 @@ def test_background_refit_is_rate_limited(world, monkeypatch: pytest.MonkeyPatch
     assert not voting._refit_due(live)  # ... but one ran a moment ago
     monkeypatch.setattr(voting, "REFIT_MIN_INTERVAL_S", 0.0)
     assert voting._refit_due(live)
+
+
+def test_only_cookieless_bearer_api_calls_skip_the_session() -> None:
+    from doohable.api.security import cookieless_api_call
+
+    def scope(path: str, *headers: tuple[bytes, bytes]) -> dict[str, object]:
+        return {"type": "http", "path": path, "headers": list(headers)}
+
+    bearer, cookie = (b"authorization", b"Bearer x"), (b"cookie", b"doohable_session=abc")
+    assert cookieless_api_call(scope("/api/v1/votes", bearer))
+    assert not cookieless_api_call(scope("/api/v1/votes", bearer, cookie))  # a page's JS: session kept
+    assert not cookieless_api_call(scope("/api/v1/votes", cookie))
+    assert not cookieless_api_call(scope("/vote", bearer))  # pages always get their session
+
+
+def test_hot_routes_answer_the_documented_shapes_without_a_session_cookie(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
+    _engine, images, _voter_id, token, _admin_id, _admin_token = world
+    ids = set(images)
+    with TestClient(create_app(settings)) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        pair = c.get("/api/v1/pairs/next")
+        assert pair.status_code == 200 and "set-cookie" not in pair.headers
+        body = pair.json()
+        assert set(body) == {"pair_token", "left", "right"}
+        assert {body["left"]["id"], body["right"]["id"]} <= ids
+        assert body["left"]["url"].startswith("http://testserver/img/")
+        vote = {"pair_token": body["pair_token"], "winner_id": body["left"]["id"]}
+        first, again = c.post("/api/v1/votes", json=vote), c.post("/api/v1/votes", json=vote)
+        assert first.status_code == 201 and again.status_code == 200 and "set-cookie" not in first.headers
+        assert first.json() == again.json() and set(first.json()) == {"vote_id"}
+        paths = c.get("/openapi.json").json()["paths"]
+        assert "PairOut" in str(paths["/api/v1/pairs/next"]) and "VoteOut" in str(paths["/api/v1/votes"])
