@@ -143,7 +143,11 @@ class Score(Base):
     """A model's score of an image (on the model's own scale), with the model's name and version."""
 
     __tablename__ = "scores"
-    __table_args__ = (UniqueConstraint("image_id", "model", "model_version"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "model", "model_version"),
+        # the score API's percentile counts one model version's scores below a value
+        Index("ix_scores_model_version_score", "model", "model_version", "score"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)

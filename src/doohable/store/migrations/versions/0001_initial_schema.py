@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 14:24:59.342191
+Create Date: 2026-11-26 16:33:58.913057
 """
 
 import sqlalchemy as sa
@@ -133,6 +133,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("scores", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_scores_image_id"), ["image_id"], unique=False)
+        batch_op.create_index(
+            "ix_scores_model_version_score", ["model", "model_version", "score"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_scores_score"), ["score"], unique=False)
 
     op.create_table(
@@ -215,6 +218,7 @@ def downgrade() -> None:
     op.drop_table("sources")
     with op.batch_alter_table("scores", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_scores_score"))
+        batch_op.drop_index("ix_scores_model_version_score")
         batch_op.drop_index(batch_op.f("ix_scores_image_id"))
 
     op.drop_table("scores")
