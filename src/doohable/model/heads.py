@@ -46,10 +46,8 @@ class Head(nn.Module):
         return (score - lo) / (hi - lo)
 
 
-class RegressionHead(Head):
-    """Linear regression of the normalised score (the report's head)."""
-
-    kind = "regression"
+class _ScalarHead(Head):
+    """One linear output per image (N,): shared by the regression and pairwise heads."""
 
     def __init__(self, in_features: int, scale: tuple[float, float], dropout: float = 0.2) -> None:
         super().__init__(in_features, scale, dropout)
@@ -57,6 +55,12 @@ class RegressionHead(Head):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(feats)).squeeze(1)
+
+
+class RegressionHead(_ScalarHead):
+    """Linear regression of the normalised score (the report's head)."""
+
+    kind = "regression"
 
     def to_score(self, out: torch.Tensor) -> torch.Tensor:
         # clamped: a score outside the scale is never closer to a true one
@@ -109,17 +113,10 @@ class NimaHead(Head):
         return losses.emd_loss(out, target, r=2.0)
 
 
-class PairwiseHead(Head):
+class PairwiseHead(_ScalarHead):
     """A utility per image, trained from (winner, loser) pairs with a Bradley-Terry loss."""
 
     kind = "pairwise"
-
-    def __init__(self, in_features: int, scale: tuple[float, float], dropout: float = 0.2) -> None:
-        super().__init__(in_features, scale, dropout)
-        self.fc = nn.Linear(in_features, 1)
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(feats)).squeeze(1)
 
     def to_score(self, out: torch.Tensor) -> torch.Tensor:
         lo, hi = self.scale
