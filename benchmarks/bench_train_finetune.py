@@ -55,6 +55,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--input-size", type=int, default=None, help="crop side (images squashed to 8/7 of it)")
+    ap.add_argument("--freeze-groups", type=int, default=None, help="lowest backbone groups kept frozen")
+    ap.add_argument("--tag", default="", help="suffix of the output files (several runs in one --out)")
     ap.add_argument("--limit", type=int, default=None, help="first N images per fold (smoke tests)")
     ap.add_argument("--no-final", action="store_true")
     ap.add_argument("--device", default="auto")
@@ -72,7 +75,13 @@ def main() -> None:
     base = FinetuneConfig()
     over = {
         k: v
-        for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed))
+        for k, v in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("seed", args.seed),
+            ("input_size", args.input_size),
+            ("freeze_groups", args.freeze_groups),
+        )
         if v is not None
     }
     base = replace(base, **over)
@@ -104,7 +113,7 @@ def main() -> None:
             "fold_of": folds.tolist(),
             "config": asdict(cfg),
         }
-        (out / f"cv_{bb}.json").write_text(json.dumps(cvj))
+        (out / f"cv_{bb}{args.tag}.json").write_text(json.dumps(cvj))
         s = cv.summary
         log(
             f"{bb} CV: pearson {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f} rmse "
@@ -113,7 +122,7 @@ def main() -> None:
         entry = {"cv": cv.summary, "folds": cv.folds, "cv_seconds": cv.seconds}
         oofs[bb] = cv.oof
         summary["backbones"][bb] = entry
-        (out / "summary.json").write_text(json.dumps(summary))
+        (out / f"summary{args.tag}.json").write_text(json.dumps(summary))
         # the final model is the deliverable: it gets 30% more time than a new CV stage
         if args.no_final or time.perf_counter() - t_start > 1.3 * args.budget:
             continue
@@ -123,11 +132,11 @@ def main() -> None:
         fit.model.to(dev)
         train_fit = regression_metrics(scores, predict(fit.model, torch.from_numpy(pixels)))
         entry |= {"final_epochs": epochs, "final_seconds": fit.seconds, "final_train_metrics": train_fit}
-        (out / "summary.json").write_text(json.dumps(summary))
+        (out / f"summary{args.tag}.json").write_text(json.dumps(summary))
         try:
             onnx_path = export_onnx(
                 fit.model,
-                out / f"{bb}.onnx",
+                out / f"{bb}{args.tag}.onnx",
                 name="selfie",
                 extra={
                     "backbone_weights": "ImageNet",
@@ -144,8 +153,8 @@ def main() -> None:
             log(f"exported {onnx_path} (onnx vs torch max diff {entry['onnx_max_abs_diff']:.2e})")
         except Exception as exc:  # keep the weights even if this torch cannot export
             log(f"export failed ({exc!r}); saving the state dict instead")
-            save_checkpoint(fit.model, out / f"{bb}.pt")
-        (out / "summary.json").write_text(json.dumps(summary))
+            save_checkpoint(fit.model, out / f"{bb}{args.tag}.pt")
+        (out / f"summary{args.tag}.json").write_text(json.dumps(summary))
     if len(oofs) > 1:
         mean = np.mean(list(oofs.values()), axis=0)
         ok = ~np.isnan(mean)
@@ -158,7 +167,7 @@ def main() -> None:
         }
         log(f"ensemble of all backbones, CV mean: {summary['ensemble_cv']}")
     summary["seconds"] = time.perf_counter() - t_start
-    (out / "summary.json").write_text(json.dumps(summary))
+    (out / f"summary{args.tag}.json").write_text(json.dumps(summary))
     log("baselines (published): ResNeXt-50 PC 0.8997 RMSE 0.3017; report (DenseNet201) PC 0.90 RMSE 0.30")
     log(f"done in {summary['seconds']:.0f}s")
 

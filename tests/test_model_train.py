@@ -146,3 +146,20 @@ def test_cross_validate_uses_the_fixed_folds() -> None:
     assert [r["fold"] for r in cv.folds] == [1, 2]
     assert not np.isnan(cv.oof).any() and len(cv.histories) == 2
     assert all(np.isfinite(r["rmse"]) for r in cv.folds)
+
+
+def test_frozen_groups_do_not_move_and_leave_the_optimiser() -> None:
+    pix, scores = _images(12)
+    model = build_model("mobilenet_v2", "regression", input_size=32, tta_flip=False)
+    lowest = [p.detach().clone() for p in model.backbone.layer_groups()[0]]
+    top = [p.detach().clone() for p in model.backbone.layer_groups()[-1]]
+    cfg = FinetuneConfig(**{**CFG.__dict__, "freeze_groups": 1})
+    groups = param_groups(model, cfg)
+    assert len(groups) == len(model.backbone.layer_groups())  # head + 5 trainable groups
+    fit = finetune(cfg, pix, scores, device=torch.device("cpu"), model=model)
+    after_low = fit.model.backbone.layer_groups()[0]
+    after_top = fit.model.backbone.layer_groups()[-1]
+    assert all(torch.equal(a, b) for a, b in zip(lowest, after_low, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(top, after_top, strict=True))
+    with pytest.raises(ValueError, match="freeze_groups must be in 0..5"):
+        param_groups(model, FinetuneConfig(freeze_groups=6))

@@ -82,11 +82,17 @@ def predict(model: ScoringModel, pixels: torch.Tensor, *, batch: int = 128) -> n
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
-def _autocast(dev: torch.device) -> Any:
-    # bf16 on CUDA keeps fp32 range (no loss scaling needed); CPU stays fp32
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _autocast(dev: torch.device, cpu_bf16: bool = False) -> Any:
+    # bf16 keeps fp32 range (no loss scaling needed). On CPU only where the hardware has native
+    # bf16 kernels: elsewhere it is emulated and slower than fp32.
     if dev.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16 and cpu_bf16_supported())
 
 
 # ---------------------------------------------------------------- head on cached features
@@ -232,6 +238,14 @@ class FinetuneConfig:
     tta_flip: bool = True
     seed: int = 0
     scale: tuple[float, float] = (1.0, 5.0)
+    # the lowest backbone layer groups kept frozen: at 224 px they hold most of the activations,
+    # so freezing the first (stem + first blocks) makes a CPU step ~2x faster (docs/model.md)
+    freeze_groups: int = 0
+    cpu_bf16: bool = True  # bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX); CUDA always
+
+
+#: The CPU recipe: what `doohable train --finetune --cpu-recipe` runs (docs/model.md, "On a CPU").
+CPU_RECIPE = {"freeze_groups": 1, "cpu_bf16": True}
 
 
 @dataclass
@@ -245,10 +259,19 @@ class FitResult:
 
 
 def param_groups(model: ScoringModel, cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    """Layer-wise learning rates: the head at ``lr``, backbone groups decaying from the top."""
+    """Layer-wise learning rates: the head at ``lr``, backbone groups decaying from the top.
+
+    The lowest ``cfg.freeze_groups`` groups are frozen (``requires_grad`` off, so backward
+    stops above them) and left out of the optimiser.
+    """
     groups = model.backbone.layer_groups()
+    if not 0 <= cfg.freeze_groups < len(groups):
+        raise ValueError(f"freeze_groups must be in 0..{len(groups) - 1}, got {cfg.freeze_groups}")
+    for k, params in enumerate(groups):
+        for p in params:
+            p.requires_grad_(k >= cfg.freeze_groups)
     out: list[dict[str, Any]] = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
-    for depth, params in enumerate(reversed(groups)):
+    for depth, params in enumerate(reversed(groups[cfg.freeze_groups :])):
         out.append({"params": params, "lr": cfg.backbone_lr * cfg.layer_decay**depth})
     return out
 
@@ -288,8 +311,7 @@ def finetune(
             tta_flip=cfg.tta_flip,
         )
     model.to(dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster on CPU and GPU
     x = torch.from_numpy(train_pixels).to(dev)
     y = model.head.target_from_score(torch.from_numpy(np.asarray(train_scores, np.float32))).to(dev)
     vx = torch.from_numpy(val_pixels) if val_pixels is not None and len(val_pixels) else None
@@ -319,9 +341,8 @@ def finetune(
         for s in range(steps_per_epoch):
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].to(dev)
             xb = crop_batch(x[idx], cfg.input_size, train=True, gen=gen)
-            if dev.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev):
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(dev, cfg.cpu_bf16):
                 out = model(xb)
             loss = model.head.loss(out.float(), y[idx])
             opt.zero_grad(set_to_none=True)
