@@ -2,8 +2,10 @@
 
 - ``.gpu/weights/<file>.pth``: the backbones' ImageNet weights in float16, without the
   ImageNet classifier (fine-tuning does not use it; halves the transfer).
-- ``.gpu/scut/images/*.webp`` + ``labels.csv``: the images squashed to the resize policy's side
-  (256 px for 224 input), WebP quality 90 (mean |error| ~1.3/255), so the upload stays small.
+- ``.gpu/scut/images/*.webp`` + ``labels.csv``: the images squashed to ``--side`` (default: the
+  resize policy's side, 256 px for 224 input; ``--side 350`` keeps SCUT's native size so one
+  bundle serves every input size), WebP (quality 90: mean |error| ~1.3/255; 85 for 350 px
+  keeps the bundle under the 64 MiB the device tool carries).
 - ``.gpu/efficientnet_lite_pytorch/``: the model-code package (pure Python), absent there.
 
 Usage: python benchmarks/prepare_gpu_bundle.py [--data ../shared/data/scut-fbp5500] [--out .gpu]
@@ -34,6 +36,7 @@ def main() -> None:
     ap.add_argument("--out", default=".gpu")
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--side", type=int, default=None, help="pixels (default: resize side of --input-size)")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("DOOHABLE_HOME", ".doohable"), "cache"))
     ap.add_argument("--limit", type=int, default=None, help="first N images of each fold only")
     args = ap.parse_args()
@@ -55,7 +58,7 @@ def main() -> None:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     data = load_scut(args.data, limit=args.limit)
-    arr = load_images_cached(data.paths, resize_side(args.input_size), args.cache)
+    arr = load_images_cached(data.paths, args.side or resize_side(args.input_size), args.cache)
     img_dir = out / "scut" / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     with (out / "scut" / "labels.csv").open("w", newline="") as fh:
