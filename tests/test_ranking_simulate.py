@@ -116,3 +116,26 @@ def test_cli_human_output_is_a_summary_line() -> None:
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "random (elo), 20 images, 2 votes/image, 2 seeds: pairwise accuracy" in text
+
+
+def test_scheduler_factory_sees_the_campaign_truth() -> None:
+    """The oracle hook: a factory gets the campaign's true qualities and crowd; runs stay comparable."""
+    from doohable.ranking.scheduler import create
+    from doohable.ranking.simulate import Crowd
+
+    seen: list[tuple[np.ndarray, Crowd]] = []
+
+    def factory(q: np.ndarray, crowd: Crowd):  # type: ignore[no-untyped-def]
+        seen.append((q.copy(), crowd))
+        return create("active")
+
+    factory.name = "peek"  # type: ignore[attr-defined]
+    cfg = CrowdConfig(0.8, 0.1)
+    by_name = run_campaign("active", 40, 3, cfg, 0, ratings=["crowd"])
+    by_factory = run_campaign(factory, 40, 3, cfg, 0, ratings=["crowd"])
+    assert by_name == by_factory  # same campaign, same scheduler: same points
+    q, crowd = seen[0]
+    assert q.shape == (40,) and crowd.eta.shape == (cfg.n_voters,) and crowd.slope > 0
+    res = simulate(factory, 40, 2, cfg, seeds=2)
+    assert res.strategy == "peek" and res.rating == "crowd" and len(seen) == 3
+    assert not np.array_equal(seen[1][0], seen[2][0])  # one truth per seed

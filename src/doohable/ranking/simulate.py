@@ -24,7 +24,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, ndtri
 
 from doohable.ranking import bradley_terry, metrics
-from doohable.ranking.scheduler import create
+from doohable.ranking.scheduler import Scheduler, create
 from doohable.ranking.state import RatingState
 from doohable.ranking.votes import FloatArray
 
@@ -66,6 +66,11 @@ class Crowd:
         """Probability that ``voter`` votes left when ``diff = q_left - q_right``."""
         e = self.eta[voter]
         return float(e * expit(self.slope * diff + self.bias[voter]) + (1.0 - e) / 2.0)
+
+
+#: Builds a campaign's scheduler from its true qualities and crowd: the hook for oracle
+#: reference schedulers in benchmarks (the product's schedulers never see the truth)
+SchedulerFactory = Callable[[FloatArray, Crowd], Scheduler]
 
 
 def random_pair_accuracy(slope: float, eta: FloatArray, bias: FloatArray) -> float:
@@ -118,7 +123,7 @@ def estimate(state: RatingState, rating: str) -> FloatArray:
 
 
 def run_campaign(
-    strategy: str,
+    strategy: str | SchedulerFactory,
     n_images: int,
     votes_per_image: float,
     crowd: CrowdConfig,
@@ -127,7 +132,11 @@ def run_campaign(
     ratings: Sequence[str] | None = None,
     **scheduler_kw: Any,
 ) -> list[Point]:
-    """Simulate one campaign; measure each rating method at each checkpoint (votes/image)."""
+    """Simulate one campaign; measure each rating method at each checkpoint (votes/image).
+
+    ``strategy`` is a scheduler name, or a :data:`SchedulerFactory` called with the
+    campaign's true qualities and crowd (an oracle; ``scheduler_kw`` are then ignored).
+    """
     total = round(votes_per_image * n_images)
     if total < 1:
         raise ValueError("votes per image x images must give at least one vote")
@@ -137,7 +146,7 @@ def run_campaign(
     people = make_crowd(crowd, truth_rng)
     voters = vote_rng.integers(crowd.n_voters, size=total).tolist()
     coins = vote_rng.random(total).tolist()
-    sched = create(strategy, **scheduler_kw)
+    sched = create(strategy, **scheduler_kw) if isinstance(strategy, str) else strategy(q, people)
     sched.plan(total)
     methods = list(ratings or [sched.rating])
     state = RatingState(n_images)
@@ -206,7 +215,7 @@ class SimulationResult:
 
 
 def simulate(
-    strategy: str,
+    strategy: str | SchedulerFactory,
     images: int,
     votes_per_image: float,
     crowd: CrowdConfig,
@@ -221,17 +230,22 @@ def simulate(
 
     ``checkpoints`` (votes per image) add points along the way (the curve); the strategy
     must not depend on the budget for those points to mean "stopping there" (``report``
-    does: its intermediate points are in its random phase).
+    does: its intermediate points are in its random phase). A :data:`SchedulerFactory`
+    ``strategy`` is recorded under its ``name`` attribute (else "oracle") and ranked by
+    ``rating`` (default "crowd").
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if images < 2:
         raise ValueError(f"need at least 2 images, got {images}")
-    main = rating or create(strategy, **scheduler_kw).rating
+    if isinstance(strategy, str):
+        label, main = strategy, rating or create(strategy, **scheduler_kw).rating
+    else:
+        label, main = str(getattr(strategy, "name", "oracle")), rating or "crowd"
     if main not in RATINGS:
         raise ValueError(f"unknown rating method {main!r}: known are {', '.join(RATINGS)}")
     methods = [main, *[m for m in extra_ratings if m != main]]
-    result = SimulationResult(strategy, images, votes_per_image, crowd, seeds, main)
+    result = SimulationResult(label, images, votes_per_image, crowd, seeds, main)
     for s in range(seeds):
         pts = run_campaign(strategy, images, votes_per_image, crowd, s, checkpoints, methods, **scheduler_kw)
         result.points.extend((s, p) for p in pts)
