@@ -130,3 +130,12 @@ def test_train_from_database_ratings(settings: object, shared_data: Path, tmp_pa
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
     assert m["n_images"] == 6 and "cv" not in m and out.is_file()
+
+
+def test_train_with_too_many_frozen_groups_is_a_clear_error(tiny_scut: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", str(tiny_scut), "--finetune", "--no-folds", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu", "--freeze-groups", "6",
+            "--out", str(tmp_path / "f.onnx"), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "freeze_groups must be in 0..5" in res.output
+    assert not (tmp_path / "f.onnx").exists()
