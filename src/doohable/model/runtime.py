@@ -76,6 +76,8 @@ class Scorer:
     input_size : side S of the square uint8 input.
     scale : (lowest, highest) score.
     metadata : every metadata_props entry.
+    face : the face branch (``<model>.face.npz`` beside the .onnx), blended into the CNN's
+        score where a face is found; ``None`` for a CNN-only model.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Scorer:
     path: Path
     metadata: dict[str, str] = field(default_factory=dict)
     _session: Any = field(default=None, repr=False)
+    face: Any = field(default=None, repr=False)  # doohable.model.face.FaceBranch | None
 
     def prepare(self, img: Image.Image) -> np.ndarray:
         """PIL image -> uint8 (S, S, 3): the one resize policy."""
@@ -100,7 +103,10 @@ class Scorer:
         if batch.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         out = self._session.run(["score"], {"image": np.ascontiguousarray(batch)})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        cnn = np.asarray(out, dtype=np.float32).reshape(-1)
+        if self.face is None:
+            return cnn
+        return np.clip(self.face.blend(cnn, batch), *self.scale).astype(np.float32)
 
     def score_images(self, images: list[Image.Image]) -> np.ndarray:
         """Convenience: prepare then score a list of PIL images."""
@@ -140,12 +146,28 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     if missing:
         raise ValueError(f"{path}: not a doohable scorer (metadata lacks {', '.join(sorted(missing))})")
     lo, hi = json.loads(meta["scale"])
+    digest = hashlib.sha256(data)
+    face = None
+    sidecar = face_branch_path(path)
+    if sidecar.is_file():
+        from doohable.model.face import FaceBranch
+
+        face = FaceBranch.load(sidecar)
+        digest.update(sidecar.read_bytes())
+        meta["face_branch"] = sidecar.name
+        meta["face_weight"] = str(face.weight)
     return Scorer(
         name=meta["name"],
-        version=hashlib.sha256(data).hexdigest()[:12],
+        version=digest.hexdigest()[:12],
         input_size=int(meta["input_size"]),
         scale=(float(lo), float(hi)),
         path=path,
         metadata=meta,
         _session=session,
+        face=face,
     )
+
+
+def face_branch_path(model_path: Path) -> Path:
+    """Where a model's face branch lives: ``selfie.onnx`` -> ``selfie.face.npz``."""
+    return model_path.with_name(model_path.stem + ".face.npz")

@@ -1,0 +1,160 @@
+"""The selfie scorer's face branch on SCUT-FBP5500: nested 4-fold CV of the blend, then the final fit.
+
+1. Face embeddings (``doohable.model.face.FaceEmbedder``) of every image's prepared 224 px crop
+   (cached in ``$DOOHABLE_HOME/cache``).
+2. The CNN's out-of-fold predictions come from ``bench_train_finetune.py`` (``cv_*.json``; several
+   are averaged, as the bundled ensemble averages its members).
+3. Nested CV on the data's 4 folds: for each test fold, the RBF width, the ridge penalty and the
+   blend weight are chosen by an inner CV on the three other folds only (lowest RMSE); then the
+   face regressor is fitted on those three folds and the blend is scored on the test fold.
+4. The final face branch: the same choice made by CV over all 4 folds, fitted on all images,
+   written to ``--out`` (e.g. ``src/doohable/model/bundled/selfie.face.npz``).
+
+Usage:
+    python benchmarks/bench_face_branch.py --cv artifacts/gpu2/cv_mobilenet_v2_s0e20.json \
+        --cv artifacts/gpu2/cv_mobilenet_v2_s1e30.json --out src/doohable/model/bundled/selfie.face.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from rich.progress import track
+
+from doohable.model.data import cache_key, load_images_cached, load_scut
+from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor
+from doohable.model.metrics import regression_metrics
+from doohable.model.runtime import center_crop, resize_side
+
+SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+GAMMAS = (0.25, 0.5, 1.0)
+ALPHAS = (0.01, 0.03, 0.1)
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def embeddings(paths: list[str], size: int, cache: Path, workers: int, *, flip: bool) -> np.ndarray:
+    """Descriptors of each image's prepared crop (``flip``: of its mirror image), cached."""
+    f = cache / f"face-emb{'-flip' if flip else ''}-{cache_key(paths, size)}.npy"
+    if f.is_file():
+        return np.load(f)
+    arr = load_images_cached(paths, resize_side(size), cache)
+    assert len(arr.kept) == len(paths), arr.errors
+    emb = FaceEmbedder()
+    out = np.empty((len(paths), 128), np.float32)
+
+    def work(i: int) -> None:
+        crop = center_crop(arr.pixels[i], size)
+        out[i] = emb.embed_one(np.ascontiguousarray(crop[:, ::-1] if flip else crop))
+
+    with ThreadPoolExecutor(workers) as ex:
+        list(track(ex.map(work, range(len(paths))), total=len(paths), description="face embeddings"))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(f, out)
+    return out
+
+
+def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, float]]:
+    rows = [regression_metrics(y[folds == k], p[folds == k]) for k in sorted(set(folds.tolist()))]
+    return {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows]))}
+            for m in ("pearson", "rmse", "mae", "spearman")}
+
+
+Choice = tuple[bool, float, float, float]  # mirror, gamma, alpha, weight
+
+
+def choose(embs: dict[bool, np.ndarray], y: np.ndarray, cnn: np.ndarray, folds: np.ndarray) -> Choice:
+    """(mirror, gamma, alpha, weight) of lowest CV RMSE of the blend over ``folds``."""
+    best: tuple[float, Choice] | None = None
+    for m, g, a in itertools.product(sorted(embs), GAMMAS, ALPHAS):
+        emb, face = embs[m], np.zeros(len(y))
+        for k in set(folds.tolist()):
+            tr, te = folds != k, folds == k
+            face[te] = FaceRegressor.fit(emb[tr], y[tr], gamma=g, alpha=a).predict(emb[te])
+        for w in WEIGHTS:
+            r = float(np.sqrt(np.mean((y - ((1 - w) * cnn + w * face)) ** 2)))
+            if best is None or r < best[0]:
+                best = (r, (m, g, a, w))
+    assert best is not None
+    return best[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(SCUT))
+    ap.add_argument("--cv", action="append", required=True, help="cv_*.json of the CNN (repeat to average)")
+    ap.add_argument("--out", default=None, help="write the final face branch (.npz) here")
+    ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    t0 = time.time()
+    data = load_scut(args.data)
+    cvs = [json.loads(Path(p).read_text()) for p in args.cv]
+    stems = [Path(p).stem for p in data.paths]
+    for c in cvs:
+        if c["images"] != stems:
+            raise SystemExit("the cv json's images are not this data's images, in this order")
+    y, folds = data.scores, data.folds
+    cnn = np.mean([np.asarray(c["oof"]) for c in cvs], axis=0)
+    cache = Path(os.environ.get("DOOHABLE_HOME", ".doohable")) / "cache"
+    plain = embeddings(list(data.paths), 224, cache, args.workers, flip=False)
+    flipped = embeddings(list(data.paths), 224, cache, args.workers, flip=True)
+    found = ~np.isnan(plain).any(axis=1)  # the face must be found in the crop itself
+    print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
+    both = np.where(np.isnan(flipped), plain, (plain + flipped) / 2)  # = FaceEmbedder.embed_mirrored
+    embs = {False: np.nan_to_num(plain), True: np.nan_to_num(both)}  # rows without a face: CNN only
+    face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
+    for k in sorted(set(folds.tolist())):
+        tr = (folds != k) & found
+        m, g, a, w = choose({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
+        chosen.append({"fold": k, "mirror": m, "gamma": g, "alpha": a, "weight": w})
+        te = (folds == k) & found
+        face_oof[te] = FaceRegressor.fit(embs[m][tr], y[tr], gamma=g, alpha=a).predict(embs[m][te])
+        blend_oof[te] = (1 - w) * cnn[te] + w * face_oof[te]
+        print(f"fold {k}: chosen mirror {m} gamma {g} alpha {a} weight {w}", flush=True)
+    face_only = np.where(found, face_oof, cnn)
+    res = {
+        "n_images": len(y),
+        "faces_found": int(found.sum()),
+        "cnn_runs": args.cv,
+        "cnn": fold_table(y, cnn, folds),
+        "face_only": fold_table(y, face_only, folds),
+        "blend": fold_table(y, blend_oof, folds),
+        "chosen_per_fold": chosen,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    for name in ("cnn", "face_only", "blend"):
+        s = res[name]
+        print(f"{name:>9}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
+              f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
+    if args.out:
+        m, g, a, w = choose({b: e[found] for b, e in embs.items()}, y[found], cnn[found], folds[found])
+        branch = FaceBranch(
+            FaceRegressor.fit(embs[m][found], y[found], gamma=g, alpha=a),
+            w,
+            {"mirror": str(m), "gamma": str(g), "alpha": str(a), "features": "3000 random Fourier features",
+             "training": f"SCUT-FBP5500 shared {int(found.sum())} images",
+             "cv_blend_pearson": f"{res['blend']['pearson']['mean']:.4f}",
+             "cv_blend_rmse": f"{res['blend']['rmse']['mean']:.4f}",
+             "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)"},
+            FaceEmbedder(),
+            m,
+        )
+        branch.save(args.out)
+        res["final"] = {"mirror": m, "gamma": g, "alpha": a, "weight": w, "path": args.out}
+        print(f"final: mirror {m} gamma {g} alpha {a} weight {w} -> {args.out}", flush=True)
+    res["seconds"] = time.time() - t0
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    print(f"{res['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
