@@ -90,3 +90,13 @@ def test_the_bundled_default_has_its_face_branch() -> None:
     assert scorer.name == "selfie" and scorer.face is not None
     assert 0.0 < scorer.face.weight < 1.0
     assert load_scorer("selfie-fast").face is None  # the fast model stays CNN-only
+
+
+def test_threads_share_one_embedder_and_agree(crops: np.ndarray) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    emb = FaceEmbedder()
+    alone = emb.embed_one(crops[0])
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(emb.embed_one, [crops[0]] * 8))
+    assert all(np.array_equal(o, alone) for o in outs)

@@ -46,38 +46,40 @@ def _model_dir() -> Path:
 class FaceEmbedder:
     """uint8 (S, S, 3) RGB crops -> 128-d face descriptors (NaN rows where no face is found).
 
-    dlib objects are not shared between threads: each thread builds its own (cheap, ~0.1 s).
+    One set of dlib models (~30 MB) per embedder, loaded on first use, used under a lock: dlib
+    holds Python's lock while it computes, so threads gain nothing from their own copies (a
+    server's thread pool would otherwise load one per thread).
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._m: tuple[Any, Any, Any] | None = None
 
     def _models(self) -> tuple[Any, Any, Any]:
-        m = getattr(self._local, "models", None)
-        if m is None:
+        if self._m is None:
             import dlib
 
             d = _model_dir()
-            m = (
+            self._m = (
                 dlib.get_frontal_face_detector(),
                 dlib.shape_predictor(str(d / "shape_predictor_5_face_landmarks.dat")),
                 dlib.face_recognition_model_v1(str(d / "dlib_face_recognition_resnet_model_v1.dat")),
             )
-            self._local.models = m
-        return m
+        return self._m
 
     def embed_one(self, crop: np.ndarray) -> np.ndarray:
         """One (S, S, 3) uint8 crop -> (128,) float32, or NaNs when no face is detected."""
         if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {crop.dtype} {crop.shape}")
-        detector, landmarks, descriptor = self._models()
         img = np.ascontiguousarray(crop)
-        faces = detector(img, 1)
-        if not faces:
-            return np.full(EMBEDDING_DIM, np.nan, np.float32)
-        face = max(faces, key=lambda r: r.width() * r.height())
-        shape = landmarks(img, face)
-        return np.asarray(descriptor.compute_face_descriptor(img, shape, 0), dtype=np.float32)
+        with self._lock:
+            detector, landmarks, descriptor = self._models()
+            faces = detector(img, 1)
+            if not faces:
+                return np.full(EMBEDDING_DIM, np.nan, np.float32)
+            face = max(faces, key=lambda r: r.width() * r.height())
+            shape = landmarks(img, face)
+            return np.asarray(descriptor.compute_face_descriptor(img, shape, 0), dtype=np.float32)
 
     def embed_mirrored(self, crop: np.ndarray) -> np.ndarray:
         """Mean descriptor of the crop and its mirror image (the one found if only one is)."""
