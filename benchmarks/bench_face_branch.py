@@ -144,8 +144,7 @@ def main() -> None:
              "cv_blend_pearson": f"{res['blend']['pearson']['mean']:.4f}",
              "cv_blend_rmse": f"{res['blend']['rmse']['mean']:.4f}",
              "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)"},
-            FaceEmbedder(),
-            m,
+            mirror=m,
         )
         branch.save(args.out)
         res["final"] = {"mirror": m, "gamma": g, "alpha": a, "weight": w, "path": args.out}

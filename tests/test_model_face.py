@@ -56,7 +56,7 @@ def test_regressor_equals_scikit_learn_and_saves_no_training_embedding(tmp_path:
     ref = make_pipeline(RBFSampler(gamma=1.0, n_components=500, random_state=0), Ridge(alpha=0.1)).fit(x, y)
     np.testing.assert_allclose(reg.predict(x[:20]), ref.predict(x[:20]), atol=1e-8)
     assert np.corrcoef(reg.predict(x), y)[0, 1] > 0.9  # it learned something
-    branch = FaceBranch(reg, 0.3, {"training": "synthetic"}, FaceEmbedder())
+    branch = FaceBranch(reg, 0.3, {"training": "synthetic"})
     path = branch.save(tmp_path / "m.face.npz")
     with np.load(path) as z:
         assert not any(z[k].shape[:1] == (200,) for k in z.files)  # nothing per training sample
@@ -75,7 +75,7 @@ def test_scorer_blends_the_face_branch_where_a_face_is_found(crops: np.ndarray, 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 128)) / np.sqrt(128)
     reg = FaceRegressor.fit(x, 4.5 + 0 * x[:, 0], gamma=1.0, alpha=1.0, n_components=300)  # says ~4.5
-    FaceBranch(reg, 0.4, {}, FaceEmbedder()).save(face_branch_path(Path(model)))
+    FaceBranch(reg, 0.4, {}).save(face_branch_path(Path(model)))
     blended = load_scorer(model)
     assert blended.face is not None and blended.version != cnn_only.version
     assert blended.metadata["face_weight"] == "0.4"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +135,13 @@ class FaceBranch:
     regressor: FaceRegressor
     weight: float
     metadata: dict[str, str]
-    embedder: FaceEmbedder
     mirror: bool = False
+    embedder: FaceEmbedder = field(default_factory=FaceEmbedder, repr=False)
 
     def blend(self, cnn: np.ndarray, batch: np.ndarray) -> np.ndarray:
         face = self.regressor.predict(self.embedder.embed(batch, mirror=self.mirror))
         found = ~np.isnan(face)
-        out = cnn.astype(np.float32).copy()
+        out = cnn.astype(np.float32)  # a copy
         out[found] = (1.0 - self.weight) * cnn[found] + self.weight * face[found]
         return out
 
@@ -176,4 +176,4 @@ class FaceBranch:
             )
             meta = ast.literal_eval(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
-            return cls(reg, float(z["weight"]), dict(meta), FaceEmbedder(), mirror)
+            return cls(reg, float(z["weight"]), dict(meta), mirror)

@@ -135,6 +135,43 @@ def _single_threaded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _fit_minibatches(
+    head: torch.nn.Module,
+    n: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch: int,
+    seed: int,
+    cosine: bool,
+) -> list[float]:
+    """The head-only training loop: shuffled minibatches of ``range(n)``, AdamW, optional cosine.
+
+    ``batch_loss(idx)`` is the mean loss of the rows ``idx``; returns the mean loss per epoch.
+    """
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch):
+            idx = perm[i : i + batch]
+            loss = batch_loss(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        if sched:
+            sched.step()
+        history.append(total / n)
+    head.eval()
+    return history
+
+
 @_single_threaded
 def fit_head(
     model: ScoringModel,
@@ -152,24 +189,12 @@ def fit_head(
     head = model.head.cpu().train()
     x = torch.from_numpy(np.asarray(feats, np.float32))
     target = head.target_from_score(torch.from_numpy(np.asarray(scores, np.float32)))
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(0, len(x), batch):
-            idx = perm[i : i + batch]
-            loss = head.loss(head(x[idx]), target[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        sched.step()
-        history.append(total / len(x))
-    head.eval()
-    return history
+    return _fit_minibatches(
+        head,
+        len(x),
+        lambda idx: head.loss(head(x[idx]), target[idx]),
+        epochs=epochs, lr=lr, weight_decay=weight_decay, batch=batch, seed=seed, cosine=True,
+    )
 
 
 @_single_threaded
@@ -190,22 +215,12 @@ def fit_head_pairs(
     head = model.head.cpu().train()
     x = torch.from_numpy(np.asarray(feats, np.float32))
     w, lo = torch.as_tensor(winners, dtype=torch.long), torch.as_tensor(losers, dtype=torch.long)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    for _ in range(epochs):
-        perm = torch.randperm(len(w), generator=gen)
-        total = 0.0
-        for i in range(0, len(w), batch):
-            idx = perm[i : i + batch]
-            loss = head.pair_loss(head(x[w[idx]]), head(x[lo[idx]]))  # type: ignore[operator]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append(total / len(w))
-    head.eval()
-    return history
+    return _fit_minibatches(
+        head,
+        len(w),
+        lambda idx: head.pair_loss(head(x[w[idx]]), head(x[lo[idx]])),  # type: ignore[operator]
+        epochs=epochs, lr=lr, weight_decay=weight_decay, batch=batch, seed=seed, cosine=False,
+    )
 
 
 def head_scores(model: ScoringModel, feats: np.ndarray) -> np.ndarray:
@@ -243,9 +258,6 @@ class FinetuneConfig:
     freeze_groups: int = 0
     cpu_bf16: bool = True  # bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX); CUDA always
 
-
-#: The CPU recipe: what `doohable train --finetune --cpu-recipe` runs (docs/model.md, "On a CPU").
-CPU_RECIPE = {"freeze_groups": 1, "cpu_bf16": True}
 
 
 @dataclass
