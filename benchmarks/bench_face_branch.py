@@ -18,47 +18,48 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from rich.progress import track
+from rich.progress import Progress
 
 from doohable.model.data import cache_key, load_images_cached, load_scut
-from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor
+from doohable.model.face import (
+    FaceEmbedder,
+    FaceRegressor,
+    choose_face_branch,
+    face_rows,
+    fit_face_branch,
+)
 from doohable.model.metrics import regression_metrics
 from doohable.model.runtime import center_crop, resize_side
 
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
-GAMMAS = (0.25, 0.5, 1.0)
-ALPHAS = (0.01, 0.03, 0.1)
-WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
-def embeddings(paths: list[str], size: int, cache: Path, workers: int, *, flip: bool) -> np.ndarray:
-    """Descriptors of each image's prepared crop (``flip``: of its mirror image), cached."""
-    f = cache / f"face-emb{'-flip' if flip else ''}-{cache_key(paths, size)}.npy"
-    if f.is_file():
-        return np.load(f)
+def embeddings(paths: list[str], size: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flipped) descriptors of each image's prepared crop and of its mirror image, cached
+    (``FaceEmbedder.embed_pairs``; the same two cache files as before it existed)."""
+    key = cache_key(paths, size)
+    files = cache / f"face-emb-{key}.npy", cache / f"face-emb-flip-{key}.npy"
+    if all(f.is_file() for f in files):
+        return np.load(files[0]), np.load(files[1])
     arr = load_images_cached(paths, resize_side(size), cache)
     assert len(arr.kept) == len(paths), arr.errors
-    emb = FaceEmbedder()
-    out = np.empty((len(paths), 128), np.float32)
-
-    def work(i: int) -> None:
-        crop = center_crop(arr.pixels[i], size)
-        out[i] = emb.embed_one(np.ascontiguousarray(crop[:, ::-1] if flip else crop))
-
-    with ThreadPoolExecutor(workers) as ex:
-        list(track(ex.map(work, range(len(paths))), total=len(paths), description="face embeddings"))
+    crops = [center_crop(arr.pixels[i], size) for i in range(len(paths))]
+    with Progress() as bar:
+        task = bar.add_task("face embeddings", total=len(paths))
+        plain, flipped = FaceEmbedder().embed_pairs(
+            crops, tick=lambda done, total: bar.update(task, completed=done)
+        )
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(f, out)
-    return out
+    np.save(files[0], plain)
+    np.save(files[1], flipped)
+    return plain, flipped
 
 
 def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, float]]:
@@ -67,32 +68,12 @@ def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dic
             for m in ("pearson", "rmse", "mae", "spearman")}
 
 
-Choice = tuple[bool, float, float, float]  # mirror, gamma, alpha, weight
-
-
-def choose(embs: dict[bool, np.ndarray], y: np.ndarray, cnn: np.ndarray, folds: np.ndarray) -> Choice:
-    """(mirror, gamma, alpha, weight) of lowest CV RMSE of the blend over ``folds``."""
-    best: tuple[float, Choice] | None = None
-    for m, g, a in itertools.product(sorted(embs), GAMMAS, ALPHAS):
-        emb, face = embs[m], np.zeros(len(y))
-        for k in set(folds.tolist()):
-            tr, te = folds != k, folds == k
-            face[te] = FaceRegressor.fit(emb[tr], y[tr], gamma=g, alpha=a).predict(emb[te])
-        for w in WEIGHTS:
-            r = float(np.sqrt(np.mean((y - ((1 - w) * cnn + w * face)) ** 2)))
-            if best is None or r < best[0]:
-                best = (r, (m, g, a, w))
-    assert best is not None
-    return best[1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(SCUT))
     ap.add_argument("--cv", action="append", required=True, help="cv_*.json of the CNN (repeat to average)")
     ap.add_argument("--out", default=None, help="write the final face branch (.npz) here")
     ap.add_argument("--json", default=None, help="write the figures here")
-    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     t0 = time.time()
     data = load_scut(args.data)
@@ -104,16 +85,13 @@ def main() -> None:
     y, folds = data.scores, data.folds
     cnn = np.mean([np.asarray(c["oof"]) for c in cvs], axis=0)
     cache = Path(os.environ.get("DOOHABLE_HOME", ".doohable")) / "cache"
-    plain = embeddings(list(data.paths), 224, cache, args.workers, flip=False)
-    flipped = embeddings(list(data.paths), 224, cache, args.workers, flip=True)
-    found = ~np.isnan(plain).any(axis=1)  # the face must be found in the crop itself
+    plain, flipped = embeddings(list(data.paths), 224, cache)
+    found, embs = face_rows(plain, flipped)  # rows without a face: CNN only
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
-    both = np.where(np.isnan(flipped), plain, (plain + flipped) / 2)  # = FaceEmbedder.embed_mirrored
-    embs = {False: np.nan_to_num(plain), True: np.nan_to_num(both)}  # rows without a face: CNN only
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
     for k in sorted(set(folds.tolist())):
         tr = (folds != k) & found
-        m, g, a, w = choose({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
+        m, g, a, w = choose_face_branch({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
         chosen.append({"fold": k, "mirror": m, "gamma": g, "alpha": a, "weight": w})
         te = (folds == k) & found
         face_oof[te] = FaceRegressor.fit(embs[m][tr], y[tr], gamma=g, alpha=a).predict(embs[m][te])
@@ -135,18 +113,22 @@ def main() -> None:
         print(f"{name:>9}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
               f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
     if args.out:
-        m, g, a, w = choose({b: e[found] for b, e in embs.items()}, y[found], cnn[found], folds[found])
-        branch = FaceBranch(
-            FaceRegressor.fit(embs[m][found], y[found], gamma=g, alpha=a),
-            w,
-            {"mirror": str(m), "gamma": str(g), "alpha": str(a), "features": "3000 random Fourier features",
-             "training": f"SCUT-FBP5500 shared {int(found.sum())} images",
-             "cv_blend_pearson": f"{res['blend']['pearson']['mean']:.4f}",
-             "cv_blend_rmse": f"{res['blend']['rmse']['mean']:.4f}",
-             "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)"},
-            mirror=m,
+        branch = fit_face_branch(
+            plain,
+            flipped,
+            y,
+            cnn,
+            folds,
+            metadata={
+                "training": f"SCUT-FBP5500 shared {int(found.sum())} images",
+                "cv_blend_pearson": f"{res['blend']['pearson']['mean']:.4f}",
+                "cv_blend_rmse": f"{res['blend']['rmse']['mean']:.4f}",
+                "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)",
+            },
         )
         branch.save(args.out)
+        m, w = branch.mirror, branch.weight
+        g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
         res["final"] = {"mirror": m, "gamma": g, "alpha": a, "weight": w, "path": args.out}
         print(f"final: mirror {m} gamma {g} alpha {a} weight {w} -> {args.out}", flush=True)
     res["seconds"] = time.time() - t0

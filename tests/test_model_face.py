@@ -100,3 +100,263 @@ def test_threads_share_one_embedder_and_agree(crops: np.ndarray) -> None:
     with ThreadPoolExecutor(4) as ex:
         outs = list(ex.map(emb.embed_one, [crops[0]] * 8))
     assert all(np.array_equal(o, alone) for o in outs)
+
+
+# --- fitting: the library's choice (moved from benchmarks/bench_face_branch.py) -------------------
+
+_OLD_GAMMAS = (0.25, 0.5, 1.0)
+_OLD_ALPHAS = (0.01, 0.03, 0.1)
+_OLD_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def _old_choose(
+    embs: dict[bool, np.ndarray], y: np.ndarray, cnn: np.ndarray, folds: np.ndarray
+) -> tuple[bool, float, float, float]:
+    """benchmarks/bench_face_branch.py's ``choose`` before it moved into doohable.model.face (verbatim)."""
+    import itertools
+
+    best: tuple[float, tuple[bool, float, float, float]] | None = None
+    for m, g, a in itertools.product(sorted(embs), _OLD_GAMMAS, _OLD_ALPHAS):
+        emb, face = embs[m], np.zeros(len(y))
+        for k in set(folds.tolist()):
+            tr, te = folds != k, folds == k
+            face[te] = FaceRegressor.fit(emb[tr], y[tr], gamma=g, alpha=a).predict(emb[te])
+        for w in _OLD_WEIGHTS:
+            r = float(np.sqrt(np.mean((y - ((1 - w) * cnn + w * face)) ** 2)))
+            if best is None or r < best[0]:
+                best = (r, (m, g, a, w))
+    assert best is not None
+    return best[1]
+
+
+def _synthetic(informative: bool, n: int = 160, seed: int = 0) -> dict[str, np.ndarray]:
+    """Unit-scale embeddings (as dlib's), a score, a CNN that misses what the face shows, 4 folds.
+
+    The embeddings lie in 12 tight clusters (as one person's faces do). ``informative``: a part of
+    the score is the cluster's value, which an RBF regression recovers and the CNN does not know;
+    else that part is noise per image. A fifth of the rows have no face (NaN); 10 more lack a flip.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, 128))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    who = rng.integers(0, 12, n)
+    plain = (centres[who] + rng.normal(size=(n, 128)) * 0.3 / np.sqrt(128)).astype(np.float32)
+    flipped = (plain + rng.normal(size=(n, 128)).astype(np.float32) * 0.02).astype(np.float32)
+    hidden = rng.normal(size=12)[who] * 0.7 if informative else rng.normal(size=n) * 0.7
+    cnn_part = rng.normal(size=n) * 0.6
+    y = 3.0 + hidden + cnn_part
+    cnn_oof = 3.0 + cnn_part  # knows its part exactly, nothing of the face's
+    folds = np.arange(n) % 4 + 1
+    plain[: n // 5] = np.nan
+    flipped[: n // 5] = np.nan
+    flipped[n // 5 : n // 5 + 10] = np.nan  # the mirror image's face is not found: plain only
+    return {"plain": plain, "flipped": flipped, "y": y, "cnn": cnn_oof, "folds": folds}
+
+
+def test_grids_are_the_benchmarks() -> None:
+    from doohable.model import face
+
+    assert (face.GAMMAS, face.ALPHAS, face.WEIGHTS) == (_OLD_GAMMAS, _OLD_ALPHAS, _OLD_WEIGHTS)
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
+    from doohable.model.face import choose_face_branch, face_rows, fit_face_branch
+
+    s = _synthetic(informative)
+    plain, flipped, y, cnn, folds = s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"]
+    # the benchmark's preparation, as it was
+    found_old = ~np.isnan(plain).any(axis=1)
+    both = np.where(np.isnan(flipped), plain, (plain + flipped) / 2)
+    embs_old = {False: np.nan_to_num(plain), True: np.nan_to_num(both)}
+    found, embs = face_rows(plain, flipped)
+    assert np.array_equal(found, found_old) and found.sum() == 128
+    for b in (False, True):
+        assert np.array_equal(embs[b], embs_old[b])
+    old = _old_choose({b: e[found] for b, e in embs_old.items()}, y[found], cnn[found], folds[found])
+    new = choose_face_branch({b: e[found] for b, e in embs.items()}, y[found], cnn[found], folds[found])
+    assert new == old
+    m, g, a, w = old
+    if informative:  # the face carries what the CNN misses: a real weight, and better than the CNN
+        assert w >= 0.3
+    else:  # noise: the smallest weight the grid has
+        assert w == 0.1
+    # the final fit: the same regressor and weight as the benchmark's
+    branch = fit_face_branch(plain, flipped, y, cnn, folds, metadata={"training": "synthetic"})
+    ref = FaceRegressor.fit(embs_old[m][found], y[found], gamma=g, alpha=a)
+    assert (branch.mirror, branch.weight) == (m, w)
+    assert branch.metadata == {
+        "mirror": str(m), "gamma": str(g), "alpha": str(a),
+        "features": "3000 random Fourier features", "training": "synthetic",
+    }
+    for f in ("weights", "offset", "coef"):
+        np.testing.assert_array_equal(getattr(branch.regressor, f), getattr(ref, f))
+    assert branch.regressor.intercept == ref.intercept
+
+
+def test_blend_oof_beats_the_cnn_where_the_face_carries_signal() -> None:
+    from doohable.model.face import blend_oof, fit_face_branch
+
+    s = _synthetic(True)
+    branch = fit_face_branch(s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={})
+    blend = blend_oof(
+        s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], mirror=branch.mirror,
+        gamma=float(branch.metadata["gamma"]), alpha=float(branch.metadata["alpha"]), weight=branch.weight,
+    )
+    no_face = np.isnan(s["plain"]).any(axis=1)
+    np.testing.assert_array_equal(blend[no_face], s["cnn"][no_face])  # no face: the CNN's own
+    rmse = lambda p: float(np.sqrt(np.mean((s["y"] - p) ** 2)))  # noqa: E731
+    assert rmse(blend) < rmse(s["cnn"]) - 0.05
+
+
+def test_too_few_faces_is_a_clear_error() -> None:
+    from doohable.model.face import fit_face_branch
+
+    s = _synthetic(True, n=40)  # 8 without a face: 32 left, so drop more
+    s["plain"][:25] = np.nan
+    with pytest.raises(ValueError, match="at least 20 training images with a face.*15 of 40"):
+        fit_face_branch(s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={})
+
+
+def test_embed_pairs_is_plain_and_mirror_embedding(crops: np.ndarray) -> None:
+    emb = FaceEmbedder()
+    ticks: list[tuple[int, int]] = []
+    plain, flipped = emb.embed_pairs(list(crops), tick=lambda d, t: ticks.append((d, t)))
+    assert ticks == [(1, 3), (2, 3), (3, 3)]
+    np.testing.assert_array_equal(plain, emb.embed(crops))
+    np.testing.assert_array_equal(flipped[0], emb.embed_one(np.ascontiguousarray(crops[0][:, ::-1])))
+    assert np.isnan(flipped[1:]).all()
+
+
+# --- the file's metadata --------------------------------------------------------------------------
+
+
+def _tiny_branch(meta: dict[str, str]) -> FaceBranch:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 128)) / np.sqrt(128)
+    return FaceBranch(FaceRegressor.fit(x, 3 + x[:, 0], gamma=1.0, alpha=0.1, n_components=50), 0.2, meta)
+
+
+def test_metadata_is_json_and_round_trips(tmp_path: Path) -> None:
+    import json
+
+    meta = {"training": "it's \"quoted\", with ünïcode", "cv_blend_rmse": "0.2807", "{": "}"}
+    path = _tiny_branch(meta).save(tmp_path / "m.face.npz")
+    with np.load(path) as z:
+        assert json.loads(str(z["metadata"])) == meta
+    assert FaceBranch.load(path).metadata == meta
+
+
+def test_metadata_written_as_a_python_repr_still_loads(tmp_path: Path) -> None:
+    meta = {"mirror": "True", "training": "it's old"}
+    branch = _tiny_branch(meta)
+    path = branch.save(tmp_path / "old.face.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["metadata"] = np.array(repr(meta))  # as FaceBranch.save wrote it before JSON
+    np.savez_compressed(path, **arrays)
+    assert FaceBranch.load(path).metadata == meta
+    # and the shipped file (written with repr; never rewritten)
+    with np.load(BUNDLED_DIR / "selfie.face.npz") as z:
+        assert str(z["metadata"]).startswith("{'")
+    bundled = FaceBranch.load(BUNDLED_DIR / "selfie.face.npz")
+    assert bundled.metadata["mirror"] == str(bundled.mirror) and "licence" in bundled.metadata
+
+
+# --- doohable train --face-branch -----------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from doohable.config import get_settings
+
+    monkeypatch.setenv("DOOHABLE_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield tmp_path / "home"
+    get_settings.cache_clear()
+
+
+def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
+    shared_data: Path, home: Path, tmp_path: Path, crops: np.ndarray
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from doohable.cli import app
+
+    model = tmp_path / "m.onnx"
+    args = ["train", "--data", str(shared_data / "scut-fbp5500"), "--limit", "8", "--head-only",
+            "--face-branch", "--out", str(model), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
+    fb = m["face_branch"]
+    sidecar = face_branch_path(model)
+    assert model.is_file() and sidecar.is_file() and fb["path"] == str(sidecar)
+    assert m["n_images"] == 32 and fb["n_images"] == 32 and 20 <= fb["faces_found"] <= 32
+    assert fb["weight"] in (0.1, 0.2, 0.3, 0.4, 0.5) and fb["gamma"] in (0.25, 0.5, 1.0)
+    assert set(fb["cv_cnn"]) == set(fb["cv_blend"]) == {"pearson", "rmse"}
+    assert "optimistic" in fb["note"] and "same folds" in fb["note"]
+    assert "oof" not in m  # the out-of-fold predictions are used, not printed
+
+    scorer = load_scorer(model)
+    assert scorer.face is not None and scorer.face.weight == fb["weight"]
+    assert scorer.face.mirror == fb["mirror"] and scorer.face.metadata["gamma"] == str(fb["gamma"])
+    cnn_only = load_scorer(shutil.copy(model, tmp_path / "cnn-only.onnx"))
+    assert cnn_only.face is None
+    a, b = cnn_only.score(crops[:2]), scorer.score(crops[:2])
+    assert abs(b[0] - a[0]) > 1e-3  # the astronaut: blended
+    assert b[1] == pytest.approx(a[1], abs=1e-6)  # the cat: no face, the CNN's score
+
+    # retraining into the same path without --face-branch removes the old model's branch
+    res = CliRunner().invoke(app, [a_ for a_ in args if a_ != "--face-branch"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
+    assert out["removed_stale_face_branch"] == str(sidecar) and not sidecar.exists()
+    assert load_scorer(model).face is None
+
+
+@pytest.mark.parametrize("extra", [["--no-folds"], ["--from-db"]])
+def test_train_face_branch_without_folds_is_a_clear_error(
+    shared_data: Path, home: Path, tmp_path: Path, extra: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from doohable.cli import app
+
+    model = tmp_path / "m.onnx"
+    args = ["train", "--data", str(shared_data / "scut-fbp5500"), "--limit", "2", "--head-only",
+            "--face-branch", *extra, "--out", str(model), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert "--face-branch needs the k-fold CV" in res.output
+    assert not model.exists() and not face_branch_path(model).exists()
+    assert not (home / "cache").exists()  # failed before any image was loaded
+
+
+def test_train_job_with_too_few_faces_fails_before_training(
+    shared_data: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doohable.model import jobs
+    from doohable.model import train as T
+
+    def no_training(*a: object, **k: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(T, "extract_features", no_training)
+    monkeypatch.setattr(T, "cross_validate", no_training)
+    opts = jobs.TrainOptions(
+        data=jobs.labelled_scut(shared_data / "scut-fbp5500", limit=4),  # 16 images: too few faces
+        out=tmp_path / "m.onnx",
+        cache_dir=None,
+        face_branch=True,
+    )
+    ticks: list[tuple[str, int, int]] = []
+    with pytest.raises(ValueError, match="at least 20 training images with a face"):
+        jobs.train_job(opts, lambda *t: ticks.append(t))
+    assert ticks[-1] == ("face embeddings", 16, 16)
+    assert not (tmp_path / "m.onnx").exists()
+    no_folds = jobs.TrainOptions(data=opts.data, out=opts.out, cache_dir=None, face_branch=True, folds=False)
+    with pytest.raises(ValueError, match="needs k-fold CV"):
+        jobs.train_job(no_folds)

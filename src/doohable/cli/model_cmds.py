@@ -106,9 +106,22 @@ def train(
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Save every epoch here; rerunning the same command resumes."
     ),
+    face_branch: bool = typer.Option(
+        False,
+        "--face-branch",
+        help="Also fit a face branch (dlib face embedding + ridge, blended where a face is found; "
+        "written beside the .onnx: my.onnx -> my.face.npz). Needs the k-fold CV (--folds, not --from-db) "
+        "and at least 20 training images with a face.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a scorer and export it to ONNX: {"model": path, "metrics": {...}}."""
+    if face_branch and (not folds or from_db):
+        raise typer.BadParameter(
+            "--face-branch needs the k-fold CV (--folds; --from-db runs none): the blend weight is "
+            "chosen on the CNN's out-of-fold predictions",
+            param_hint="--face-branch",
+        )
     from doohable.config import get_settings
     from doohable.model.data import LabelError
     from doohable.model.jobs import TrainOptions, labelled_scut, train_job
@@ -135,6 +148,7 @@ def train(
             config=cfg,
             device=device,
             checkpoint_dir=checkpoint_dir,
+            face_branch=face_branch,
             **extra,
         )
         with progress(disable=as_json) as bar:

@@ -16,6 +16,12 @@ projection and one weight per feature. Serving applies the fitted arrays with Nu
 runtime needs neither scikit-learn nor torch. Images without a detected face get no face
 score: the scorer then uses the CNN alone.
 
+Fitting (``fit_face_branch``): the mirror pass, the RBF width, the ridge penalty and the blend
+weight are chosen together (``choose_face_branch``) by the lowest k-fold CV RMSE of the blend,
+given the CNN's out-of-fold predictions on the same folds; then the regressor is fitted on every
+image with a face. ``benchmarks/bench_face_branch.py`` (the bundled file, with nested CV around
+the choice) and ``doohable train --face-branch`` both use it.
+
 Models: ``dlib_face_recognition_resnet_model_v1`` and ``shape_predictor_5_face_landmarks``
 (Davis King, public domain / CC0), from the ``face_recognition_models`` package; dlib from
 ``dlib-bin``.
@@ -23,8 +29,12 @@ Models: ``dlib_face_recognition_resnet_model_v1`` and ``shape_predictor_5_face_l
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import itertools
+import json
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +43,13 @@ import numpy as np
 
 EMBEDDING_DIM = 128
 FORMAT = "doohable-face-branch-1"
+# the grids the face branch is chosen from (lowest CV RMSE of the blend)
+GAMMAS = (0.25, 0.5, 1.0)  # RBF width
+ALPHAS = (0.01, 0.03, 0.1)  # ridge penalty
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)  # blend weight of the face score
+MIN_FACES = 20  # fewer training images with a face: no face branch is fitted
+
+Choice = tuple[bool, float, float, float]  # mirror, gamma, alpha, weight
 
 
 def _model_dir() -> Path:
@@ -88,6 +105,25 @@ class FaceEmbedder:
         if not found.any():
             return both[0]
         return both[found].mean(axis=0)
+
+    def embed_pairs(
+        self, crops: Sequence[np.ndarray], *, tick: Callable[[int, int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Crops -> (plain, flipped): float32 (N, 128) descriptors of each crop and of its mirror
+        image (NaN rows where no face is found). ``tick(done, total)`` after each crop.
+
+        ``crops`` may be a list of views (e.g. ``runtime.center_crop`` of decoded images), so a
+        large set needs no stacked copy.
+        """
+        n = len(crops)
+        plain = np.empty((n, EMBEDDING_DIM), np.float32)
+        flipped = np.empty((n, EMBEDDING_DIM), np.float32)
+        for i, crop in enumerate(crops):
+            plain[i] = self.embed_one(crop)
+            flipped[i] = self.embed_one(np.ascontiguousarray(crop[:, ::-1]))
+            if tick:
+                tick(i + 1, n)
+        return plain, flipped
 
     def embed(self, batch: np.ndarray, *, mirror: bool = False) -> np.ndarray:
         """uint8 (N, S, S, 3) -> float32 (N, 128); rows of NaN where no face was found."""
@@ -157,14 +193,12 @@ class FaceBranch:
             intercept=np.array(r.intercept),
             weight=np.array(self.weight),
             mirror=np.array(self.mirror),
-            metadata=np.array(repr(self.metadata)),
+            metadata=np.array(json.dumps(self.metadata)),
         )
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> FaceBranch:
-        import ast
-
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z or str(z["format"]) != FORMAT:
                 raise ValueError(f"{path}: not a doohable face branch ({FORMAT})")
@@ -174,6 +208,120 @@ class FaceBranch:
                 z["coef"].astype(np.float64),
                 float(z["intercept"]),
             )
-            meta = ast.literal_eval(str(z["metadata"]))
+            meta = _parse_metadata(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
             return cls(reg, float(z["weight"]), dict(meta), mirror)
+
+
+def _parse_metadata(text: str) -> dict[str, str]:
+    """JSON; files written before JSON (the bundled ``selfie.face.npz``) hold a Python dict repr."""
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        meta = ast.literal_eval(text)
+    if not isinstance(meta, dict):
+        raise ValueError(f"face branch metadata is not a mapping: {text[:80]!r}")
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def mirrored(plain: np.ndarray, flipped: np.ndarray) -> np.ndarray:
+    """The mirror-pass embedding: mean of plain and flipped where the flip found a face, else plain."""
+    return np.where(np.isnan(flipped), plain, (plain + flipped) / 2)
+
+
+def face_oof(emb: np.ndarray, y: np.ndarray, folds: np.ndarray, *, gamma: float, alpha: float) -> np.ndarray:
+    """Out-of-fold face scores: for each fold, the regressor fitted on the other folds."""
+    face = np.zeros(len(y))
+    for k in set(folds.tolist()):
+        tr, te = folds != k, folds == k
+        face[te] = FaceRegressor.fit(emb[tr], y[tr], gamma=gamma, alpha=alpha).predict(emb[te])
+    return face
+
+
+def choose_face_branch(
+    embs: dict[bool, np.ndarray], y: np.ndarray, cnn_oof: np.ndarray, folds: np.ndarray
+) -> Choice:
+    """(mirror, gamma, alpha, weight) of lowest CV RMSE of the blend over ``folds``.
+
+    ``embs``: {mirror: (N, 128) embeddings} (one or both), rows with a face only; ``cnn_oof``:
+    the CNN's out-of-fold predictions on the same ``folds``. Ties keep the first in grid order.
+    """
+    best: tuple[float, Choice] | None = None
+    for m, g, a in itertools.product(sorted(embs), GAMMAS, ALPHAS):
+        face = face_oof(embs[m], y, folds, gamma=g, alpha=a)
+        for w in WEIGHTS:
+            r = float(np.sqrt(np.mean((y - ((1 - w) * cnn_oof + w * face)) ** 2)))
+            if best is None or r < best[0]:
+                best = (r, (m, g, a, w))
+    assert best is not None
+    return best[1]
+
+
+def face_rows(plain: np.ndarray, flipped: np.ndarray) -> tuple[np.ndarray, dict[bool, np.ndarray]]:
+    """(found, {False: plain, True: mirrored}): the face must be found in the crop itself;
+    rows without one are zeros (they are excluded from fitting; the scorer gives them the CNN)."""
+    found = ~np.isnan(plain).any(axis=1)
+    return found, {False: np.nan_to_num(plain), True: np.nan_to_num(mirrored(plain, flipped))}
+
+
+def require_faces(use: np.ndarray, folds: np.ndarray) -> None:
+    """ValueError unless ``use`` (images with a face) has ``MIN_FACES`` images in >= 2 folds."""
+    if use.sum() < MIN_FACES:
+        raise ValueError(
+            f"a face branch needs at least {MIN_FACES} training images with a face found; "
+            f"dlib found one in {int(use.sum())} of {len(use)}"
+        )
+    if len(set(folds[use].tolist())) < 2:
+        raise ValueError("a face branch needs training images with a face in at least 2 folds")
+
+
+def fit_face_branch(
+    plain: np.ndarray,
+    flipped: np.ndarray,
+    y: np.ndarray,
+    cnn_oof: np.ndarray,
+    folds: np.ndarray,
+    *,
+    metadata: dict[str, str],
+) -> FaceBranch:
+    """Choose (``choose_face_branch``, k-fold CV on ``folds``) and fit the face branch on every
+    image with a face (and a finite ``cnn_oof``).
+
+    ``plain``/``flipped``: ``FaceEmbedder.embed_pairs`` of the training images' prepared crops.
+    The branch's metadata: ``mirror``, ``gamma``, ``alpha`` (the choice), ``features``, then
+    ``metadata``. Raises ``ValueError`` with fewer than ``MIN_FACES`` usable images or fewer
+    than 2 folds among them.
+    """
+    found, embs = face_rows(plain, flipped)
+    use = found & np.isfinite(cnn_oof)
+    require_faces(use, folds)
+    m, g, a, w = choose_face_branch({b: e[use] for b, e in embs.items()}, y[use], cnn_oof[use], folds[use])
+    choice = {"mirror": str(m), "gamma": str(g), "alpha": str(a)}
+    meta = {**choice, "features": "3000 random Fourier features"}
+    meta.update(metadata)
+    meta.update(choice)  # the choice's keys keep their place but are never overridden
+    return FaceBranch(FaceRegressor.fit(embs[m][use], y[use], gamma=g, alpha=a), w, meta, mirror=m)
+
+
+def blend_oof(
+    plain: np.ndarray,
+    flipped: np.ndarray,
+    y: np.ndarray,
+    cnn_oof: np.ndarray,
+    folds: np.ndarray,
+    *,
+    mirror: bool,
+    gamma: float,
+    alpha: float,
+    weight: float,
+) -> np.ndarray:
+    """Out-of-fold blend with fixed values: ``(1 - w) * cnn + w * face`` where a face is found
+    (the face regressor refitted per fold on the other folds' face images), the CNN elsewhere.
+
+    With values chosen on these same folds the figures are optimistic (no nested CV)."""
+    found, embs = face_rows(plain, flipped)
+    use = found & np.isfinite(cnn_oof)
+    out = np.asarray(cnn_oof, np.float64).copy()
+    face = face_oof(embs[mirror][use], y[use], folds[use], gamma=gamma, alpha=alpha)
+    out[use] = (1 - weight) * cnn_oof[use] + weight * face
+    return out

@@ -24,7 +24,7 @@ from doohable.model.evaluate import Evaluation, score_dataset
 from doohable.model.export import export_onnx
 from doohable.model.metrics import regression_metrics
 from doohable.model.report import Run, build_report, run_from_cv_json
-from doohable.model.runtime import load_scorer, resize_side
+from doohable.model.runtime import center_crop, face_branch_path, load_scorer, resize_side
 from doohable.model.scorer import build_model
 
 Tick = Callable[[str, int, int], None]  # (what, done, total) for progress bars
@@ -47,6 +47,13 @@ class TrainOptions:
     pair_ids: list[int] | None = None  # image id of each entry of data
     sources: list[str | bytes] | None = None  # bytes for database images
     name: str = "selfie"
+    face_branch: bool = False  # also fit a face branch (needs k-fold CV: its out-of-fold predictions)
+
+
+FACE_BRANCH_NEEDS_FOLDS = (
+    "--face-branch needs k-fold CV (--folds, and labels with at least 2 folds): its blend weight is "
+    "chosen on the CNN's out-of-fold predictions"
+)
 
 
 def _feature_cache(opts: TrainOptions, pixels: np.ndarray) -> Path | None:
@@ -60,8 +67,16 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     """Train (head on cached features, or full fine-tuning), optionally k-fold CV, then export.
 
     Returns ``{"model": path, "metrics": {...}, "skipped": [...]}``.
+
+    ``opts.face_branch``: the training images' face embeddings are computed first (so too few
+    faces fail before any training), the face branch is fitted on the CV's out-of-fold
+    predictions (``face.fit_face_branch``) and saved beside the model (``face_branch_path``);
+    ``metrics["face_branch"]`` reports it. Without it, a face branch left beside ``opts.out``
+    by an earlier model is removed (it would be blended into the new model's scores).
     """
     cfg = opts.config
+    if opts.face_branch and not opts.folds:
+        raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
     side = resize_side(cfg.input_size)
     srcs = opts.sources if opts.sources is not None else opts.data.paths
     if opts.sources is None:
@@ -71,11 +86,25 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     data = opts.data.subset(arr.kept)
     metrics: dict[str, Any] = {"n_images": len(data), "mode": "finetune" if opts.finetune else "head"}
     use_folds = opts.folds and len(set(data.folds.tolist()) - {0}) > 1
+    faces = None
+    if opts.face_branch:
+        if not use_folds:
+            raise ValueError(FACE_BRANCH_NEEDS_FOLDS + f" (these {len(data)} images have too few folds)")
+        faces = _face_embeddings(arr.pixels, cfg.input_size, tick)
+        from doohable.model.face import require_faces
+
+        require_faces(~np.isnan(faces[0]).any(axis=1), data.folds)  # before any training
     if opts.finetune:
         model, info = _finetune(opts, arr.pixels, data, use_folds, tick)
     else:
         model, info = _head_only(opts, arr.pixels, data, arr.kept, use_folds, tick)
+    oof = info.pop("oof", None)
     metrics.update(info)
+    branch = None
+    if faces is not None:
+        if oof is None:
+            raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
+        branch, metrics["face_branch"] = _fit_face_branch(faces, data, oof)
     path = export_onnx(
         model,
         opts.out,
@@ -89,7 +118,74 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
             ),
         },
     )
+    sidecar = face_branch_path(Path(path))
+    if branch is not None:
+        branch.save(sidecar)
+        metrics["face_branch"]["path"] = str(sidecar)
+    elif sidecar.is_file():
+        sidecar.unlink()  # an earlier model's face branch: its weight was chosen for that CNN
+        metrics["removed_stale_face_branch"] = str(sidecar)
     return {"model": str(path), "metrics": metrics, "skipped": arr.errors}
+
+
+def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flipped) face descriptors of the training images' prepared centre crops."""
+    from doohable.model.face import FaceEmbedder
+
+    crops = [center_crop(p, input_size) for p in pixels]
+
+    def on_face(done: int, total: int) -> None:
+        if tick:
+            tick("face embeddings", done, total)
+
+    return FaceEmbedder().embed_pairs(crops, tick=on_face)
+
+
+def _fit_face_branch(
+    faces: tuple[np.ndarray, np.ndarray], data: ScoredImages, oof: np.ndarray
+) -> tuple[Any, dict[str, Any]]:
+    """Fit the face branch on the CV's out-of-fold CNN predictions; (branch, report)."""
+    from doohable.model.face import blend_oof, fit_face_branch
+
+    plain, flipped = faces
+    found = ~np.isnan(plain).any(axis=1)
+    branch = fit_face_branch(
+        plain,
+        flipped,
+        data.scores,
+        oof,
+        data.folds,
+        metadata={"training": f"doohable train: {int(found.sum())} of {len(data)} images with a face"},
+    )
+    gamma, alpha = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
+    blend = blend_oof(
+        plain,
+        flipped,
+        data.scores,
+        oof,
+        data.folds,
+        mirror=branch.mirror,
+        gamma=gamma,
+        alpha=alpha,
+        weight=branch.weight,
+    )
+    ok = np.isfinite(oof)
+    cnn_m = regression_metrics(data.scores[ok], oof[ok], data.scale)
+    blend_m = regression_metrics(data.scores[ok], blend[ok], data.scale)
+    report = {
+        "faces_found": int(found.sum()),
+        "n_images": len(data),
+        "mirror": branch.mirror,
+        "gamma": gamma,
+        "alpha": alpha,
+        "weight": branch.weight,
+        "cv_cnn": {"pearson": cnn_m["pearson"], "rmse": cnn_m["rmse"]},
+        "cv_blend": {"pearson": blend_m["pearson"], "rmse": blend_m["rmse"]},
+        "note": "cv_*: pooled out-of-fold predictions of the CV above (the blend: the CNN's where no "
+        "face is found); the face branch's values were chosen on these same folds, so cv_blend is "
+        "optimistic (benchmarks/bench_face_branch.py measures it with nested CV)",
+    }
+    return branch, report
 
 
 def _head_only(
@@ -142,7 +238,7 @@ def _head_only(
         cv = T.cross_validate_head(
             model, feats, data.scores, data.folds, epochs=opts.head_epochs, seed=cfg.seed
         )
-        info.update(cv=cv.summary, folds=cv.folds, cv_seconds=cv.seconds)
+        info.update(cv=cv.summary, folds=cv.folds, cv_seconds=cv.seconds, oof=cv.oof)
     T.fit_head(model, feats, data.scores, epochs=opts.head_epochs, seed=cfg.seed)
     info["train"] = regression_metrics(data.scores, T.head_scores(model, feats), data.scale)
     return model, info
@@ -170,7 +266,7 @@ def _finetune(
             checkpoint_dir=opts.checkpoint_dir,
             progress=progress,
         )
-        info.update(cv=cv.summary, folds=cv.folds, cv_seconds=cv.seconds)
+        info.update(cv=cv.summary, folds=cv.folds, cv_seconds=cv.seconds, oof=cv.oof)
         epochs = max(1, int(np.median([r["best_epoch"] + 1 for r in cv.folds])))
     ck = opts.checkpoint_dir / f"{cfg.backbone}-final.pt" if opts.checkpoint_dir else None
     fit = T.finetune(
