@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the output files (several runs in one --out)")
     ap.add_argument("--limit", type=int, default=None, help="first N images per fold (smoke tests)")
     ap.add_argument("--no-final", action="store_true")
+    ap.add_argument(
+        "--checkpoints", default=None, help="folder of per-fold checkpoints (resumable; best weights kept)"
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--budget", type=float, default=1e9, help="seconds; later stages are skipped past it")
     ap.add_argument("--out", required=True)
@@ -105,7 +108,10 @@ def main() -> None:
             log(f"budget spent: skipping {bb}")
             break
         log(f"== {bb}: cross-validation")
-        cv = cross_validate(cfg, pixels, scores, folds, only_folds=only, device=dev, progress=on_progress)
+        cv = cross_validate(
+            cfg, pixels, scores, folds, only_folds=only, device=dev, progress=on_progress,
+            checkpoint_dir=Path(args.checkpoints) / f"{bb}{args.tag}" if args.checkpoints else None,
+        )
         cvj = cv.to_json() | {
             "images": [Path(p).stem for p in data.paths],
             "scores": scores.tolist(),
