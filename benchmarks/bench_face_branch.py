@@ -29,6 +29,7 @@ from rich.progress import Progress
 
 from doohable.model.data import cache_key, load_images_cached, load_scut
 from doohable.model.face import (
+    DEFAULT_PADDINGS,
     FaceEmbedder,
     FaceRegressor,
     choose_face_branch,
@@ -41,10 +42,12 @@ from doohable.model.runtime import center_crop, resize_side
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
 
 
-def embeddings(paths: list[str], size: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flipped) descriptors of each image's prepared crop and of its mirror image, cached
-    (``FaceEmbedder.embed_pairs``; the same two cache files as before it existed)."""
-    key = cache_key(paths, size)
+def embeddings(
+    paths: list[str], size: int, cache: Path, paddings: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flipped) embeddings of each image's prepared crop and of its mirror image, cached
+    (``FaceEmbedder(paddings).embed_pairs``)."""
+    key = cache_key(paths, size) + ("" if paddings == (0.25,) else "-p" + ",".join(map(str, paddings)))
     files = cache / f"face-emb-{key}.npy", cache / f"face-emb-flip-{key}.npy"
     if all(f.is_file() for f in files):
         return np.load(files[0]), np.load(files[1])
@@ -53,7 +56,7 @@ def embeddings(paths: list[str], size: int, cache: Path) -> tuple[np.ndarray, np
     crops = [center_crop(arr.pixels[i], size) for i in range(len(paths))]
     with Progress() as bar:
         task = bar.add_task("face embeddings", total=len(paths))
-        plain, flipped = FaceEmbedder().embed_pairs(
+        plain, flipped = FaceEmbedder(paddings).embed_pairs(
             crops, tick=lambda done, total: bar.update(task, completed=done)
         )
     cache.mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,13 @@ def main() -> None:
     ap.add_argument("--cv", action="append", required=True, help="cv_*.json of the CNN (repeat to average)")
     ap.add_argument("--out", default=None, help="write the final face branch (.npz) here")
     ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument(
+        "--paddings",
+        default=",".join(map(str, DEFAULT_PADDINGS)),
+        help="chip paddings whose descriptors are concatenated (0.25: the first, one-descriptor branch)",
+    )
     args = ap.parse_args()
+    paddings = tuple(float(p) for p in args.paddings.split(","))
     t0 = time.time()
     data = load_scut(args.data)
     cvs = [json.loads(Path(p).read_text()) for p in args.cv]
@@ -85,7 +94,7 @@ def main() -> None:
     y, folds = data.scores, data.folds
     cnn = np.mean([np.asarray(c["oof"]) for c in cvs], axis=0)
     cache = Path(os.environ.get("DOOHABLE_HOME", ".doohable")) / "cache"
-    plain, flipped = embeddings(list(data.paths), 224, cache)
+    plain, flipped = embeddings(list(data.paths), 224, cache, paddings)
     found, embs = face_rows(plain, flipped)  # rows without a face: CNN only
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
@@ -102,6 +111,7 @@ def main() -> None:
         "n_images": len(y),
         "faces_found": int(found.sum()),
         "cnn_runs": args.cv,
+        "paddings": paddings,
         "cnn": fold_table(y, cnn, folds),
         "face_only": fold_table(y, face_only, folds),
         "blend": fold_table(y, blend_oof, folds),
@@ -125,6 +135,7 @@ def main() -> None:
                 "cv_blend_rmse": f"{res['blend']['rmse']['mean']:.4f}",
                 "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)",
             },
+            paddings=paddings,
         )
         branch.save(args.out)
         m, w = branch.mirror, branch.weight

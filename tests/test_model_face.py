@@ -41,6 +41,21 @@ def test_embedding_finds_the_face_and_only_the_face(crops: np.ndarray) -> None:
     assert np.isnan(mirrored[1:]).all()
 
 
+def test_paddings_concatenate_descriptors_of_more_context(crops: np.ndarray) -> None:
+    one = FaceEmbedder().embed_one(crops[0])
+    multi = FaceEmbedder((0.25, 0.5, 0.8))
+    assert multi.dim == 384
+    emb = multi.embed(crops)
+    assert emb.shape == (3, 384) and np.isnan(emb[1:]).all()
+    np.testing.assert_allclose(emb[0, :128], one, atol=1e-6)  # padding 0.25 first: the default
+    wider, widest = emb[0, 128:256], emb[0, 256:]
+    assert np.linalg.norm(wider - one) > 0.05 and np.linalg.norm(widest - wider) > 0.05  # other views
+    assert np.linalg.norm(wider - one) < 0.6  # ... of the same face (dlib's match threshold)
+    for bad in ((), (-0.1,), (3.0,)):
+        with pytest.raises(ValueError, match="paddings"):
+            FaceEmbedder(bad)
+
+
 def test_embedding_refuses_what_is_not_an_rgb_crop() -> None:
     with pytest.raises(ValueError, match="uint8"):
         FaceEmbedder().embed_one(np.zeros((64, 64, 3), np.float32))
@@ -63,6 +78,14 @@ def test_regressor_equals_scikit_learn_and_saves_no_training_embedding(tmp_path:
     back = FaceBranch.load(path)
     assert back.weight == 0.3 and back.metadata == {"training": "synthetic"}
     np.testing.assert_allclose(back.regressor.predict(x[:5]), reg.predict(x[:5]), atol=1e-4)
+    assert back.paddings == (0.25,)
+    x3 = rng.normal(size=(200, 384)) / np.sqrt(384)
+    reg3 = FaceRegressor.fit(x3, 3 + np.tanh(x3[:, 0] * 5), gamma=0.3, alpha=0.1, n_components=200)
+    FaceBranch(reg3, 0.4, {}, mirror=True, paddings=(0.25, 0.5, 0.8)).save(tmp_path / "p.face.npz")
+    back3 = FaceBranch.load(tmp_path / "p.face.npz")
+    assert (back3.paddings, back3.embedder.paddings, back3.mirror) == ((0.25, 0.5, 0.8),) * 2 + (True,)
+    with pytest.raises(ValueError, match="384-d"):  # the regressor and the paddings must agree
+        FaceBranch(reg3, 0.4, {}, paddings=(0.25,))
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a doohable face branch"):
         FaceBranch.load(tmp_path / "other.npz")
@@ -182,11 +205,13 @@ def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
     else:  # noise: the smallest weight the grid has
         assert w == 0.1
     # the final fit: the same regressor and weight as the benchmark's
-    branch = fit_face_branch(plain, flipped, y, cnn, folds, metadata={"training": "synthetic"})
+    branch = fit_face_branch(
+        plain, flipped, y, cnn, folds, metadata={"training": "synthetic"}, paddings=(0.25,)
+    )
     ref = FaceRegressor.fit(embs_old[m][found], y[found], gamma=g, alpha=a)
     assert (branch.mirror, branch.weight) == (m, w)
     assert branch.metadata == {
-        "mirror": str(m), "gamma": str(g), "alpha": str(a),
+        "mirror": str(m), "gamma": str(g), "alpha": str(a), "paddings": "0.25",
         "features": "3000 random Fourier features", "training": "synthetic",
     }
     for f in ("weights", "offset", "coef"):
@@ -198,7 +223,9 @@ def test_blend_oof_beats_the_cnn_where_the_face_carries_signal() -> None:
     from doohable.model.face import blend_oof, fit_face_branch
 
     s = _synthetic(True)
-    branch = fit_face_branch(s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={})
+    branch = fit_face_branch(
+        s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={}, paddings=(0.25,)
+    )
     blend = blend_oof(
         s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], mirror=branch.mirror,
         gamma=float(branch.metadata["gamma"]), alpha=float(branch.metadata["alpha"]), weight=branch.weight,
@@ -215,7 +242,7 @@ def test_too_few_faces_is_a_clear_error() -> None:
     s = _synthetic(True, n=40)  # 8 without a face: 32 left, so drop more
     s["plain"][:25] = np.nan
     with pytest.raises(ValueError, match="at least 20 training images with a face.*15 of 40"):
-        fit_face_branch(s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={})
+        fit_face_branch(s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={}, paddings=(0.25,))
 
 
 def test_embed_pairs_is_plain_and_mirror_embedding(crops: np.ndarray) -> None:
@@ -295,7 +322,11 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     sidecar = face_branch_path(model)
     assert model.is_file() and sidecar.is_file() and fb["path"] == str(sidecar)
     assert m["n_images"] == 32 and fb["n_images"] == 32 and 20 <= fb["faces_found"] <= 32
-    assert fb["weight"] in (0.1, 0.2, 0.3, 0.4, 0.5) and fb["gamma"] in (0.25, 0.5, 1.0)
+    from doohable.model.face import DEFAULT_PADDINGS, GAMMAS
+
+    assert fb["paddings"] == list(DEFAULT_PADDINGS) and load_scorer(model).face.paddings == DEFAULT_PADDINGS
+    assert fb["weight"] in (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert any(fb["gamma"] == pytest.approx(g / len(DEFAULT_PADDINGS)) for g in GAMMAS)
     assert set(fb["cv_cnn"]) == set(fb["cv_blend"]) == {"pearson", "rmse"}
     assert "optimistic" in fb["note"] and "same folds" in fb["note"]
     assert "oof" not in m  # the out-of-fold predictions are used, not printed
@@ -360,3 +391,17 @@ def test_train_job_with_too_few_faces_fails_before_training(
     no_folds = jobs.TrainOptions(data=opts.data, out=opts.out, cache_dir=None, face_branch=True, folds=False)
     with pytest.raises(ValueError, match="needs k-fold CV"):
         jobs.train_job(no_folds)
+
+
+def test_gamma_is_per_descriptor_when_paddings_are_concatenated() -> None:
+    from doohable.model.face import GAMMAS, choose_face_branch
+
+    s = _synthetic(True)
+    found = ~np.isnan(s["plain"]).any(axis=1)
+    one = np.nan_to_num(s["plain"])[found]
+    three = np.concatenate([one, one, one], axis=1)  # three "paddings": squared distances triple
+    y, cnn, folds = s["y"][found], s["cnn"][found], s["folds"][found]
+    g1 = choose_face_branch({False: one}, y, cnn, folds)[1]
+    g3 = choose_face_branch({False: three}, y, cnn, folds)[1]
+    assert g1 in GAMMAS
+    assert any(g3 == pytest.approx(g / 3) for g in GAMMAS)  # the grid scaled: disjoint from GAMMAS

@@ -41,10 +41,14 @@ from typing import Any
 
 import numpy as np
 
-EMBEDDING_DIM = 128
-FORMAT = "doohable-face-branch-1"
+EMBEDDING_DIM = 128  # one descriptor; an embedding concatenates one per padding
+FORMAT = "doohable-face-branch-2"
+FORMATS = ("doohable-face-branch-1", FORMAT)  # 1: one padding (0.25), before paddings were stored
+# chip paddings (dlib's default is 0.25): each gives a descriptor of the same aligned face with
+# more or less context around it (forehead, hair, jaw); together they carry more than any one
+DEFAULT_PADDINGS = (0.25, 0.5, 0.8)
 # the grids the face branch is chosen from (lowest CV RMSE of the blend)
-GAMMAS = (0.25, 0.5, 1.0)  # RBF width
+GAMMAS = (0.25, 0.5, 1.0)  # RBF width, per descriptor: divided by the number of paddings
 ALPHAS = (0.01, 0.03, 0.1)  # ridge penalty
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)  # blend weight of the face score
 MIN_FACES = 20  # fewer training images with a face: no face branch is fitted
@@ -61,14 +65,19 @@ def _model_dir() -> Path:
 
 
 class FaceEmbedder:
-    """uint8 (S, S, 3) RGB crops -> 128-d face descriptors (NaN rows where no face is found).
+    """uint8 (S, S, 3) RGB crops -> face embeddings (NaN rows where no face is found): the
+    128-d descriptors of the largest face's aligned chip at each of ``paddings``, concatenated.
 
     One set of dlib models (~30 MB) per embedder, loaded on first use, used under a lock: dlib
     holds Python's lock while it computes, so threads gain nothing from their own copies (a
     server's thread pool would otherwise load one per thread).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, paddings: Sequence[float] = (0.25,)) -> None:
+        if not paddings or any(not 0.0 <= p <= 2.0 for p in paddings):
+            raise ValueError(f"paddings must be 1+ values in [0, 2], got {tuple(paddings)}")
+        self.paddings = tuple(float(p) for p in paddings)
+        self.dim = EMBEDDING_DIM * len(self.paddings)
         self._lock = threading.Lock()
         self._m: tuple[Any, Any, Any] | None = None
 
@@ -85,7 +94,7 @@ class FaceEmbedder:
         return self._m
 
     def embed_one(self, crop: np.ndarray) -> np.ndarray:
-        """One (S, S, 3) uint8 crop -> (128,) float32, or NaNs when no face is detected."""
+        """One (S, S, 3) uint8 crop -> (dim,) float32, or NaNs when no face is detected."""
         if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {crop.dtype} {crop.shape}")
         img = np.ascontiguousarray(crop)
@@ -93,10 +102,15 @@ class FaceEmbedder:
             detector, landmarks, descriptor = self._models()
             faces = detector(img, 1)
             if not faces:
-                return np.full(EMBEDDING_DIM, np.nan, np.float32)
+                return np.full(self.dim, np.nan, np.float32)
             face = max(faces, key=lambda r: r.width() * r.height())
             shape = landmarks(img, face)
-            return np.asarray(descriptor.compute_face_descriptor(img, shape, 0), dtype=np.float32)
+            return np.concatenate(
+                [
+                    np.asarray(descriptor.compute_face_descriptor(img, shape, 0, p), np.float32)
+                    for p in self.paddings
+                ]
+            )
 
     def embed_mirrored(self, crop: np.ndarray) -> np.ndarray:
         """Mean descriptor of the crop and its mirror image (the one found if only one is)."""
@@ -109,15 +123,15 @@ class FaceEmbedder:
     def embed_pairs(
         self, crops: Sequence[np.ndarray], *, tick: Callable[[int, int], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Crops -> (plain, flipped): float32 (N, 128) descriptors of each crop and of its mirror
+        """Crops -> (plain, flipped): float32 (N, dim) embeddings of each crop and of its mirror
         image (NaN rows where no face is found). ``tick(done, total)`` after each crop.
 
         ``crops`` may be a list of views (e.g. ``runtime.center_crop`` of decoded images), so a
         large set needs no stacked copy.
         """
         n = len(crops)
-        plain = np.empty((n, EMBEDDING_DIM), np.float32)
-        flipped = np.empty((n, EMBEDDING_DIM), np.float32)
+        plain = np.empty((n, self.dim), np.float32)
+        flipped = np.empty((n, self.dim), np.float32)
         for i, crop in enumerate(crops):
             plain[i] = self.embed_one(crop)
             flipped[i] = self.embed_one(np.ascontiguousarray(crop[:, ::-1]))
@@ -126,9 +140,9 @@ class FaceEmbedder:
         return plain, flipped
 
     def embed(self, batch: np.ndarray, *, mirror: bool = False) -> np.ndarray:
-        """uint8 (N, S, S, 3) -> float32 (N, 128); rows of NaN where no face was found."""
+        """uint8 (N, S, S, 3) -> float32 (N, dim); rows of NaN where no face was found."""
         one = self.embed_mirrored if mirror else self.embed_one
-        out = np.empty((len(batch), EMBEDDING_DIM), np.float32)
+        out = np.empty((len(batch), self.dim), np.float32)
         for i, crop in enumerate(batch):
             out[i] = one(crop)
         return out
@@ -138,13 +152,13 @@ class FaceEmbedder:
 class FaceRegressor:
     """Ridge on random Fourier features: score = cos(E @ W + b) * sqrt(2/D) @ coef + intercept."""
 
-    weights: np.ndarray  # (128, D) random projection (RBFSampler.random_weights_)
+    weights: np.ndarray  # (dim, D) random projection (RBFSampler.random_weights_)
     offset: np.ndarray  # (D,) random phases (RBFSampler.random_offset_)
     coef: np.ndarray  # (D,)
     intercept: float
 
     def predict(self, emb: np.ndarray) -> np.ndarray:
-        """(N, 128) embeddings -> (N,) scores; NaN rows give NaN."""
+        """(N, dim) embeddings -> (N,) scores; NaN rows give NaN."""
         feats = np.cos(emb.astype(np.float64) @ self.weights + self.offset) * np.sqrt(2.0 / len(self.offset))
         return feats @ self.coef + self.intercept
 
@@ -165,14 +179,24 @@ class FaceBranch:
     """The regressor and its blend weight: final = (1 - w) * cnn + w * face, where a face is found.
 
     ``mirror``: the embedding is the mean of the crop's and its mirror image's (as the CNN
-    averages both).
+    averages both). ``paddings``: the chip paddings whose descriptors the embedding concatenates.
     """
 
     regressor: FaceRegressor
     weight: float
     metadata: dict[str, str]
     mirror: bool = False
-    embedder: FaceEmbedder = field(default_factory=FaceEmbedder, repr=False)
+    paddings: tuple[float, ...] = (0.25,)
+    embedder: FaceEmbedder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.paddings = tuple(float(p) for p in self.paddings)
+        self.embedder = FaceEmbedder(self.paddings)
+        if self.regressor.weights.shape[0] != self.embedder.dim:
+            raise ValueError(
+                f"the regressor takes {self.regressor.weights.shape[0]}-d embeddings, but "
+                f"{len(self.paddings)} paddings give {self.embedder.dim}-d"
+            )
 
     def blend(self, cnn: np.ndarray, batch: np.ndarray) -> np.ndarray:
         face = self.regressor.predict(self.embedder.embed(batch, mirror=self.mirror))
@@ -193,6 +217,7 @@ class FaceBranch:
             intercept=np.array(r.intercept),
             weight=np.array(self.weight),
             mirror=np.array(self.mirror),
+            paddings=np.array(self.paddings, np.float64),
             metadata=np.array(json.dumps(self.metadata)),
         )
         return path
@@ -200,8 +225,8 @@ class FaceBranch:
     @classmethod
     def load(cls, path: str | Path) -> FaceBranch:
         with np.load(path, allow_pickle=False) as z:
-            if "format" not in z or str(z["format"]) != FORMAT:
-                raise ValueError(f"{path}: not a doohable face branch ({FORMAT})")
+            if "format" not in z or str(z["format"]) not in FORMATS:
+                raise ValueError(f"{path}: not a doohable face branch ({' or '.join(FORMATS)})")
             reg = FaceRegressor(
                 z["weights"].astype(np.float64),
                 z["offset"].astype(np.float64),
@@ -210,7 +235,8 @@ class FaceBranch:
             )
             meta = _parse_metadata(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
-            return cls(reg, float(z["weight"]), dict(meta), mirror)
+            paddings = tuple(float(p) for p in z["paddings"]) if "paddings" in z.files else (0.25,)
+            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings)
 
 
 def _parse_metadata(text: str) -> dict[str, str]:
@@ -243,11 +269,14 @@ def choose_face_branch(
 ) -> Choice:
     """(mirror, gamma, alpha, weight) of lowest CV RMSE of the blend over ``folds``.
 
-    ``embs``: {mirror: (N, 128) embeddings} (one or both), rows with a face only; ``cnn_oof``:
+    ``embs``: {mirror: (N, dim) embeddings} (one or both), rows with a face only; ``cnn_oof``:
     the CNN's out-of-fold predictions on the same ``folds``. Ties keep the first in grid order.
+    The returned gamma is the one used: ``GAMMAS`` divided by the number of concatenated
+    descriptors (so the kernel's width per descriptor stays the same).
     """
     best: tuple[float, Choice] | None = None
-    for m, g, a in itertools.product(sorted(embs), GAMMAS, ALPHAS):
+    per = next(iter(embs.values())).shape[1] // EMBEDDING_DIM
+    for m, g, a in itertools.product(sorted(embs), [g / per for g in GAMMAS], ALPHAS):
         face = face_oof(embs[m], y, folds, gamma=g, alpha=a)
         for w in WEIGHTS:
             r = float(np.sqrt(np.mean((y - ((1 - w) * cnn_oof + w * face)) ** 2)))
@@ -283,11 +312,13 @@ def fit_face_branch(
     folds: np.ndarray,
     *,
     metadata: dict[str, str],
+    paddings: Sequence[float],
 ) -> FaceBranch:
     """Choose (``choose_face_branch``, k-fold CV on ``folds``) and fit the face branch on every
     image with a face (and a finite ``cnn_oof``).
 
-    ``plain``/``flipped``: ``FaceEmbedder.embed_pairs`` of the training images' prepared crops.
+    ``plain``/``flipped``: ``FaceEmbedder(paddings).embed_pairs`` of the training images'
+    prepared crops.
     The branch's metadata: ``mirror``, ``gamma``, ``alpha`` (the choice), ``features``, then
     ``metadata``. Raises ``ValueError`` with fewer than ``MIN_FACES`` usable images or fewer
     than 2 folds among them.
@@ -296,11 +327,12 @@ def fit_face_branch(
     use = found & np.isfinite(cnn_oof)
     require_faces(use, folds)
     m, g, a, w = choose_face_branch({b: e[use] for b, e in embs.items()}, y[use], cnn_oof[use], folds[use])
-    choice = {"mirror": str(m), "gamma": str(g), "alpha": str(a)}
+    choice = {"mirror": str(m), "gamma": str(g), "alpha": str(a), "paddings": ",".join(map(str, paddings))}
     meta = {**choice, "features": "3000 random Fourier features"}
     meta.update(metadata)
     meta.update(choice)  # the choice's keys keep their place but are never overridden
-    return FaceBranch(FaceRegressor.fit(embs[m][use], y[use], gamma=g, alpha=a), w, meta, mirror=m)
+    reg = FaceRegressor.fit(embs[m][use], y[use], gamma=g, alpha=a)
+    return FaceBranch(reg, w, meta, mirror=m, paddings=tuple(paddings))
 
 
 def blend_oof(

@@ -130,7 +130,7 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
 
 def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None) -> tuple[np.ndarray, np.ndarray]:
     """(plain, flipped) face descriptors of the training images' prepared centre crops."""
-    from doohable.model.face import FaceEmbedder
+    from doohable.model.face import DEFAULT_PADDINGS, FaceEmbedder
 
     crops = [center_crop(p, input_size) for p in pixels]
 
@@ -138,14 +138,14 @@ def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None) -> 
         if tick:
             tick("face embeddings", done, total)
 
-    return FaceEmbedder().embed_pairs(crops, tick=on_face)
+    return FaceEmbedder(DEFAULT_PADDINGS).embed_pairs(crops, tick=on_face)
 
 
 def _fit_face_branch(
     faces: tuple[np.ndarray, np.ndarray], data: ScoredImages, oof: np.ndarray
 ) -> tuple[Any, dict[str, Any]]:
     """Fit the face branch on the CV's out-of-fold CNN predictions; (branch, report)."""
-    from doohable.model.face import blend_oof, fit_face_branch
+    from doohable.model.face import DEFAULT_PADDINGS, blend_oof, fit_face_branch
 
     plain, flipped = faces
     found = ~np.isnan(plain).any(axis=1)
@@ -156,6 +156,7 @@ def _fit_face_branch(
         oof,
         data.folds,
         metadata={"training": f"doohable train: {int(found.sum())} of {len(data)} images with a face"},
+        paddings=DEFAULT_PADDINGS,
     )
     gamma, alpha = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
     blend = blend_oof(
@@ -176,6 +177,7 @@ def _fit_face_branch(
         "faces_found": int(found.sum()),
         "n_images": len(data),
         "mirror": branch.mirror,
+        "paddings": list(branch.paddings),
         "gamma": gamma,
         "alpha": alpha,
         "weight": branch.weight,
