@@ -79,6 +79,25 @@ def test_regressor_equals_scikit_learn_and_saves_no_training_embedding(tmp_path:
     assert back.weight == 0.3 and back.metadata == {"training": "synthetic"}
     np.testing.assert_allclose(back.regressor.predict(x[:5]), reg.predict(x[:5]), atol=1e-4)
     assert back.paddings == (0.25,)
+    # the projection is drawn again from its seed, not saved: only the coefficients are
+    assert reg.seed == 0 and reg.gamma == 1.0
+    with np.load(path) as z:
+        assert "weights" not in z.files and z["coef"].shape == (500,) and int(z["rff_seed"]) == 0
+    np.testing.assert_array_equal(back.regressor.weights, reg.weights)
+    np.testing.assert_array_equal(back.regressor.offset, reg.offset)
+    with np.load(path) as z:
+        tampered = {k: z[k] for k in z.files} | {"rff_seed": np.array(1)}
+    np.savez(tmp_path / "t.face.npz", **tampered)
+    with pytest.raises(ValueError, match="seed"):
+        FaceBranch.load(tmp_path / "t.face.npz")
+    # a projection that is not the seed's (another scikit-learn's draws) is saved in full
+    unseeded = FaceRegressor(reg.weights, reg.offset, reg.coef, reg.intercept)
+    FaceBranch(unseeded, 0.3, {}).save(tmp_path / "u.face.npz")
+    with np.load(tmp_path / "u.face.npz") as z:
+        assert z["weights"].shape == (128, 500) and "rff_seed" not in z.files
+    np.testing.assert_allclose(
+        FaceBranch.load(tmp_path / "u.face.npz").regressor.predict(x[:5]), reg.predict(x[:5]), atol=1e-4
+    )
     x3 = rng.normal(size=(200, 384)) / np.sqrt(384)
     reg3 = FaceRegressor.fit(x3, 3 + np.tanh(x3[:, 0] * 5), gamma=0.3, alpha=0.1, n_components=200)
     FaceBranch(reg3, 0.4, {}, mirror=True, paddings=(0.25, 0.5, 0.8)).save(tmp_path / "p.face.npz")

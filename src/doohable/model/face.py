@@ -30,6 +30,7 @@ Models: ``dlib_face_recognition_resnet_model_v1`` and ``shape_predictor_5_face_l
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -150,12 +151,19 @@ class FaceEmbedder:
 
 @dataclass
 class FaceRegressor:
-    """Ridge on random Fourier features: score = cos(E @ W + b) * sqrt(2/D) @ coef + intercept."""
+    """Ridge on random Fourier features: score = cos(E @ W + b) * sqrt(2/D) @ coef + intercept.
+
+    ``seed``/``gamma``: set when W and b are exactly NumPy's legacy ``RandomState(seed)`` draws
+    that ``RBFSampler`` makes (``rff_projection``); the saved file then keeps only those two
+    numbers and a checksum instead of W (dim x D floats), and loading draws W again.
+    """
 
     weights: np.ndarray  # (dim, D) random projection (RBFSampler.random_weights_)
     offset: np.ndarray  # (D,) random phases (RBFSampler.random_offset_)
     coef: np.ndarray  # (D,)
     intercept: float
+    seed: int | None = None
+    gamma: float | None = None
 
     def predict(self, emb: np.ndarray) -> np.ndarray:
         """(N, dim) embeddings -> (N,) scores; NaN rows give NaN."""
@@ -169,9 +177,28 @@ class FaceRegressor:
         from sklearn.kernel_approximation import RBFSampler
         from sklearn.linear_model import Ridge
 
+        emb = np.asarray(emb, np.float64)  # float32 input would make RBFSampler cast W to float32
         rff = RBFSampler(gamma=gamma, n_components=n_components, random_state=seed).fit(emb)
         ridge = Ridge(alpha=alpha).fit(rff.transform(emb), y)
-        return cls(rff.random_weights_, rff.random_offset_, ridge.coef_, float(ridge.intercept_))
+        w, b = rff_projection(emb.shape[1], n_components, gamma, seed)
+        same = np.array_equal(w, rff.random_weights_) and np.array_equal(b, rff.random_offset_)
+        # a scikit-learn that draws otherwise: keep W and b themselves (saved in full)
+        return cls(rff.random_weights_, rff.random_offset_, ridge.coef_, float(ridge.intercept_),
+                   seed if same else None, gamma if same else None)
+
+
+def rff_projection(
+    n_features: int, n_components: int, gamma: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (W, b) that ``RBFSampler(gamma, n_components, random_state=seed)`` draws for float64 input
+    (NumPy's legacy ``RandomState`` streams are frozen across versions)."""
+    rs = np.random.RandomState(seed)
+    w = (2.0 * gamma) ** 0.5 * rs.normal(size=(n_features, n_components))
+    return w, rs.uniform(0, 2 * np.pi, size=n_components)
+
+
+def _checksum(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, np.float64).tobytes()).hexdigest()
 
 
 @dataclass
@@ -208,11 +235,19 @@ class FaceBranch:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         r = self.regressor
+        if r.seed is not None and r.gamma is not None:  # W and b are drawn again from the seed on load
+            proj = {
+                "rff_seed": np.array(r.seed),
+                "rff_gamma": np.array(r.gamma),
+                "rff_shape": np.array(r.weights.shape),
+                "rff_sha256": np.array(_checksum(r.weights) + _checksum(r.offset)),
+            }
+        else:
+            proj = {"weights": r.weights.astype(np.float32), "offset": r.offset.astype(np.float32)}
         np.savez_compressed(
             path,
             format=np.array(FORMAT),
-            weights=r.weights.astype(np.float32),
-            offset=r.offset.astype(np.float32),
+            **proj,
             coef=r.coef.astype(np.float32),
             intercept=np.array(r.intercept),
             weight=np.array(self.weight),
@@ -227,12 +262,19 @@ class FaceBranch:
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z or str(z["format"]) not in FORMATS:
                 raise ValueError(f"{path}: not a doohable face branch ({' or '.join(FORMATS)})")
-            reg = FaceRegressor(
-                z["weights"].astype(np.float64),
-                z["offset"].astype(np.float64),
-                z["coef"].astype(np.float64),
-                float(z["intercept"]),
-            )
+            if "rff_seed" in z.files:
+                seed, gamma = int(z["rff_seed"]), float(z["rff_gamma"])
+                w, b = rff_projection(int(z["rff_shape"][0]), int(z["rff_shape"][1]), gamma, seed)
+                if _checksum(w) + _checksum(b) != str(z["rff_sha256"]):
+                    raise ValueError(f"{path}: the projection drawn from its seed is not the one fitted")
+                reg = FaceRegressor(w, b, z["coef"].astype(np.float64), float(z["intercept"]), seed, gamma)
+            else:
+                reg = FaceRegressor(
+                    z["weights"].astype(np.float64),
+                    z["offset"].astype(np.float64),
+                    z["coef"].astype(np.float64),
+                    float(z["intercept"]),
+                )
             meta = _parse_metadata(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
             paddings = tuple(float(p) for p in z["paddings"]) if "paddings" in z.files else (0.25,)
