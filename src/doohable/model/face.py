@@ -235,26 +235,25 @@ class FaceBranch:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         r = self.regressor
+        arrays: dict[str, Any] = {"format": np.array(FORMAT)}
         if r.seed is not None and r.gamma is not None:  # W and b are drawn again from the seed on load
-            proj = {
+            arrays |= {
                 "rff_seed": np.array(r.seed),
                 "rff_gamma": np.array(r.gamma),
                 "rff_shape": np.array(r.weights.shape),
                 "rff_sha256": np.array(_checksum(r.weights) + _checksum(r.offset)),
             }
         else:
-            proj = {"weights": r.weights.astype(np.float32), "offset": r.offset.astype(np.float32)}
-        np.savez_compressed(
-            path,
-            format=np.array(FORMAT),
-            **proj,
-            coef=r.coef.astype(np.float32),
-            intercept=np.array(r.intercept),
-            weight=np.array(self.weight),
-            mirror=np.array(self.mirror),
-            paddings=np.array(self.paddings, np.float64),
-            metadata=np.array(json.dumps(self.metadata)),
-        )
+            arrays |= {"weights": r.weights.astype(np.float32), "offset": r.offset.astype(np.float32)}
+        arrays |= {
+            "coef": r.coef.astype(np.float32),
+            "intercept": np.array(r.intercept),
+            "weight": np.array(self.weight),
+            "mirror": np.array(self.mirror),
+            "paddings": np.array(self.paddings, np.float64),
+            "metadata": np.array(json.dumps(self.metadata)),
+        }
+        np.savez_compressed(path, **arrays)
         return path
 
     @classmethod
