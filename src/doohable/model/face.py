@@ -52,6 +52,7 @@ DEFAULT_PADDINGS = (0.25, 0.5, 0.8)
 GAMMAS = (0.25, 0.5, 1.0)  # RBF width, per descriptor: divided by the number of paddings
 ALPHAS = (0.01, 0.03, 0.1)  # ridge penalty
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)  # blend weight of the face score
+N_FEATURES = 3000  # random Fourier features of the RBF kernel
 MIN_FACES = 20  # fewer training images with a face: no face branch is fitted
 
 Choice = tuple[bool, float, float, float]  # mirror, gamma, alpha, weight
@@ -171,12 +172,15 @@ class FaceRegressor:
         return feats @ self.coef + self.intercept
 
     @classmethod
-    def fit(cls, emb: np.ndarray, y: np.ndarray, *, gamma: float, alpha: float, n_components: int = 3000,
-            seed: int = 0) -> FaceRegressor:
+    def fit(
+        cls, emb: np.ndarray, y: np.ndarray, *, gamma: float, alpha: float, n_components: int | None = None,
+        seed: int = 0,
+    ) -> FaceRegressor:
         """Fit with scikit-learn (``RBFSampler`` + ``Ridge``), keep only the arrays serving needs."""
         from sklearn.kernel_approximation import RBFSampler
         from sklearn.linear_model import Ridge
 
+        n_components = n_components or N_FEATURES
         emb = np.asarray(emb, np.float64)  # float32 input would make RBFSampler cast W to float32
         rff = RBFSampler(gamma=gamma, n_components=n_components, random_state=seed).fit(emb)
         ridge = Ridge(alpha=alpha).fit(rff.transform(emb), y)
@@ -369,10 +373,10 @@ def fit_face_branch(
     require_faces(use, folds)
     m, g, a, w = choose_face_branch({b: e[use] for b, e in embs.items()}, y[use], cnn_oof[use], folds[use])
     choice = {"mirror": str(m), "gamma": str(g), "alpha": str(a), "paddings": ",".join(map(str, paddings))}
-    meta = {**choice, "features": "3000 random Fourier features"}
+    reg = FaceRegressor.fit(embs[m][use], y[use], gamma=g, alpha=a)
+    meta = {**choice, "features": f"{len(reg.coef)} random Fourier features"}
     meta.update(metadata)
     meta.update(choice)  # the choice's keys keep their place but are never overridden
-    reg = FaceRegressor.fit(embs[m][use], y[use], gamma=g, alpha=a)
     return FaceBranch(reg, w, meta, mirror=m, paddings=tuple(paddings))
 
 
