@@ -146,16 +146,17 @@ def test_threads_share_one_embedder_and_agree(crops: np.ndarray) -> None:
 
 # --- fitting: the library's choice (moved from benchmarks/bench_face_branch.py) -------------------
 
-_OLD_GAMMAS = (0.25, 0.5, 1.0)
-_OLD_ALPHAS = (0.01, 0.03, 0.1)
-_OLD_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)
-
 
 def _old_choose(
     embs: dict[bool, np.ndarray], y: np.ndarray, cnn: np.ndarray, folds: np.ndarray
 ) -> tuple[bool, float, float, float]:
-    """benchmarks/bench_face_branch.py's ``choose`` before it moved into doohable.model.face (verbatim)."""
+    """benchmarks/bench_face_branch.py's ``choose`` before it moved into doohable.model.face (verbatim
+    but for the grids, now the library's): a plain grid search, one fit per value."""
     import itertools
+
+    from doohable.model.face import ALPHAS as _OLD_ALPHAS
+    from doohable.model.face import GAMMAS as _OLD_GAMMAS
+    from doohable.model.face import WEIGHTS as _OLD_WEIGHTS
 
     best: tuple[float, tuple[bool, float, float, float]] | None = None
     for m, g, a in itertools.product(sorted(embs), _OLD_GAMMAS, _OLD_ALPHAS):
@@ -193,12 +194,6 @@ def _synthetic(informative: bool, n: int = 160, seed: int = 0) -> dict[str, np.n
     flipped[: n // 5] = np.nan
     flipped[n // 5 : n // 5 + 10] = np.nan  # the mirror image's face is not found: plain only
     return {"plain": plain, "flipped": flipped, "y": y, "cnn": cnn_oof, "folds": folds}
-
-
-def test_grids_are_the_benchmarks() -> None:
-    from doohable.model import face
-
-    assert (face.GAMMAS, face.ALPHAS, face.WEIGHTS) == (_OLD_GAMMAS, _OLD_ALPHAS, _OLD_WEIGHTS)
 
 
 @pytest.mark.parametrize("informative", [True, False])
@@ -341,10 +336,10 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     sidecar = face_branch_path(model)
     assert model.is_file() and sidecar.is_file() and fb["path"] == str(sidecar)
     assert m["n_images"] == 32 and fb["n_images"] == 32 and 20 <= fb["faces_found"] <= 32
-    from doohable.model.face import DEFAULT_PADDINGS, GAMMAS
+    from doohable.model.face import DEFAULT_PADDINGS, GAMMAS, WEIGHTS
 
     assert fb["paddings"] == list(DEFAULT_PADDINGS) and load_scorer(model).face.paddings == DEFAULT_PADDINGS
-    assert fb["weight"] in (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert fb["weight"] in WEIGHTS
     assert any(fb["gamma"] == pytest.approx(g / len(DEFAULT_PADDINGS)) for g in GAMMAS)
     assert set(fb["cv_cnn"]) == set(fb["cv_blend"]) == {"pearson", "rmse"}
     assert "optimistic" in fb["note"] and "same folds" in fb["note"]
@@ -424,3 +419,19 @@ def test_gamma_is_per_descriptor_when_paddings_are_concatenated() -> None:
     g3 = choose_face_branch({False: three}, y, cnn, folds)[1]
     assert g1 in GAMMAS
     assert any(g3 == pytest.approx(g / 3) for g in GAMMAS)  # the grid scaled: disjoint from GAMMAS
+
+
+def test_one_fit_for_all_penalties_equals_one_fit_each() -> None:
+    from doohable.model.face import face_oof_alphas
+
+    s = _synthetic(True)
+    found = ~np.isnan(s["plain"]).any(axis=1)
+    emb, y, folds = np.nan_to_num(s["plain"])[found], s["y"][found], s["folds"][found]
+    together = face_oof_alphas(emb, y, folds, gamma=0.5, alphas=(0.01, 0.1, 1.0))
+    for a, row in zip((0.01, 0.1, 1.0), together, strict=True):
+        each = np.zeros(len(y))
+        for k in (1, 2, 3, 4):
+            reg = FaceRegressor.fit(emb[folds != k], y[folds != k], gamma=0.5, alpha=a)
+            each[folds == k] = reg.predict(emb[folds == k])
+        np.testing.assert_allclose(row, each, atol=1e-6)
+    assert np.abs(together[0] - together[2]).max() > 0.01  # the penalties do differ

@@ -49,9 +49,9 @@ FORMATS = ("doohable-face-branch-1", FORMAT)  # 1: one padding (0.25), before pa
 # more or less context around it (forehead, hair, jaw); together they carry more than any one
 DEFAULT_PADDINGS = (0.25, 0.5, 0.8)
 # the grids the face branch is chosen from (lowest CV RMSE of the blend)
-GAMMAS = (0.25, 0.5, 1.0)  # RBF width, per descriptor: divided by the number of paddings
-ALPHAS = (0.01, 0.03, 0.1)  # ridge penalty
-WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5)  # blend weight of the face score
+GAMMAS = (0.25, 0.5, 1.0, 1.5)  # RBF width, per descriptor: divided by the number of paddings
+ALPHAS = (0.01, 0.03, 0.1, 0.3)  # ridge penalty
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # blend weight of the face score
 N_FEATURES = 3000  # random Fourier features of the RBF kernel
 MIN_FACES = 20  # fewer training images with a face: no face branch is fitted
 
@@ -302,10 +302,26 @@ def mirrored(plain: np.ndarray, flipped: np.ndarray) -> np.ndarray:
 
 def face_oof(emb: np.ndarray, y: np.ndarray, folds: np.ndarray, *, gamma: float, alpha: float) -> np.ndarray:
     """Out-of-fold face scores: for each fold, the regressor fitted on the other folds."""
-    face = np.zeros(len(y))
+    return face_oof_alphas(emb, y, folds, gamma=gamma, alphas=(alpha,))[0]
+
+
+def face_oof_alphas(
+    emb: np.ndarray, y: np.ndarray, folds: np.ndarray, *, gamma: float, alphas: Sequence[float]
+) -> np.ndarray:
+    """(len(alphas), N) out-of-fold face scores, one row per ridge penalty: the features and
+    their Gram matrix are computed once per fold (scikit-learn's ``Ridge`` with one penalty per
+    target, the target repeated), the same as ``FaceRegressor.fit`` for each penalty."""
+    from sklearn.kernel_approximation import RBFSampler
+    from sklearn.linear_model import Ridge
+
+    emb = np.asarray(emb, np.float64)
+    face = np.zeros((len(alphas), len(y)))
     for k in set(folds.tolist()):
         tr, te = folds != k, folds == k
-        face[te] = FaceRegressor.fit(emb[tr], y[tr], gamma=gamma, alpha=alpha).predict(emb[te])
+        rff = RBFSampler(gamma=gamma, n_components=N_FEATURES, random_state=0).fit(emb[tr])
+        targets = np.repeat(np.asarray(y, np.float64)[tr, None], len(alphas), axis=1)
+        ridge = Ridge(alpha=np.asarray(alphas, np.float64)).fit(rff.transform(emb[tr]), targets)
+        face[:, te] = ridge.predict(rff.transform(emb[te])).T
     return face
 
 
@@ -321,9 +337,9 @@ def choose_face_branch(
     """
     best: tuple[float, Choice] | None = None
     per = next(iter(embs.values())).shape[1] // EMBEDDING_DIM
-    for m, g, a in itertools.product(sorted(embs), [g / per for g in GAMMAS], ALPHAS):
-        face = face_oof(embs[m], y, folds, gamma=g, alpha=a)
-        for w in WEIGHTS:
+    for m, g in itertools.product(sorted(embs), [g / per for g in GAMMAS]):
+        faces = face_oof_alphas(embs[m], y, folds, gamma=g, alphas=ALPHAS)
+        for (a, face), w in itertools.product(zip(ALPHAS, faces, strict=True), WEIGHTS):
             r = float(np.sqrt(np.mean((y - ((1 - w) * cnn_oof + w * face)) ** 2)))
             if best is None or r < best[0]:
                 best = (r, (m, g, a, w))
