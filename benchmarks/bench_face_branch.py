@@ -36,7 +36,7 @@ from doohable.model.face import (
     face_rows,
     fit_face_branch,
 )
-from doohable.model.metrics import regression_metrics
+from doohable.model.metrics import regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
@@ -69,6 +69,16 @@ def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dic
     rows = [regression_metrics(y[folds == k], p[folds == k]) for k in sorted(set(folds.tolist()))]
     return {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows]))}
             for m in ("pearson", "rmse", "mae", "spearman")}
+
+
+def per_subset(y: np.ndarray, p: np.ndarray, groups: list[str]) -> dict[str, dict[str, float]]:
+    """Pearson / RMSE / MAE / mean error (bias) per subset (SCUT: AF, AM, CF, CM), pooled over folds."""
+    g = np.asarray(groups)
+    out = {}
+    for name in sorted(set(groups)):
+        m = g == name
+        out[name] = {**regression_metrics(y[m], p[m]), "n": int(m.sum()), "bias": float(np.mean(p[m] - y[m]))}
+    return out
 
 
 def main() -> None:
@@ -116,8 +126,17 @@ def main() -> None:
         "face_only": fold_table(y, face_only, folds),
         "blend": fold_table(y, blend_oof, folds),
         "chosen_per_fold": chosen,
+        "blend_per_subset": per_subset(y, blend_oof, data.groups),
+        "blend_top_third": {
+            k: v for k, v in top_fraction_roc(y, blend_oof).items() if k not in ("fpr", "tpr")
+        },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
+    subsets = {g: f"{m['pearson']:.3f} / {m['rmse']:.3f}" for g, m in res["blend_per_subset"].items()}
+    print("blend per subset (pearson / rmse):", subsets)
+    t3 = res["blend_top_third"]
+    print(f"blend top third: AUC {t3['auc']:.3f}, precision top / rest {t3['precision_positive']:.3f} / "
+          f"{t3['precision_negative']:.3f}")
     for name in ("cnn", "face_only", "blend"):
         s = res[name]
         print(f"{name:>9}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
