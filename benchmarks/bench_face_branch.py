@@ -92,7 +92,12 @@ def main() -> None:
         default=",".join(map(str, DEFAULT_PADDINGS)),
         help="chip paddings whose descriptors are concatenated (0.25: the first, one-descriptor branch)",
     )
+    ap.add_argument(
+        "--mirror", choices=("cv", "on", "off"), default="cv",
+        help="the mirror pass: chosen by the CV, or forced (off: half the face branch's cost)",
+    )
     args = ap.parse_args()
+    mirror = {"cv": None, "on": True, "off": False}[args.mirror]
     paddings = tuple(float(p) for p in args.paddings.split(","))
     t0 = time.time()
     data = load_scut(args.data)
@@ -106,6 +111,8 @@ def main() -> None:
     cache = Path(os.environ.get("DOOHABLE_HOME", ".doohable")) / "cache"
     plain, flipped = embeddings(list(data.paths), 224, cache, paddings)
     found, embs = face_rows(plain, flipped)  # rows without a face: CNN only
+    if mirror is not None:
+        embs = {mirror: embs[mirror]}
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
     for k in sorted(set(folds.tolist())):
@@ -150,11 +157,14 @@ def main() -> None:
             folds,
             metadata={
                 "training": f"SCUT-FBP5500 shared {int(found.sum())} images",
+                "chosen_with_cnn": ", ".join(Path(c).name for c in args.cv),
+                "cv_cnn_pearson": f"{res['cnn']['pearson']['mean']:.4f}",
                 "cv_blend_pearson": f"{res['blend']['pearson']['mean']:.4f}",
                 "cv_blend_rmse": f"{res['blend']['rmse']['mean']:.4f}",
                 "licence": "research/demo use only (SCUT-FBP5500: non-commercial research licence)",
             },
             paddings=paddings,
+            mirror=mirror,
         )
         branch.save(args.out)
         m, w = branch.mirror, branch.weight

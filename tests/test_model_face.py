@@ -435,3 +435,13 @@ def test_one_fit_for_all_penalties_equals_one_fit_each() -> None:
             each[folds == k] = reg.predict(emb[folds == k])
         np.testing.assert_allclose(row, each, atol=1e-6)
     assert np.abs(together[0] - together[2]).max() > 0.01  # the penalties do differ
+
+
+def test_the_mirror_pass_can_be_forced() -> None:
+    from doohable.model.face import fit_face_branch
+
+    s = _synthetic(True)
+    args = (s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"])
+    for forced in (False, True):
+        branch = fit_face_branch(*args, metadata={}, paddings=(0.25,), mirror=forced)
+        assert branch.mirror is forced and branch.metadata["mirror"] == str(forced)

@@ -375,12 +375,14 @@ def fit_face_branch(
     *,
     metadata: dict[str, str],
     paddings: Sequence[float],
+    mirror: bool | None = None,
 ) -> FaceBranch:
     """Choose (``choose_face_branch``, k-fold CV on ``folds``) and fit the face branch on every
     image with a face (and a finite ``cnn_oof``).
 
     ``plain``/``flipped``: ``FaceEmbedder(paddings).embed_pairs`` of the training images'
-    prepared crops.
+    prepared crops. ``mirror``: None lets the CV choose the mirror pass; True/False forces it
+    (without it the branch costs half as much at scoring time).
     The branch's metadata: ``mirror``, ``gamma``, ``alpha`` (the choice), ``features``, then
     ``metadata``. Raises ``ValueError`` with fewer than ``MIN_FACES`` usable images or fewer
     than 2 folds among them.
@@ -388,7 +390,8 @@ def fit_face_branch(
     found, embs = face_rows(plain, flipped)
     use = found & np.isfinite(cnn_oof)
     require_faces(use, folds)
-    m, g, a, w = choose_face_branch({b: e[use] for b, e in embs.items()}, y[use], cnn_oof[use], folds[use])
+    options = [False, True] if mirror is None else [mirror]  # None: the CV chooses
+    m, g, a, w = choose_face_branch({b: embs[b][use] for b in options}, y[use], cnn_oof[use], folds[use])
     choice = {"mirror": str(m), "gamma": str(g), "alpha": str(a), "paddings": ",".join(map(str, paddings))}
     reg = FaceRegressor.fit(embs[m][use], y[use], gamma=g, alpha=a)
     meta = {**choice, "features": f"{len(reg.coef)} random Fourier features"}
