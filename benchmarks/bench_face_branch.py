@@ -23,6 +23,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import Progress
@@ -65,10 +66,17 @@ def embeddings(
     return plain, flipped
 
 
-def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, float]]:
+def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Mean, std and per-fold values (for paired comparisons between runs) of each metric."""
     rows = [regression_metrics(y[folds == k], p[folds == k]) for k in sorted(set(folds.tolist()))]
-    return {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows]))}
-            for m in ("pearson", "rmse", "mae", "spearman")}
+    return {
+        m: {
+            "mean": float(np.mean([r[m] for r in rows])),
+            "std": float(np.std([r[m] for r in rows])),
+            "per_fold": [float(r[m]) for r in rows],
+        }
+        for m in ("pearson", "rmse", "mae", "spearman")
+    }
 
 
 def per_subset(y: np.ndarray, p: np.ndarray, groups: list[str]) -> dict[str, dict[str, float]]:
