@@ -297,11 +297,20 @@ def test_metadata_written_as_a_python_repr_still_loads(tmp_path: Path) -> None:
     arrays["metadata"] = np.array(repr(meta))  # as FaceBranch.save wrote it before JSON
     np.savez_compressed(path, **arrays)
     assert FaceBranch.load(path).metadata == meta
-    # and the shipped file (written with repr; never rewritten)
-    with np.load(BUNDLED_DIR / "selfie.face.npz") as z:
-        assert str(z["metadata"]).startswith("{'")
+    # a file of the first format (the second session's bundled branch): repr metadata, the
+    # projection saved in full, no paddings (one descriptor, padding 0.25)
+    r = branch.regressor
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("rff_") and k != "paddings"}
+    arrays |= {"format": np.array("doohable-face-branch-1"), "weights": r.weights.astype(np.float32),
+               "offset": r.offset.astype(np.float32)}
+    np.savez_compressed(path, **arrays)
+    old = FaceBranch.load(path)
+    assert old.paddings == (0.25,) and old.metadata == meta and old.embedder.dim == 128
+    np.testing.assert_allclose(old.regressor.weights, r.weights, rtol=1e-6)
+    # and the shipped file
     bundled = FaceBranch.load(BUNDLED_DIR / "selfie.face.npz")
     assert bundled.metadata["mirror"] == str(bundled.mirror) and "licence" in bundled.metadata
+    assert bundled.metadata["paddings"] == ",".join(map(str, bundled.paddings))
 
 
 # --- doohable train --face-branch -----------------------------------------------------------------
