@@ -198,7 +198,7 @@ def _synthetic(informative: bool, n: int = 160, seed: int = 0) -> dict[str, np.n
 
 @pytest.mark.parametrize("informative", [True, False])
 def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
-    from doohable.model.face import choose_face_branch, face_rows, fit_face_branch
+    from doohable.model.face import N_FEATURES, choose_face_branch, face_rows, fit_face_branch
 
     s = _synthetic(informative)
     plain, flipped, y, cnn, folds = s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"]
@@ -226,7 +226,7 @@ def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
     assert (branch.mirror, branch.weight) == (m, w)
     assert branch.metadata == {
         "mirror": str(m), "gamma": str(g), "alpha": str(a), "paddings": "0.25",
-        "features": "3000 random Fourier features", "training": "synthetic",
+        "features": f"{N_FEATURES} random Fourier features", "training": "synthetic",
     }
     for f in ("weights", "offset", "coef"):
         np.testing.assert_array_equal(getattr(branch.regressor, f), getattr(ref, f))
