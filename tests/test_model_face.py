@@ -454,3 +454,15 @@ def test_the_mirror_pass_can_be_forced() -> None:
     for forced in (False, True):
         branch = fit_face_branch(*args, metadata={}, paddings=(0.25,), mirror=forced)
         assert branch.mirror is forced and branch.metadata["mirror"] == str(forced)
+
+
+def test_serving_needs_the_face_in_the_crop_itself_as_fitting_does() -> None:
+    from doohable.model.face import face_rows, mirrored
+
+    plain = np.array([[np.nan] * 128, [0.1] * 128], np.float32)
+    flipped = np.array([[0.2] * 128, [np.nan] * 128], np.float32)
+    out = mirrored(plain, flipped)
+    assert np.isnan(out[0]).all()  # only the mirror image had a face: no face score
+    np.testing.assert_array_equal(out[1], plain[1])  # only the crop had one: its embedding
+    found, _ = face_rows(plain, flipped)
+    assert found.tolist() == [False, True]  # fitting leaves out the same rows

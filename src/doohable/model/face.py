@@ -116,12 +116,9 @@ class FaceEmbedder:
             return np.concatenate([np.asarray(d, np.float32) for d in descriptors])
 
     def embed_mirrored(self, crop: np.ndarray) -> np.ndarray:
-        """Mean descriptor of the crop and its mirror image (the one found if only one is)."""
-        both = np.stack([self.embed_one(crop), self.embed_one(np.ascontiguousarray(crop[:, ::-1]))])
-        found = ~np.isnan(both).any(axis=1)
-        if not found.any():
-            return both[0]
-        return both[found].mean(axis=0)
+        """``mirrored`` of the crop's and its mirror image's embeddings: as the branch was fitted
+        (no face in the crop itself: NaN, so the scorer keeps the CNN's score)."""
+        return mirrored(self.embed_one(crop), self.embed_one(np.ascontiguousarray(crop[:, ::-1])))
 
     def embed_pairs(
         self, crops: Sequence[np.ndarray], *, tick: Callable[[int, int], None] | None = None
