@@ -384,7 +384,7 @@ def test_train_face_branch_without_folds_is_a_clear_error(
             "--face-branch", *extra, "--out", str(model), "--json"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2
-    assert "--face-branch needs the k-fold CV" in res.output
+    assert "--face-branch needs k-fold CV" in res.output
     assert not model.exists() and not face_branch_path(model).exists()
     assert not (home / "cache").exists()  # failed before any image was loaded
 

@@ -116,15 +116,12 @@ def train(
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a scorer and export it to ONNX: {"model": path, "metrics": {...}}."""
-    if face_branch and (not folds or from_db):
-        raise typer.BadParameter(
-            "--face-branch needs the k-fold CV (--folds; --from-db runs none): the blend weight is "
-            "chosen on the CNN's out-of-fold predictions",
-            param_hint="--face-branch",
-        )
+    from doohable.model.jobs import FACE_BRANCH_NEEDS_FOLDS, TrainOptions, labelled_scut, train_job
+
+    if face_branch and (not folds or from_db):  # before loading any labels
+        raise typer.BadParameter(FACE_BRANCH_NEEDS_FOLDS, param_hint="--face-branch")
     from doohable.config import get_settings
     from doohable.model.data import LabelError
-    from doohable.model.jobs import TrainOptions, labelled_scut, train_job
     from doohable.model.train import FinetuneConfig
 
     settings = get_settings()

@@ -51,8 +51,8 @@ class TrainOptions:
 
 
 FACE_BRANCH_NEEDS_FOLDS = (
-    "--face-branch needs k-fold CV (--folds, and labels with at least 2 folds): its blend weight is "
-    "chosen on the CNN's out-of-fold predictions"
+    "--face-branch needs k-fold CV (--folds, not --from-db, and labels with at least 2 folds): its "
+    "blend weight is chosen on the CNN's out-of-fold predictions"
 )
 
 
