@@ -33,6 +33,7 @@ from doohable.model.face import (
     DEFAULT_PADDINGS,
     FaceEmbedder,
     FaceRegressor,
+    blend_error_model,
     choose_face_branch,
     face_rows,
     fit_face_branch,
@@ -104,7 +105,19 @@ def main() -> None:
         "--mirror", choices=("cv", "on", "off"), default="cv",
         help="the mirror pass: chosen by the CV, or forced (off: half the face branch's cost)",
     )
+    ap.add_argument(
+        "--cnn-rmse", type=float, action="append", default=[],
+        help="also estimate the best weight for a CNN of this CV RMSE (error model; repeatable)",
+    )
+    ap.add_argument(
+        "--weight-for-cnn-rmse", type=float, default=None,
+        help="--out's blend weight: the grid weight the error model finds best for a CNN of this CV "
+        "RMSE (the CNN the branch will be blended with, when its out-of-fold predictions are gone) "
+        "instead of the weight the CV chose with --cv's CNN",
+    )
     args = ap.parse_args()
+    if args.weight_for_cnn_rmse is not None:
+        args.cnn_rmse.append(args.weight_for_cnn_rmse)
     mirror = {"cv": None, "on": True, "off": False}[args.mirror]
     paddings = tuple(float(p) for p in args.paddings.split(","))
     t0 = time.time()
@@ -147,6 +160,13 @@ def main() -> None:
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
+    res["error_model"] = em = blend_error_model(y[found], cnn[found], face_oof[found], args.cnn_rmse)
+    print(f"error model (face rows): rmse cnn {em['cnn_rmse']:.4f}, face {em['face_rmse']:.4f}, "
+          f"correlation of their errors {em['rho']:.3f}")
+    for c2, e in em["for_cnn_rmse"].items():
+        print(f"  a CNN of rmse {c2}: best weight {e['best_weight']:.2f}, "
+              f"rmse there {e['rmse_at_best']:.4f}; "
+              "at " + ", ".join(f"{w} {r:.4f}" for w, r in e["rmse_at_weight"].items()))
     subsets = {g: f"{m['pearson']:.3f} / {m['rmse']:.3f}" for g, m in res["blend_per_subset"].items()}
     print("blend per subset (pearson / rmse):", subsets)
     t3 = res["blend_top_third"]
@@ -174,6 +194,12 @@ def main() -> None:
             paddings=paddings,
             mirror=mirror,
         )
+        if args.weight_for_cnn_rmse is not None:
+            r = args.weight_for_cnn_rmse
+            est = em["for_cnn_rmse"][f"{r:.4f}"]["rmse_at_weight"]
+            branch.metadata["weight_chosen_by_cv"] = str(branch.weight)
+            branch.weight = float(min(est, key=est.get))
+            branch.metadata["weight_from"] = f"error model, for a CNN of CV RMSE {r}"
         branch.save(args.out)
         m, w = branch.mirror, branch.weight
         g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])

@@ -466,3 +466,26 @@ def test_serving_needs_the_face_in_the_crop_itself_as_fitting_does() -> None:
     np.testing.assert_array_equal(out[1], plain[1])  # only the crop had one: its embedding
     found, _ = face_rows(plain, flipped)
     assert found.tolist() == [False, True]  # fitting leaves out the same rows
+
+
+def test_error_model_is_exact_for_its_own_cnn_and_gives_a_stronger_cnn_less_face() -> None:
+    from doohable.model.face import WEIGHTS, blend_error_model
+
+    rng = np.random.default_rng(3)
+    y = rng.uniform(1, 5, 2000)
+    shared = rng.normal(0, 0.2, 2000)  # errors the CNN and the face branch have in common
+    cnn = y + shared + rng.normal(0, 0.25, 2000) + 0.05
+    face = y + shared + rng.normal(0, 0.25, 2000)
+    em = blend_error_model(y, cnn, face, [0.2])
+    assert 0.3 < em["rho"] < 0.5
+    own = em["for_cnn_rmse"][f"{em['cnn_rmse']:.4f}"]
+    for w in WEIGHTS:  # the blend's RMSE, not an approximation of it, for the CNN measured
+        blend = (1 - w) * cnn + w * face
+        assert own["rmse_at_weight"][f"{w:.1f}"] == pytest.approx(np.sqrt(np.mean((y - blend) ** 2)))
+    grid = np.linspace(0, 1, 1001)
+    empirical = [np.sqrt(np.mean((y - ((1 - w) * cnn + w * face)) ** 2)) for w in grid]
+    assert own["best_weight"] == pytest.approx(grid[int(np.argmin(empirical))], abs=1e-3)
+    assert own["rmse_at_best"] == pytest.approx(min(empirical), abs=1e-6)
+    stronger = em["for_cnn_rmse"]["0.2000"]
+    assert stronger["best_weight"] < own["best_weight"]
+    assert stronger["rmse_at_best"] < own["rmse_at_best"]

@@ -419,3 +419,35 @@ def blend_oof(
     face = face_oof(embs[mirror][use], y[use], folds[use], gamma=gamma, alpha=alpha)
     out[use] = (1 - weight) * cnn_oof[use] + weight * face
     return out
+
+
+def blend_error_model(
+    y: np.ndarray, cnn: np.ndarray, face: np.ndarray, cnn_rmses: Sequence[float] = ()
+) -> dict[str, Any]:
+    """The blend's error as the mix of two correlated errors, on the images with a face:
+    MSE(w) = (1-w)^2 c^2 + w^2 f^2 + 2 w (1-w) rho c f, with c, f the root mean square errors of
+    the CNN and of the face branch (out of fold) and rho the correlation of their errors (raw
+    second moments, so biases count). For another CNN of RMSE c' (e.g. one whose out-of-fold
+    predictions are gone) and the same rho and f: the weight w* that minimises it and the RMSE
+    expected there. An estimate, not a measurement: it assumes rho and f do not change with the CNN
+    (checked once: with the one-descriptor branch and a CPU-trained CNN it predicted 0.2801 for
+    the bundled GPU pair at weight 0.3, measured 0.2807; docs/benchmarks.md).
+
+    Returns {"cnn_rmse", "face_rmse", "rho", "for_cnn_rmse": {"c'": {"best_weight",
+    "rmse_at_best", "rmse_at_weight": {w: rmse for w in WEIGHTS}}}}, the CNN's own c first."""
+    ec, ef = cnn - y, face - y
+    c, f = float(np.sqrt(np.mean(ec**2))), float(np.sqrt(np.mean(ef**2)))
+    rho = float(np.mean(ec * ef) / (c * f))
+
+    def rmse(c2: float, w: float) -> float:
+        return float(np.sqrt((1 - w) ** 2 * c2**2 + w**2 * f**2 + 2 * w * (1 - w) * rho * c2 * f))
+
+    out: dict[str, Any] = {"cnn_rmse": c, "face_rmse": f, "rho": rho, "for_cnn_rmse": {}}
+    for c2 in [c, *cnn_rmses]:
+        w = min(1.0, max(0.0, (c2**2 - rho * c2 * f) / (c2**2 + f**2 - 2 * rho * c2 * f)))
+        out["for_cnn_rmse"][f"{c2:.4f}"] = {
+            "best_weight": w,
+            "rmse_at_best": rmse(c2, w),
+            "rmse_at_weight": {f"{v:.1f}": rmse(c2, v) for v in WEIGHTS},
+        }
+    return out
