@@ -196,9 +196,8 @@ def main() -> None:
         )
         if args.weight_for_cnn_rmse is not None:
             r = args.weight_for_cnn_rmse
-            est = em["for_cnn_rmse"][f"{r:.4f}"]["rmse_at_weight"]
             branch.metadata["weight_chosen_by_cv"] = str(branch.weight)
-            branch.weight = float(min(est, key=est.get))
+            branch.weight = em["for_cnn_rmse"][f"{r:.4f}"]["best_grid_weight"]
             branch.metadata["weight_from"] = f"error model, for a CNN of CV RMSE {r}"
         branch.save(args.out)
         m, w = branch.mirror, branch.weight

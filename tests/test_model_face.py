@@ -486,6 +486,8 @@ def test_error_model_is_exact_for_its_own_cnn_and_gives_a_stronger_cnn_less_face
     empirical = [np.sqrt(np.mean((y - ((1 - w) * cnn + w * face)) ** 2)) for w in grid]
     assert own["best_weight"] == pytest.approx(grid[int(np.argmin(empirical))], abs=1e-3)
     assert own["rmse_at_best"] == pytest.approx(min(empirical), abs=1e-6)
+    on_grid = [np.sqrt(np.mean((y - ((1 - w) * cnn + w * face)) ** 2)) for w in WEIGHTS]
+    assert own["best_grid_weight"] == WEIGHTS[int(np.argmin(on_grid))]
     stronger = em["for_cnn_rmse"]["0.2000"]
     assert stronger["best_weight"] < own["best_weight"]
     assert stronger["rmse_at_best"] < own["rmse_at_best"]

@@ -434,7 +434,8 @@ def blend_error_model(
     the bundled GPU pair at weight 0.3, measured 0.2807; docs/benchmarks.md).
 
     Returns {"cnn_rmse", "face_rmse", "rho", "for_cnn_rmse": {"c'": {"best_weight",
-    "rmse_at_best", "rmse_at_weight": {w: rmse for w in WEIGHTS}}}}, the CNN's own c first."""
+    "rmse_at_best", "rmse_at_weight": {w: rmse for w in WEIGHTS}, "best_grid_weight"}}},
+    the CNN's own c first."""
     ec, ef = cnn - y, face - y
     c, f = float(np.sqrt(np.mean(ec**2))), float(np.sqrt(np.mean(ef**2)))
     rho = float(np.mean(ec * ef) / (c * f))
@@ -449,5 +450,6 @@ def blend_error_model(
             "best_weight": w,
             "rmse_at_best": rmse(c2, w),
             "rmse_at_weight": {f"{v:.1f}": rmse(c2, v) for v in WEIGHTS},
+            "best_grid_weight": min(WEIGHTS, key=lambda v: rmse(c2, v)),
         }
     return out
