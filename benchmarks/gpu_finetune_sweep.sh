@@ -1,31 +1,72 @@
 #!/usr/bin/env bash
 # Several 4-fold fine-tuning runs at once on one GPU (device machine: torch with CUDA, no venv).
-# Each run is its own process; a run's log, cv_*.json, summary*.json and final .onnx land in $OUT.
-#   usage: OUT=/some/dir bash benchmarks/gpu_finetune_sweep.sh [deadline-seconds]
-# Runs (docs/benchmarks.md, "Scorer quality"):
-#   r288s0  MobileNetV2, 288 px input, seed 0, 20 epochs, + final model on all images
-#   r288s1  MobileNetV2, 288 px input, seed 1, 30 epochs, + final model (the ensemble partner)
-#   r320s0  MobileNetV2, 320 px input, seed 0, 20 epochs, CV only
-#   cpu224  the CPU recipe (224 px, lowest layer group frozen), seed 0, 20 epochs, CV only
+# Each run is its own process; its log, cv_*.json and summary*.json are packed into
+# $OUT/cv_logs.tar.gz, and its final model, with float16 weights, lands in $OUT/<run>.onnx.
+#   usage: OUT=/some/dir bash benchmarks/gpu_finetune_sweep.sh [set] [deadline-seconds]
+# Sets (docs/benchmarks.md, "Scorer quality"):
+#   ensemble6 (fifth session, the members of the shipped `selfie`), all 224 px, each with its
+#     final model on all images: MobileNetV2 seeds 0-3 (20, 30, 30, 30 epochs) and
+#     EfficientNet-Lite0 seeds 0-1 (20, 30 epochs)
+#   session2: r288s0 / r288s1 (288 px, seeds 0/1, 20/30 epochs, + final), r320s0 (320 px),
+#     cpu224 (the CPU recipe, lowest layer group frozen), CV only for the last two
 set -u
-DEADLINE=${1:-520}
+SET=${1:-ensemble6}
+DEADLINE=${2:-500}
 export PYTHONPATH=src:.gpu DOOHABLE_WEIGHTS_DIR=.gpu/weights PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python -c "import torch; print('torch', torch.__version__)"
-run() {  # tag, then bench_train_finetune options
-  local tag=$1; shift
-  timeout "$DEADLINE" python benchmarks/bench_train_finetune.py --data .gpu/scut --backbones mobilenet_v2 \
-    --out "$OUT" --tag "_$tag" "$@" > "$OUT/log_$tag.txt" 2>&1 &
+run() {  # tag, backbone, then bench_train_finetune options
+  local tag=$1 bb=$2; shift 2
+  timeout "$DEADLINE" python benchmarks/bench_train_finetune.py --data .gpu/scut --backbones "$bb" \
+    --out "$OUT/runs" --tag "_$tag" "$@" > "$OUT/runs/log_$tag.txt" 2>&1 &
 }
-run r288s0 --input-size 288 --seed 0 --epochs 20 --budget 300
-run r288s1 --input-size 288 --seed 1 --epochs 30 --budget 330
-run r320s0 --input-size 320 --seed 0 --epochs 20 --no-final
-run cpu224 --input-size 224 --seed 0 --epochs 20 --freeze-groups 1 --no-final
+mkdir -p "$OUT/runs"
+case $SET in
+  ensemble6)
+    run m0 mobilenet_v2 --seed 0 --epochs 20 --budget 280
+    run m1 mobilenet_v2 --seed 1 --epochs 30 --budget 280
+    run m2 mobilenet_v2 --seed 2 --epochs 30 --budget 280
+    run m3 mobilenet_v2 --seed 3 --epochs 30 --budget 280
+    run e0 efficientnet_lite0 --seed 0 --epochs 20 --budget 280
+    run e1 efficientnet_lite0 --seed 1 --epochs 30 --budget 280 ;;
+  session2)
+    run r288s0 mobilenet_v2 --input-size 288 --seed 0 --epochs 20 --budget 300
+    run r288s1 mobilenet_v2 --input-size 288 --seed 1 --epochs 30 --budget 280
+    run r320s0 mobilenet_v2 --input-size 320 --seed 0 --epochs 20 --no-final
+    run cpu224 mobilenet_v2 --input-size 224 --seed 0 --epochs 20 --freeze-groups 1 --no-final ;;
+  *) echo "unknown set $SET (ensemble6, session2)"; exit 2 ;;
+esac
 for i in $(seq 1 $((DEADLINE / 30))); do
   sleep 30
   echo "--- $((i * 30)) s"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
-  grep -h "fold \|CV:\|exported\|Error\|error" "$OUT"/log_*.txt | tail -n 12
+  grep -h "fold \|CV:\|exported\|Error\|error" "$OUT"/runs/log_*.txt | tail -n 14
   [ "$(jobs -r | wc -l)" -eq 0 ] && break
 done
 wait
-tail -n 4 "$OUT"/log_*.txt
+tail -n 3 "$OUT"/runs/log_*.txt
+# final models: weights stored as float16 (halves what comes back and what is shipped)
+python - "$OUT" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from doohable.model.export import fp16_weights
+from doohable.model.runtime import load_scorer
+
+out = Path(sys.argv[1])
+from PIL import Image
+
+images = sorted(Path(".gpu/scut/images").iterdir())[::70]
+for src in sorted((out / "runs").glob("*.onnx")):
+    dst = out / src.name.rsplit("_", 1)[1]  # mobilenet_v2_m0.onnx -> m0.onnx
+    onnx.save(fp16_weights(onnx.load(str(src))), str(dst))
+    a, b = load_scorer(src), load_scorer(dst)
+    batch = np.stack([a.prepare(Image.open(p).convert("RGB")) for p in images])
+    print(f"{dst.name}: {dst.stat().st_size / 1e6:.1f} MB, fp16 vs fp32 max |diff| "
+          f"{np.max(np.abs(a.score(batch) - b.score(batch))):.2e}")
+    src.unlink()
+PY
+tar -czf "$OUT/cv_logs.tar.gz" -C "$OUT/runs" . && rm -rf "$OUT/runs"
+ls -la "$OUT"

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from doohable.model.export import export_onnx, max_abs_diff
+from doohable.model.export import ensemble_onnx, export_onnx, fp16_weights, max_abs_diff
 from doohable.model.runtime import BUNDLED_DIR, load_scorer, prepare_image, read_metadata
 from doohable.model.scorer import build_model
 
@@ -62,6 +62,36 @@ def test_runtime_contract(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
     assert abs(float(ref[0]) - float(one[0])) <= 1e-4
     with pytest.raises(ValueError, match=r"uint8 array of shape \(N, 64, 64, 3\)"):
         scorer.score(prepared.astype(np.float32)[None])
+
+
+def test_ensemble_is_the_mean_of_its_members_and_fp16_weights_halve_it(tmp_path: Path) -> None:
+    import onnx
+
+    batch = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    paths, scores = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("mobilenet_v2", "regression", pretrained=False, input_size=64).eval()
+        paths.append(export_onnx(model, tmp_path / f"m{seed}.onnx", name="tiny"))
+        scores.append(load_scorer(str(paths[-1]), threads=1).score(batch))
+    assert np.max(np.abs(scores[0] - scores[1])) > 1e-3  # two different members
+    full = ensemble_onnx(paths, tmp_path / "ens.onnx", name="pair", extra={"cv": {"pearson": 0.9}})
+    half = ensemble_onnx(paths, tmp_path / "ens16.onnx", name="pair", half=True)
+    mean = (scores[0] + scores[1]) / 2
+    got = load_scorer(str(full), threads=1).score(batch)
+    assert np.max(np.abs(got - mean)) <= 1e-5
+    got16 = load_scorer(str(half), threads=1).score(batch)
+    assert 0 < np.max(np.abs(got16 - mean)) <= 1e-2  # only the weights' rounding differs
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    meta = read_metadata(full)
+    assert meta["name"] == "pair" and json.loads(meta["members"]) == ["m0.onnx", "m1.onnx"]
+    assert json.loads(meta["cv"]) == {"pearson": 0.9} and meta["backbone"] == "mobilenet_v2+mobilenet_v2"
+    # a member stored in fp16 already: converting again changes nothing, small tensors stay fp32
+    once = fp16_weights(onnx.load(str(paths[0])))
+    n_half = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in once.graph.initializer)
+    again = fp16_weights(once)
+    assert n_half > 0 and sum(t.data_type == onnx.TensorProto.FLOAT16 for t in again.graph.initializer) == n_half
+    assert any(t.data_type == onnx.TensorProto.FLOAT for t in again.graph.initializer)
 
 
 def test_resize_policy_is_squash_then_centre_crop() -> None:

@@ -78,13 +78,44 @@ def max_abs_diff(model: ScoringModel, path: str | Path, batch: np.ndarray) -> fl
     return float(np.max(np.abs(ref - got)))
 
 
+def fp16_weights(model: onnx.ModelProto, *, min_size: int = 1024) -> onnx.ModelProto:
+    """Store the large float32 initializers as float16, each followed by a Cast back to float32.
+
+    Halves the file; the graph still computes in float32 (ONNX Runtime folds the Casts once, when
+    the session is created), so only the weights' rounding (relative 2^-11) changes the scores.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    casts, keep = [], []
+    for init in g.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
+            keep.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
+        keep.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
 def ensemble_onnx(
-    paths: list[str | Path], out: str | Path, *, name: str, extra: dict[str, Any] | None = None
+    paths: list[str | Path],
+    out: str | Path,
+    *,
+    name: str,
+    extra: dict[str, Any] | None = None,
+    half: bool = False,
 ) -> Path:
     """Merge exported scorers (same input size and scale) into one graph whose score is their mean.
 
     The members run side by side on the shared ``image`` input; metadata comes from the first
-    member, with ``members`` listing the originals and ``extra`` added.
+    member, with ``members`` listing the originals and ``extra`` added. ``half``: weights stored
+    as float16 (:func:`fp16_weights`); members already stored so are kept as they are.
     """
     from onnx import compose, helper
 
@@ -106,6 +137,8 @@ def ensemble_onnx(
     first = protos[0].graph
     graph = helper.make_graph(nodes, f"{name}_ensemble", [first.input[0]], [first.output[0]], inits)
     model = helper.make_model(graph, opset_imports=protos[0].opset_import, ir_version=protos[0].ir_version)
+    if half:
+        model = fp16_weights(model)
     meta = {
         **metas[0],
         "name": name,
