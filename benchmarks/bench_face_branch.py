@@ -18,11 +18,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ProcessPoolExecutor
 import json
 import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ from doohable.model.face import (
     blend_error_model,
     choose_face_branch,
     face_rows,
+    fit_calibration,
     fit_face_branch,
 )
+from doohable.model.face import blend_oof as face_blend_oof
 from doohable.model.metrics import regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
@@ -137,7 +139,13 @@ def main() -> None:
         "RMSE (the CNN the branch will be blended with, when its out-of-fold predictions are gone) "
         "instead of the weight the CV chose with --cv's CNN",
     )
+    ap.add_argument(
+        "--calibrate", action="store_true",
+        help="--out's branch also gets the linear calibration of its blend (nested CV: blend_calibrated)",
+    )
     args = ap.parse_args()
+    if args.calibrate and args.weight_for_cnn_rmse is not None:
+        raise SystemExit("--calibrate fits the calibration at the CV's weight, not --weight-for-cnn-rmse's")
     if args.weight_for_cnn_rmse is not None:
         args.cnn_rmse.append(args.weight_for_cnn_rmse)
     mirror = {"cv": None, "on": True, "off": False}[args.mirror]
@@ -158,14 +166,24 @@ def main() -> None:
         embs = {mirror: embs[mirror]}
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
+    calibrated = cnn.copy()
     for k in sorted(set(folds.tolist())):
         tr = (folds != k) & found
         m, g, a, w = choose_face_branch({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
-        chosen.append({"fold": k, "mirror": m, "gamma": g, "alpha": a, "weight": w})
         te = (folds == k) & found
         face_oof[te] = FaceRegressor.fit(embs[m][tr], y[tr], gamma=g, alpha=a).predict(embs[m][te])
         blend_oof[te] = (1 - w) * cnn[te] + w * face_oof[te]
-        print(f"fold {k}: chosen mirror {m} gamma {g} alpha {a} weight {w}", flush=True)
+        # the calibration: fitted on the inner CV's out-of-fold blend (training folds only)
+        inner = folds != k
+        inner_blend = face_blend_oof(
+            plain[inner], flipped[inner], y[inner], cnn[inner], folds[inner],
+            mirror=m, gamma=g, alpha=a, weight=w,
+        )
+        cal = fit_calibration(y[tr], inner_blend[found[inner]])
+        calibrated[te] = cal[0] + cal[1] * blend_oof[te]
+        chosen.append({"fold": k, "mirror": m, "gamma": g, "alpha": a, "weight": w, "calibration": cal})
+        print(f"fold {k}: chosen mirror {m} gamma {g} alpha {a} weight {w}; "
+              f"calibration {cal[0]:.3f} + {cal[1]:.3f} * blend", flush=True)
     face_only = np.where(found, face_oof, cnn)
     res = {
         "n_images": len(y),
@@ -175,6 +193,7 @@ def main() -> None:
         "cnn": fold_table(y, cnn, folds),
         "face_only": fold_table(y, face_only, folds),
         "blend": fold_table(y, blend_oof, folds),
+        "blend_calibrated": fold_table(y, calibrated, folds),
         "chosen_per_fold": chosen,
         "blend_per_subset": per_subset(y, blend_oof, data.groups),
         "blend_top_third": {
@@ -194,9 +213,9 @@ def main() -> None:
     t3 = res["blend_top_third"]
     print(f"blend top third: AUC {t3['auc']:.3f}, precision top / rest {t3['precision_positive']:.3f} / "
           f"{t3['precision_negative']:.3f}")
-    for name in ("cnn", "face_only", "blend"):
+    for name in ("cnn", "face_only", "blend", "blend_calibrated"):
         s = res[name]
-        print(f"{name:>9}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
+        print(f"{name:>16}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
               f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
     if args.out:
         branch = fit_face_branch(
@@ -215,6 +234,7 @@ def main() -> None:
             },
             paddings=paddings,
             mirror=mirror,
+            calibrate=args.calibrate,
         )
         if args.weight_for_cnn_rmse is not None:
             r = args.weight_for_cnn_rmse

@@ -19,6 +19,7 @@ import time
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -46,6 +47,29 @@ def on_progress(stage: str, done: int, total: int, info: dict[str, float]) -> No
     log(f"{stage} {done}/{total} {vals}")
 
 
+def _cv_stage(args, cfg, bb, pixels, scores, folds, only, dev, data, out):  # type: ignore[no-untyped-def]
+    """k-fold CV of one backbone: writes cv_<bb><tag>.json, logs the summary, returns the result."""
+    log(f"== {bb}: cross-validation")
+    cv = cross_validate(
+        cfg, pixels, scores, folds, only_folds=only, device=dev, progress=on_progress,
+        checkpoint_dir=Path(args.checkpoints) / f"{bb}{args.tag}" if args.checkpoints else None,
+    )
+    cvj = cv.to_json() | {
+        "images": [Path(p).stem for p in data.paths],
+        "scores": scores.tolist(),
+        "groups": data.groups,
+        "fold_of": folds.tolist(),
+        "config": asdict(cfg),
+    }
+    (out / f"cv_{bb}{args.tag}.json").write_text(json.dumps(cvj))
+    s = cv.summary
+    log(
+        f"{bb} CV: pearson {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f} rmse "
+        f"{s['rmse']['mean']:.4f}±{s['rmse']['std']:.4f} mae {s['mae']['mean']:.4f} ({cv.seconds:.0f}s)"
+    )
+    return cv
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     ap = argparse.ArgumentParser()
@@ -66,6 +90,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--budget", type=float, default=1e9, help="seconds; later stages are skipped past it")
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--final-from", default=None, metavar="CV_JSON",
+        help="no CV: only the final model, with this earlier cv_*.json's settings and epochs",
+    )
     args = ap.parse_args()
     t_start = time.perf_counter()
     out = Path(args.out)
@@ -107,26 +135,16 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget:
             log(f"budget spent: skipping {bb}")
             break
-        log(f"== {bb}: cross-validation")
-        cv = cross_validate(
-            cfg, pixels, scores, folds, only_folds=only, device=dev, progress=on_progress,
-            checkpoint_dir=Path(args.checkpoints) / f"{bb}{args.tag}" if args.checkpoints else None,
-        )
-        cvj = cv.to_json() | {
-            "images": [Path(p).stem for p in data.paths],
-            "scores": scores.tolist(),
-            "groups": data.groups,
-            "fold_of": folds.tolist(),
-            "config": asdict(cfg),
-        }
-        (out / f"cv_{bb}{args.tag}.json").write_text(json.dumps(cvj))
+        if args.final_from:
+            prior = json.loads(Path(args.final_from).read_text())
+            prior_cfg = prior["config"]
+            cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in prior_cfg.items()})
+            cv = SimpleNamespace(summary=prior["summary"], folds=prior["folds"], seconds=prior["seconds"])
+        else:
+            cv = _cv_stage(args, cfg, bb, pixels, scores, folds, only, dev, data, out)
+            oofs[bb] = cv.oof
         s = cv.summary
-        log(
-            f"{bb} CV: pearson {s['pearson']['mean']:.4f}±{s['pearson']['std']:.4f} rmse "
-            f"{s['rmse']['mean']:.4f}±{s['rmse']['std']:.4f} mae {s['mae']['mean']:.4f} ({cv.seconds:.0f}s)"
-        )
         entry = {"cv": cv.summary, "folds": cv.folds, "cv_seconds": cv.seconds}
-        oofs[bb] = cv.oof
         summary["backbones"][bb] = entry
         (out / f"summary{args.tag}.json").write_text(json.dumps(summary))
         # the final model is the deliverable: it gets 30% more time than a new CV stage

@@ -491,3 +491,39 @@ def test_error_model_is_exact_for_its_own_cnn_and_gives_a_stronger_cnn_less_face
     stronger = em["for_cnn_rmse"]["0.2000"]
     assert stronger["best_weight"] < own["best_weight"]
     assert stronger["rmse_at_best"] < own["rmse_at_best"]
+
+
+def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path) -> None:
+    from doohable.model.face import blend_oof, fit_calibration, fit_face_branch
+
+    rng = np.random.default_rng(5)
+    truth = rng.uniform(1, 5, 500)
+    assert fit_calibration(truth, (truth - 0.2) / 1.25) == pytest.approx((0.2, 1.25))
+    s = _synthetic(True)
+    # a CNN that shrinks its scores towards the mean, as an average of two predictors does
+    shrunk = 3.0 + 0.6 * (s["cnn"] - 3.0)
+    args = (s["plain"], s["flipped"], s["y"], shrunk, s["folds"])
+    plain_branch = fit_face_branch(*args, metadata={}, paddings=(0.25,))
+    branch = fit_face_branch(*args, metadata={}, paddings=(0.25,), calibrate=True)
+    assert plain_branch.calibration == (0.0, 1.0) and "calibration" not in plain_branch.metadata
+    a, b = branch.calibration
+    assert b > 1.05 and branch.metadata["calibration"] == f"{a:.4f} + {b:.4f} * blend"
+    # the same choice as without, and the calibration is the least-squares fit of the out-of-fold blend
+    assert (branch.mirror, branch.weight) == (plain_branch.mirror, plain_branch.weight)
+    g, al = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
+    blend = blend_oof(*args, mirror=branch.mirror, gamma=g, alpha=al, weight=branch.weight)
+    found = ~np.isnan(s["plain"]).any(axis=1)
+    rmse = lambda p: float(np.sqrt(np.mean((s["y"][found] - p[found]) ** 2)))  # noqa: E731
+    assert rmse(a + b * blend) < rmse(blend)
+    back = FaceBranch.load(branch.save(tmp_path / "c.face.npz"))
+    assert back.calibration == pytest.approx((a, b))
+    # the scorer applies it where a face is found, and only there
+    reg = FaceRegressor.fit(np.eye(128)[:40], np.full(40, 4.0), gamma=1.0, alpha=1.0, n_components=64)
+    one = FaceBranch(reg, 0.5, {}, calibration=(0.5, 0.9))
+    face_row = np.zeros(128, np.float32)
+    cnn = np.array([3.0, 2.0], np.float32)
+    one.embedder.embed = lambda batch, mirror=False: np.stack([face_row, np.full(128, np.nan, np.float32)])  # type: ignore[method-assign]
+    want_face = float(reg.predict(face_row[None])[0])
+    out = one.blend(cnn, np.zeros((2, 8, 8, 3), np.uint8))
+    assert out[0] == pytest.approx(0.5 + 0.9 * (0.5 * 3.0 + 0.5 * want_face), abs=1e-5)
+    assert out[1] == 2.0

@@ -205,10 +205,14 @@ def _checksum(a: np.ndarray) -> str:
 
 @dataclass
 class FaceBranch:
-    """The regressor and its blend weight: final = (1 - w) * cnn + w * face, where a face is found.
+    """The regressor and its blend weight: final = a + b * ((1 - w) * cnn + w * face), where a
+    face is found (the CNN's score elsewhere).
 
     ``mirror``: the embedding is the mean of the crop's and its mirror image's (as the CNN
     averages both). ``paddings``: the chip paddings whose descriptors the embedding concatenates.
+    ``calibration``: (a, b), a linear map of the blend fitted on out-of-fold blends
+    (:func:`fit_calibration`; averaging two predictors pulls scores towards the mean); (0, 1):
+    none.
     """
 
     regressor: FaceRegressor
@@ -216,10 +220,13 @@ class FaceBranch:
     metadata: dict[str, str]
     mirror: bool = False
     paddings: tuple[float, ...] = (0.25,)
+    calibration: tuple[float, float] = (0.0, 1.0)
     embedder: FaceEmbedder = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.paddings = tuple(float(p) for p in self.paddings)
+        a, b = self.calibration
+        self.calibration = (float(a), float(b))
         self.embedder = FaceEmbedder(self.paddings)
         if self.regressor.weights.shape[0] != self.embedder.dim:
             raise ValueError(
@@ -231,7 +238,8 @@ class FaceBranch:
         face = self.regressor.predict(self.embedder.embed(batch, mirror=self.mirror))
         found = ~np.isnan(face)
         out = cnn.astype(np.float32)  # a copy
-        out[found] = (1.0 - self.weight) * cnn[found] + self.weight * face[found]
+        a, b = self.calibration
+        out[found] = a + b * ((1.0 - self.weight) * cnn[found] + self.weight * face[found])
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -253,6 +261,7 @@ class FaceBranch:
             "weight": np.array(self.weight),
             "mirror": np.array(self.mirror),
             "paddings": np.array(self.paddings, np.float64),
+            "calibration": np.array(self.calibration, np.float64),
             "metadata": np.array(json.dumps(self.metadata)),
         }
         np.savez_compressed(path, **arrays)
@@ -279,7 +288,8 @@ class FaceBranch:
             meta = _parse_metadata(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
             paddings = tuple(float(p) for p in z["paddings"]) if "paddings" in z.files else (0.25,)
-            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings)
+            a, b = (float(v) for v in z["calibration"]) if "calibration" in z.files else (0.0, 1.0)
+            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (a, b))
 
 
 def _parse_metadata(text: str) -> dict[str, str]:
@@ -373,13 +383,15 @@ def fit_face_branch(
     metadata: dict[str, str],
     paddings: Sequence[float],
     mirror: bool | None = None,
+    calibrate: bool = False,
 ) -> FaceBranch:
     """Choose (``choose_face_branch``, k-fold CV on ``folds``) and fit the face branch on every
     image with a face (and a finite ``cnn_oof``).
 
     ``plain``/``flipped``: ``FaceEmbedder(paddings).embed_pairs`` of the training images'
     prepared crops. ``mirror``: None lets the CV choose the mirror pass; True/False forces it
-    (without it the branch costs half as much at scoring time).
+    (without it the branch costs half as much at scoring time). ``calibrate``: also fit the
+    blend's linear calibration (:func:`fit_calibration`) on its out-of-fold blend over ``folds``.
     The branch's metadata: ``mirror``, ``gamma``, ``alpha`` (the choice), ``features``, then
     ``metadata``. Raises ``ValueError`` with fewer than ``MIN_FACES`` usable images or fewer
     than 2 folds among them.
@@ -394,7 +406,19 @@ def fit_face_branch(
     meta = {**choice, "features": f"{len(reg.coef)} random Fourier features"}
     meta.update(metadata)
     meta.update(choice)  # the choice's keys keep their place but are never overridden
-    return FaceBranch(reg, w, meta, mirror=m, paddings=tuple(paddings))
+    cal = (0.0, 1.0)
+    if calibrate:
+        blend = blend_oof(plain, flipped, y, cnn_oof, folds, mirror=m, gamma=g, alpha=a, weight=w)
+        cal = fit_calibration(y[use], blend[use])
+        meta["calibration"] = f"{cal[0]:.4f} + {cal[1]:.4f} * blend"
+    return FaceBranch(reg, w, meta, mirror=m, paddings=tuple(paddings), calibration=cal)
+
+
+def fit_calibration(y: np.ndarray, blend: np.ndarray) -> tuple[float, float]:
+    """(a, b) of least squares y ~ a + b * blend, from out-of-fold blends (never in-sample ones:
+    those are already fitted to y and would give b ~ 1)."""
+    b, a = np.polyfit(np.asarray(blend, np.float64), np.asarray(y, np.float64), 1)
+    return float(a), float(b)
 
 
 def blend_oof(

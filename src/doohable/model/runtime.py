@@ -156,6 +156,7 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
         digest.update(sidecar.read_bytes())
         meta["face_branch"] = sidecar.name
         meta["face_weight"] = str(face.weight)
+        meta["face_calibration"] = json.dumps(face.calibration)
     return Scorer(
         name=meta["name"],
         version=digest.hexdigest()[:12],
