@@ -41,7 +41,7 @@ from doohable.model.face import (
     fit_face_branch,
 )
 from doohable.model.face import blend_oof as face_blend_oof
-from doohable.model.metrics import regression_metrics, top_fraction_roc
+from doohable.model.metrics import mean_std_table, regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
@@ -92,16 +92,10 @@ def _embed_chunk(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Mean, std and per-fold values (for paired comparisons between runs) of each metric."""
+    """Mean, sample std (as the CNN's CV tables) and per-fold values (for paired comparisons
+    between runs) of each metric."""
     rows = [regression_metrics(y[folds == k], p[folds == k]) for k in sorted(set(folds.tolist()))]
-    return {
-        m: {
-            "mean": float(np.mean([r[m] for r in rows])),
-            "std": float(np.std([r[m] for r in rows])),
-            "per_fold": [float(r[m]) for r in rows],
-        }
-        for m in ("pearson", "rmse", "mae", "spearman")
-    }
+    return {m: v | {"per_fold": [float(r[m]) for r in rows]} for m, v in mean_std_table(rows).items()}
 
 
 def per_subset(y: np.ndarray, p: np.ndarray, groups: list[str]) -> dict[str, dict[str, float]]:

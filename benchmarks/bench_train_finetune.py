@@ -8,6 +8,8 @@ Writes to --out: cv_<backbone>.json (per-fold metrics, mean +- std, out-of-fold 
 learning curves), <backbone>.onnx (final model, trained on every image for the median best
 epoch count of the folds), summary.json. Prints the CV table with the published baselines
 (ResNeXt-50: PC 0.8997 / RMSE 0.3017; the report: 0.90 / 0.30) beside it.
+``--final-from CV_JSON``: no CV, only the final model of an earlier run (its settings, and the
+median best epoch count of its folds), e.g. of ``benchmarks/results/gpu-ensemble5/*.json``.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def main() -> None:
             prior = json.loads(Path(args.final_from).read_text())
             prior_cfg = prior["config"]
             cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in prior_cfg.items()})
+            if cfg.backbone != bb:
+                raise SystemExit(f"{args.final_from} is a {cfg.backbone} run, not {bb}")
             cv = SimpleNamespace(summary=prior["summary"], folds=prior["folds"], seconds=prior["seconds"])
         else:
             cv = _cv_stage(args, cfg, bb, pixels, scores, folds, only, dev, data, out)
