@@ -348,7 +348,7 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     from doohable.model.face import DEFAULT_PADDINGS, GAMMAS, WEIGHTS
 
     assert fb["paddings"] == list(DEFAULT_PADDINGS) and load_scorer(model).face.paddings == DEFAULT_PADDINGS
-    assert fb["weight"] in WEIGHTS
+    assert fb["weight"] in WEIGHTS and len(fb["calibration"]) == 2
     assert any(fb["gamma"] == pytest.approx(g / len(DEFAULT_PADDINGS)) for g in GAMMAS)
     assert set(fb["cv_cnn"]) == set(fb["cv_blend"]) == {"pearson", "rmse"}
     assert "optimistic" in fb["note"] and "same folds" in fb["note"]
@@ -356,6 +356,7 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
 
     scorer = load_scorer(model)
     assert scorer.face is not None and scorer.face.weight == fb["weight"]
+    assert scorer.face.calibration == pytest.approx(tuple(fb["calibration"])) != (0.0, 1.0)
     assert scorer.face.mirror == fb["mirror"] and scorer.face.metadata["gamma"] == str(fb["gamma"])
     cnn_only = load_scorer(shutil.copy(model, tmp_path / "cnn-only.onnx"))
     assert cnn_only.face is None

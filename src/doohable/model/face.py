@@ -288,8 +288,8 @@ class FaceBranch:
             meta = _parse_metadata(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
             paddings = tuple(float(p) for p in z["paddings"]) if "paddings" in z.files else (0.25,)
-            a, b = (float(v) for v in z["calibration"]) if "calibration" in z.files else (0.0, 1.0)
-            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (a, b))
+            cal = tuple(float(v) for v in z["calibration"]) if "calibration" in z.files else (0.0, 1.0)
+            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (cal[0], cal[1]))
 
 
 def _parse_metadata(text: str) -> dict[str, str]:

@@ -157,6 +157,7 @@ def _fit_face_branch(
         data.folds,
         metadata={"training": f"doohable train: {int(found.sum())} of {len(data)} images with a face"},
         paddings=DEFAULT_PADDINGS,
+        calibrate=True,
     )
     gamma, alpha = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
     blend = blend_oof(
@@ -171,6 +172,8 @@ def _fit_face_branch(
         weight=branch.weight,
     )
     ok = np.isfinite(oof)
+    a, b = branch.calibration
+    blend[ok & found] = a + b * blend[ok & found]  # as the scorer does: where a face is found
     cnn_m = regression_metrics(data.scores[ok], oof[ok], data.scale)
     blend_m = regression_metrics(data.scores[ok], blend[ok], data.scale)
     report = {
@@ -181,6 +184,7 @@ def _fit_face_branch(
         "gamma": gamma,
         "alpha": alpha,
         "weight": branch.weight,
+        "calibration": [a, b],
         "cv_cnn": {"pearson": cnn_m["pearson"], "rmse": cnn_m["rmse"]},
         "cv_blend": {"pearson": blend_m["pearson"], "rmse": blend_m["rmse"]},
         "note": "cv_*: pooled out-of-fold predictions of the CV above (the blend: the CNN's where no "
