@@ -54,6 +54,7 @@ ALPHAS = (0.01, 0.03, 0.1, 0.3)  # ridge penalty
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # blend weight of the face score
 N_FEATURES = 6000  # random Fourier features of the RBF kernel (3,000: -0.0009 Pearson in the blend)
 MIN_FACES = 20  # fewer training images with a face: no face branch is fitted
+MIN_CALIBRATION = 100  # fewer: no calibration (two parameters fitted on noisy out-of-fold blends)
 
 Choice = tuple[bool, float, float, float]  # mirror, gamma, alpha, weight
 
@@ -391,7 +392,8 @@ def fit_face_branch(
     ``plain``/``flipped``: ``FaceEmbedder(paddings).embed_pairs`` of the training images'
     prepared crops. ``mirror``: None lets the CV choose the mirror pass; True/False forces it
     (without it the branch costs half as much at scoring time). ``calibrate``: also fit the
-    blend's linear calibration (:func:`fit_calibration`) on its out-of-fold blend over ``folds``.
+    blend's linear calibration (:func:`fit_calibration`) on its out-of-fold blend over ``folds``,
+    given ``MIN_CALIBRATION`` images with a face (else none: (0, 1)).
     The branch's metadata: ``mirror``, ``gamma``, ``alpha`` (the choice), ``features``, then
     ``metadata``. Raises ``ValueError`` with fewer than ``MIN_FACES`` usable images or fewer
     than 2 folds among them.
@@ -407,7 +409,9 @@ def fit_face_branch(
     meta.update(metadata)
     meta.update(choice)  # the choice's keys keep their place but are never overridden
     cal = (0.0, 1.0)
-    if calibrate:
+    if calibrate and use.sum() < MIN_CALIBRATION:
+        meta["calibration"] = f"none (fewer than {MIN_CALIBRATION} images with a face)"
+    elif calibrate:
         blend = blend_oof(plain, flipped, y, cnn_oof, folds, mirror=m, gamma=g, alpha=a, weight=w)
         cal = fit_calibration(y[use], blend[use])
         meta["calibration"] = f"{cal[0]:.4f} + {cal[1]:.4f} * blend"
