@@ -118,6 +118,10 @@ def main() -> None:
         if v is not None
     }
     base = replace(base, **over)
+    prior = json.loads(Path(args.final_from).read_text()) if args.final_from else None
+    if prior is not None:  # the earlier run's settings (its input size decides the decoding too)
+        prior_cfg = prior["config"].items()
+        base = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in prior_cfg})
     t0 = time.perf_counter()
     arr = load_images(data.paths, resize_side(base.input_size), workers=16)
     log(f"decoded {len(arr.kept)} images in {time.perf_counter() - t0:.1f}s; skipped {arr.errors}")
@@ -137,12 +141,9 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget:
             log(f"budget spent: skipping {bb}")
             break
-        if args.final_from:
-            prior = json.loads(Path(args.final_from).read_text())
-            prior_cfg = prior["config"]
-            cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in prior_cfg.items()})
-            if cfg.backbone != bb:
-                raise SystemExit(f"{args.final_from} is a {cfg.backbone} run, not {bb}")
+        if prior is not None:
+            if cfg.backbone != prior["config"]["backbone"]:
+                raise SystemExit(f"{args.final_from} is a {prior['config']['backbone']} run, not {bb}")
             cv = SimpleNamespace(summary=prior["summary"], folds=prior["folds"], seconds=prior["seconds"])
         else:
             cv = _cv_stage(args, cfg, bb, pixels, scores, folds, only, dev, data, out)
