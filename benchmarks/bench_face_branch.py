@@ -41,7 +41,7 @@ from doohable.model.face import (
     fit_face_branch,
 )
 from doohable.model.face import blend_oof as face_blend_oof
-from doohable.model.metrics import mean_std_table, regression_metrics, top_fraction_roc
+from doohable.model.metrics import fold_metrics, mean_std_table, regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
@@ -94,7 +94,7 @@ def _embed_chunk(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, Any]]:
     """Mean, sample std (as the CNN's CV tables) and per-fold values (for paired comparisons
     between runs) of each metric."""
-    rows = [regression_metrics(y[folds == k], p[folds == k]) for k in sorted(set(folds.tolist()))]
+    rows = fold_metrics(y, p, folds)
     return {m: v | {"per_fold": [float(r[m]) for r in rows]} for m, v in mean_std_table(rows).items()}
 
 

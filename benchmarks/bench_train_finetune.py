@@ -28,7 +28,7 @@ import torch
 
 from doohable.model.data import load_images, load_scut
 from doohable.model.export import export_onnx, max_abs_diff
-from doohable.model.metrics import regression_metrics
+from doohable.model.metrics import fold_metrics, regression_metrics
 from doohable.model.runtime import resize_side
 from doohable.model.train import (
     FinetuneConfig,
@@ -187,10 +187,7 @@ def main() -> None:
     if len(oofs) > 1:
         mean = np.mean(list(oofs.values()), axis=0)
         ok = ~np.isnan(mean)
-        per_fold = [
-            regression_metrics(scores[ok & (folds == k)], mean[ok & (folds == k)])
-            for k in sorted(set(folds[ok].tolist()))
-        ]
+        per_fold = fold_metrics(scores[ok], mean[ok], folds[ok])
         summary["ensemble_cv"] = {
             k: float(np.mean([r[k] for r in per_fold])) for k in ("pearson", "rmse", "mae")
         }

@@ -26,7 +26,7 @@ import numpy as np
 
 from doohable.model.data import load_scut
 from doohable.model.export import ensemble_onnx
-from doohable.model.metrics import mean_std_table, regression_metrics
+from doohable.model.metrics import fold_metrics, mean_std_table
 from doohable.model.runtime import BUNDLED_DIR, read_metadata
 
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
@@ -52,11 +52,7 @@ def main() -> None:
     if any(cv["images"] != stems for cv in cvs):
         raise SystemExit("a cv json's images are not this data's images, in this order")
     oof = np.mean([np.asarray(cv["oof"]) for cv in cvs], axis=0)
-    rows = [
-        regression_metrics(data.scores[data.folds == k], oof[data.folds == k])
-        for k in sorted(set(data.folds.tolist()))
-    ]
-    table = mean_std_table(rows)
+    table = mean_std_table(fold_metrics(data.scores, oof, data.folds))
     names = [f"{cv['config']['backbone']}-seed{cv['config']['seed']}" for cv in cvs]
     out = ensemble_onnx(
         args.member,

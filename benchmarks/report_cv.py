@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from doohable.model.metrics import error_per_bin, mean_std_table, regression_metrics, top_fraction_roc
+from doohable.model.metrics import (
+    error_per_bin,
+    fold_metrics,
+    mean_std_table,
+    regression_metrics,
+    top_fraction_roc,
+)
 from doohable.model.report import Run, build_report
 
 BASELINES = (
@@ -31,12 +37,8 @@ def load(spec: str) -> tuple[str, dict]:
     return name, json.loads(Path(path).read_text())
 
 
-def fold_rows(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> list[dict]:
-    return [{"fold": int(k), **regression_metrics(y[folds == k], p[folds == k])} for k in np.unique(folds)]
-
-
 def describe(name: str, y: np.ndarray, p: np.ndarray, folds: np.ndarray, groups: np.ndarray) -> dict:
-    rows = fold_rows(y, p, folds)
+    rows = fold_metrics(y, p, folds)
     tab = mean_std_table(rows)
     roc = top_fraction_roc(y, p)
     print(f"\n== {name}")

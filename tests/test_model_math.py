@@ -73,6 +73,19 @@ def test_regression_metrics_by_hand() -> None:
         metrics.rmse(t, p[:2])
 
 
+def test_fold_metrics_are_each_folds_own_in_fold_order() -> None:
+    t = np.array([1.0, 2.0, 3.0, 4.0, 2.0, 3.0, 5.0])
+    p = np.array([1.5, 2.0, 2.5, 4.0, 3.0, 3.0, 4.0])
+    folds = np.array([3, 1, 3, 1, 3, 1, 1])
+    rows = metrics.fold_metrics(t, p, folds)
+    assert [r["fold"] for r in rows] == [1, 3]
+    for r, k in zip(rows, (1, 3), strict=True):
+        assert r["rmse"] == pytest.approx(metrics.regression_metrics(t[folds == k], p[folds == k])["rmse"])
+    assert rows[0]["rmse"] == pytest.approx(math.sqrt(1.0 / 4))  # fold 1: errors 0, 0, 0, -1
+    table = metrics.mean_std_table(rows)
+    assert table["rmse"]["mean"] == pytest.approx((rows[0]["rmse"] + rows[1]["rmse"]) / 2)
+
+
 def test_error_per_bin_uses_ten_equal_parts() -> None:
     t = np.array([1.0, 1.1, 4.9, 5.0])
     bins = metrics.error_per_bin(t, t + np.array([0.1, 0.1, -0.2, -0.2]), bins=10, scale=(1.0, 5.0))

@@ -122,6 +122,15 @@ def top_fraction_roc(y_true: np.ndarray, y_pred: np.ndarray, top: float = 1 / 3)
     }
 
 
+def fold_metrics(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> list[dict[str, Any]]:
+    """``regression_metrics`` of each fold (ascending), with its ``fold`` number: the rows of a
+    k-fold table (:func:`mean_std_table`)."""
+    return [
+        {"fold": int(k), **regression_metrics(y_true[folds == k], y_pred[folds == k])}
+        for k in np.unique(folds)
+    ]
+
+
 def mean_std_table(
     rows: list[dict[str, Any]], keys: tuple[str, ...] = ("pearson", "rmse", "mae", "spearman")
 ) -> dict[str, dict[str, float]]:
