@@ -35,6 +35,7 @@ from doohable.model.face import (
     FaceEmbedder,
     FaceRegressor,
     blend_error_model,
+    blend_scores,
     choose_face_branch,
     face_rows,
     fit_calibration,
@@ -166,7 +167,7 @@ def main() -> None:
         m, g, a, w = choose_face_branch({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
         te = (folds == k) & found
         face_oof[te] = FaceRegressor.fit(embs[m][tr], y[tr], gamma=g, alpha=a).predict(embs[m][te])
-        blend_oof[te] = (1 - w) * cnn[te] + w * face_oof[te]
+        blend_oof[te] = blend_scores(cnn[te], face_oof[te], w)
         # the calibration: fitted on the inner CV's out-of-fold blend (training folds only)
         inner = folds != k
         inner_blend = face_blend_oof(
@@ -174,7 +175,7 @@ def main() -> None:
             mirror=m, gamma=g, alpha=a, weight=w,
         )
         cal = fit_calibration(y[tr], inner_blend[found[inner]])
-        calibrated[te] = cal[0] + cal[1] * blend_oof[te]
+        calibrated[te] = blend_scores(cnn[te], face_oof[te], w, cal)
         chosen.append({"fold": k, "mirror": m, "gamma": g, "alpha": a, "weight": w, "calibration": cal})
         print(f"fold {k}: chosen mirror {m} gamma {g} alpha {a} weight {w}; "
               f"calibration {cal[0]:.3f} + {cal[1]:.3f} * blend", flush=True)

@@ -239,8 +239,7 @@ class FaceBranch:
         face = self.regressor.predict(self.embedder.embed(batch, mirror=self.mirror))
         found = ~np.isnan(face)
         out = cnn.astype(np.float32)  # a copy
-        a, b = self.calibration
-        out[found] = a + b * ((1.0 - self.weight) * cnn[found] + self.weight * face[found])
+        out[found] = blend_scores(cnn[found], face[found], self.weight, self.calibration)
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -436,17 +435,26 @@ def blend_oof(
     gamma: float,
     alpha: float,
     weight: float,
+    calibration: tuple[float, float] = (0.0, 1.0),
 ) -> np.ndarray:
-    """Out-of-fold blend with fixed values: ``(1 - w) * cnn + w * face`` where a face is found
-    (the face regressor refitted per fold on the other folds' face images), the CNN elsewhere.
+    """Out-of-fold blend with fixed values (:func:`blend_scores`) where a face is found (the face
+    regressor refitted per fold on the other folds' face images), the CNN elsewhere.
 
     With values chosen on these same folds the figures are optimistic (no nested CV)."""
     found, embs = face_rows(plain, flipped)
     use = found & np.isfinite(cnn_oof)
     out = np.asarray(cnn_oof, np.float64).copy()
     face = face_oof(embs[mirror][use], y[use], folds[use], gamma=gamma, alpha=alpha)
-    out[use] = (1 - weight) * cnn_oof[use] + weight * face
+    out[use] = blend_scores(cnn_oof[use], face, weight, calibration)
     return out
+
+
+def blend_scores(
+    cnn: np.ndarray, face: np.ndarray, weight: float, calibration: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
+    """The selfie score where a face is found: ``a + b * ((1 - w) * cnn + w * face)``."""
+    a, b = calibration
+    return a + b * ((1.0 - weight) * cnn + weight * face)
 
 
 def blend_error_model(

@@ -170,10 +170,9 @@ def _fit_face_branch(
         gamma=gamma,
         alpha=alpha,
         weight=branch.weight,
+        calibration=branch.calibration,
     )
     ok = np.isfinite(oof)
-    a, b = branch.calibration
-    blend[ok & found] = a + b * blend[ok & found]  # as the scorer does: where a face is found
     cnn_m = regression_metrics(data.scores[ok], oof[ok], data.scale)
     blend_m = regression_metrics(data.scores[ok], blend[ok], data.scale)
     report = {
@@ -184,7 +183,7 @@ def _fit_face_branch(
         "gamma": gamma,
         "alpha": alpha,
         "weight": branch.weight,
-        "calibration": [a, b],
+        "calibration": list(branch.calibration),
         "cv_cnn": {"pearson": cnn_m["pearson"], "rmse": cnn_m["rmse"]},
         "cv_blend": {"pearson": blend_m["pearson"], "rmse": blend_m["rmse"]},
         "note": "cv_*: pooled out-of-fold predictions of the CV above (the blend: the CNN's where no "
