@@ -71,9 +71,11 @@ class FaceEmbedder:
     """uint8 (S, S, 3) RGB crops -> face embeddings (NaN rows where no face is found): the
     128-d descriptors of the largest face's aligned chip at each of ``paddings``, concatenated.
 
-    One set of dlib models (~30 MB) per embedder, loaded on first use, used under a lock: dlib
-    holds Python's lock while it computes, so threads gain nothing from their own copies (a
-    server's thread pool would otherwise load one per thread).
+    Detection, landmarks and chips come from dlib; the descriptor from dlib's own network and
+    weights run by ONNX Runtime (``doohable.model.dlibnet``: the same numbers to ~1e-6, ~9x
+    faster than dlib's CPU code). The models (~30 MB) are loaded on first use, one set per
+    embedder; dlib's part runs under a lock (it holds Python's lock while it computes, so
+    threads gain nothing from their own copies), the network outside it.
     """
 
     def __init__(self, paddings: Sequence[float] = (0.25,)) -> None:
@@ -85,36 +87,50 @@ class FaceEmbedder:
         self._m: tuple[Any, Any, Any] | None = None
 
     def _models(self) -> tuple[Any, Any, Any]:
-        if self._m is None:
-            import dlib
+        with self._lock:
+            if self._m is None:
+                import dlib
+                import onnxruntime as ort
 
-            d = _model_dir()
-            self._m = (
-                dlib.get_frontal_face_detector(),
-                dlib.shape_predictor(str(d / "shape_predictor_5_face_landmarks.dat")),
-                dlib.face_recognition_model_v1(str(d / "dlib_face_recognition_resnet_model_v1.dat")),
-            )
-        return self._m
+                from doohable.model.dlibnet import dlib_face_onnx
 
-    def embed_one(self, crop: np.ndarray) -> np.ndarray:
-        """One (S, S, 3) uint8 crop -> (dim,) float32, or NaNs when no face is detected."""
+                d = _model_dir()
+                net = dlib_face_onnx(d / "dlib_face_recognition_resnet_model_v1.dat").SerializeToString()
+                self._m = (
+                    dlib.get_frontal_face_detector(),
+                    dlib.shape_predictor(str(d / "shape_predictor_5_face_landmarks.dat")),
+                    ort.InferenceSession(net, providers=["CPUExecutionProvider"]),
+                )
+            return self._m
+
+    def chips(self, crop: np.ndarray) -> np.ndarray | None:
+        """One (S, S, 3) uint8 crop -> (len(paddings), 150, 150, 3) uint8: the largest face's
+        aligned chip at each padding, or None when no face is detected."""
         if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {crop.dtype} {crop.shape}")
         img = np.ascontiguousarray(crop)
+        detector, landmarks, _ = self._models()
         with self._lock:
-            detector, landmarks, descriptor = self._models()
             faces = detector(img, 1)
             if not faces:
-                return np.full(self.dim, np.nan, np.float32)
+                return None
             face = max(faces, key=lambda r: r.width() * r.height())
             shape = landmarks(img, face)
             import dlib
 
-            # the aligned 150 px chip at each padding, described in one batch (the same numbers as
-            # compute_face_descriptor(img, shape, 0, padding) one by one, ~10% faster)
-            chips = [dlib.get_face_chip(img, shape, 150, p) for p in self.paddings]
-            descriptors = descriptor.compute_face_descriptor(chips)
-            return np.concatenate([np.asarray(d, np.float32) for d in descriptors])
+            return np.stack([dlib.get_face_chip(img, shape, 150, p) for p in self.paddings])
+
+    def describe(self, chips: np.ndarray) -> np.ndarray:
+        """(M, 150, 150, 3) uint8 chips -> (M, 128) float32 descriptors (dlib's numbers)."""
+        x = np.ascontiguousarray(chips.transpose(0, 3, 1, 2), np.float32)
+        return self._models()[2].run(["descriptor"], {"chips": x})[0]
+
+    def embed_one(self, crop: np.ndarray) -> np.ndarray:
+        """One (S, S, 3) uint8 crop -> (dim,) float32, or NaNs when no face is detected."""
+        chips = self.chips(crop)
+        if chips is None:
+            return np.full(self.dim, np.nan, np.float32)
+        return self.describe(chips).reshape(-1)
 
     def embed_mirrored(self, crop: np.ndarray) -> np.ndarray:
         """``mirrored`` of the crop's and its mirror image's embeddings: as the branch was fitted
