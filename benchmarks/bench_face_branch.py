@@ -18,6 +18,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -27,36 +29,44 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from rich.progress import Progress
 
 from doohable.model.data import cache_key, load_images_cached, load_scut
 from doohable.model.face import (
     DEFAULT_PADDINGS,
+    FaceBranch,
     FaceEmbedder,
     FaceRegressor,
+    _model_dir,
     blend_error_model,
     blend_scores,
     choose_face_branch,
     face_rows,
     fit_calibration,
     fit_face_branch,
+    fit_stack,
+    stack_scores,
 )
 from doohable.model.face import blend_oof as face_blend_oof
+from doohable.model.face import face_oof as face_oof_of
 from doohable.model.metrics import fold_metrics, mean_std_table, regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
+DLIB_NET = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
 
 
-def embeddings(
+def face_chips(
     paths: list[str], size: int, cache: Path, paddings: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flipped) embeddings of each image's prepared crop and of its mirror image, cached
-    (``FaceEmbedder(paddings).embed_pairs``)."""
-    key = cache_key(paths, size) + ("" if paddings == (0.25,) else "-p" + ",".join(map(str, paddings)))
-    files = cache / f"face-emb-{key}.npy", cache / f"face-emb-flip-{key}.npy"
+    """(chips, found): uint8 (N, 2, P, 150, 150, 3), the aligned chips of each image's prepared
+    crop and of its mirror image at each padding (``FaceEmbedder.chips``), and bool (N, 2), where
+    a face was found; cached (1.8 GB for SCUT's 4,400 images at three paddings)."""
+    key = cache_key(paths, size) + "-p" + ",".join(map(str, paddings))
+    files = cache / f"face-chips-{key}.npy", cache / f"face-chips-found-{key}.npy"
     if all(f.is_file() for f in files):
-        return np.load(files[0]), np.load(files[1])
+        return np.load(files[0], mmap_mode="r"), np.load(files[1])
     arr = load_images_cached(paths, resize_side(size), cache)
     assert len(arr.kept) == len(paths), arr.errors
     chunks = [
@@ -64,19 +74,36 @@ def embeddings(
         for a in range(0, len(paths), 50)
     ]
     parts = []
-    # dlib holds Python's lock while it computes: one process per core (~0.5 s of a core per image)
+    # dlib holds Python's lock while it detects: one process per core (~25 ms per crop)
     with Progress() as bar, ProcessPoolExecutor(os.cpu_count() or 1, initializer=_init_embedder,
                                                 initargs=(paddings,)) as pool:
-        task = bar.add_task("face embeddings", total=len(paths))
-        for part in pool.map(_embed_chunk, chunks):
+        task = bar.add_task("face chips", total=len(paths))
+        for part in pool.map(_chip_chunk, chunks):
             parts.append(part)
             bar.advance(task, len(part[0]))
-    plain = np.concatenate([p[0] for p in parts])
-    flipped = np.concatenate([p[1] for p in parts])
+    chips = np.concatenate([p[0] for p in parts])
+    found = np.concatenate([p[1] for p in parts])
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(files[0], plain)
-    np.save(files[1], flipped)
-    return plain, flipped
+    np.save(files[0], chips)
+    np.save(files[1], found)
+    return chips, found
+
+
+def embeddings(
+    chips: np.ndarray, found: np.ndarray, paddings: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, flipped): the face embeddings of each crop and of its mirror image (NaN rows where
+    no face was found), described from ``face_chips`` (``FaceEmbedder.describe``)."""
+    emb = FaceEmbedder(paddings)
+    out = np.full((len(chips), 2, emb.dim), np.nan, np.float32)
+    with Progress() as bar:
+        task = bar.add_task("face embeddings", total=len(chips))
+        for a in range(0, len(chips), 50):
+            c = np.asarray(chips[a:a + 50])
+            out[a:a + 50] = emb.describe(c.reshape(-1, 150, 150, 3)).reshape(len(c), 2, -1)
+            bar.advance(task, len(c))
+    out[~found] = np.nan
+    return out[:, 0], out[:, 1]
 
 
 _EMBEDDER: FaceEmbedder | None = None
@@ -87,9 +114,90 @@ def _init_embedder(paddings: tuple[float, ...]) -> None:
     _EMBEDDER = FaceEmbedder(paddings)
 
 
-def _embed_chunk(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _chip_chunk(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     assert _EMBEDDER is not None
-    return _EMBEDDER.embed_pairs(list(crops))
+    p = len(_EMBEDDER.paddings)
+    chips = np.zeros((len(crops), 2, p, 150, 150, 3), np.uint8)
+    found = np.zeros((len(crops), 2), bool)
+    for i, crop in enumerate(crops):
+        for j, view in enumerate((crop, np.ascontiguousarray(crop[:, ::-1]))):
+            c = _EMBEDDER.chips(view)
+            if c is not None:
+                chips[i, j], found[i, j] = c, True
+    return chips, found
+
+
+def face_net_oof(
+    chips: np.ndarray, found: np.ndarray, y: np.ndarray, cnn: np.ndarray, folds: np.ndarray,
+    args: argparse.Namespace, cache: Path,
+) -> np.ndarray:
+    """Out-of-fold scores of the fine-tuned face network (NaN where the crop has no face): for
+    each fold, ``finetune_face_scorer`` on the other folds' faces, target
+    ``(y - (1 - w) * cnn) / w``; cached (the CNN runs, the settings and the labels in the key)."""
+    w = args.net_target_weight
+    key = hashlib.sha256(json.dumps(
+        [sorted(Path(c).name for c in args.cv), args.net_epochs, w, y.tolist(), cnn.tolist(), folds.tolist()]
+    ).encode()).hexdigest()[:16]
+    f = cache / f"face-net-oof-{key}.npy"
+    if f.is_file():
+        return np.load(f)
+    from doohable.model.dlibnet_torch import face_scores, finetune_face_scorer
+
+    target = (y - (1 - w) * cnn) / w
+    oof = np.full(len(y), np.nan)
+    for k in sorted(set(folds.tolist())):
+        train, test = np.flatnonzero((folds != k) & found[:, 0]), np.flatnonzero(folds == k)
+        model = finetune_face_scorer(DLIB_NET, chips, found, target, train, epochs=args.net_epochs,
+                                     progress=_epoch_line(f"fold {k}"))
+        oof[test] = face_scores(model, np.asarray(chips[test]), found[test])
+        m = test[found[test, 0]]
+        blend = (1 - w) * cnn[m] + w * oof[m]
+        print(f"fold {k}: face network blend at {w}: pearson {np.corrcoef(blend, y[m])[0, 1]:.4f} "
+              f"rmse {np.sqrt(np.mean((blend - y[m]) ** 2)):.4f}", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(f, oof)
+    return oof
+
+
+def with_face_net(
+    branch: FaceBranch, plain: np.ndarray, flipped: np.ndarray, chips: np.ndarray, found: np.ndarray,
+    y: np.ndarray, cnn: np.ndarray, folds: np.ndarray, net_oof: np.ndarray, args: argparse.Namespace,
+) -> FaceBranch:
+    """The branch with a face network fine-tuned on every image with a face, and the stack fitted
+    on the out-of-fold scores of the CNN, of the regressor (at the branch's values) and of the
+    network."""
+    from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
+
+    w = args.net_target_weight
+    train = np.flatnonzero(found[:, 0])
+    model = finetune_face_scorer(DLIB_NET, chips, found, (y - (1 - w) * cnn) / w, train,
+                                 epochs=args.net_epochs, progress=_epoch_line("final"))
+    net = face_scorer_onnx(model)
+    # what the ONNX file (float32, float16 weights) gives against the model trained (bfloat16)
+    sample = train[:64]
+    sess = ort.InferenceSession(net, providers=["CPUExecutionProvider"])
+    x = np.asarray(chips[sample]).reshape(-1, 150, 150, 3).transpose(0, 3, 1, 2).astype(np.float32)
+    onnx_scores = sess.run(None, {"chips": x})[0].reshape(len(sample), -1).mean(axis=1)
+    torch_scores = face_scores(model, np.asarray(chips[sample]), np.ones((len(sample), 2), bool))
+    print(f"final face network: ONNX vs torch, max |diff| {np.max(np.abs(onnx_scores - torch_scores)):.4f} "
+          f"over {len(sample)} images", flush=True)
+    fr, embs = face_rows(plain, flipped)
+    use = fr & np.isfinite(cnn) & np.isfinite(net_oof)
+    m = branch.mirror
+    g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
+    st = fit_stack(y[use], cnn[use], face_oof_of(embs[m][use], y[use], folds[use], gamma=g, alpha=a),
+                   net_oof[use])
+    meta = {**branch.metadata, "face_net": f"dlib's network fine-tuned {args.net_epochs} epochs on "
+            f"{len(train)} faces, target (y - {1 - w:g} * cnn) / {w:g}",
+            "stack": " ".join(f"{v:.4f}" for v in st)}
+    return dataclasses.replace(branch, metadata=meta, net=net, stack=st)
+
+
+def _epoch_line(what: str) -> Any:
+    def tick(epoch: int, epochs: int, rmse: float) -> None:
+        print(f"  face network {what}: epoch {epoch}/{epochs}, train rmse {rmse:.4f}", flush=True)
+
+    return tick
 
 
 def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -138,6 +246,16 @@ def main() -> None:
         "--calibrate", action="store_true",
         help="--out's branch also gets the linear calibration of its blend (nested CV: blend_calibrated)",
     )
+    ap.add_argument(
+        "--face-net", action="store_true",
+        help="also fine-tune dlib's face network (out-of-fold on the same folds, cached) and stack "
+        "the CNN, the face regressor and the network (nested CV: stack); --out's branch carries it",
+    )
+    ap.add_argument("--net-epochs", type=int, default=10)
+    ap.add_argument(
+        "--net-target-weight", type=float, default=0.5,
+        help="the network learns (y - (1 - w) * cnn) / w: what a blend at weight w needs from it",
+    )
     args = ap.parse_args()
     if args.calibrate and args.weight_for_cnn_rmse is not None:
         raise SystemExit("--calibrate fits the calibration at the CV's weight, not --weight-for-cnn-rmse's")
@@ -155,13 +273,15 @@ def main() -> None:
     y, folds = data.scores, data.folds
     cnn = np.mean([np.asarray(c["oof"]) for c in cvs], axis=0)
     cache = Path(os.environ.get("DOOHABLE_HOME", ".doohable")) / "cache"
-    plain, flipped = embeddings(list(data.paths), 224, cache, paddings)
+    chips, chips_found = face_chips(list(data.paths), 224, cache, paddings)
+    plain, flipped = embeddings(chips, chips_found, paddings)
     found, embs = face_rows(plain, flipped)  # rows without a face: CNN only
     if mirror is not None:
         embs = {mirror: embs[mirror]}
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
+    net_oof = face_net_oof(chips, chips_found, y, cnn, folds, args, cache) if args.face_net else None
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
-    calibrated = cnn.copy()
+    calibrated, stacked = cnn.copy(), cnn.copy()
     for k in sorted(set(folds.tolist())):
         tr = (folds != k) & found
         m, g, a, w = choose_face_branch({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
@@ -177,6 +297,12 @@ def main() -> None:
         cal = fit_calibration(y[tr], inner_blend[found[inner]])
         calibrated[te] = blend_scores(cnn[te], face_oof[te], w, cal)
         chosen.append({"fold": k, "mirror": m, "gamma": g, "alpha": a, "weight": w, "calibration": cal})
+        if net_oof is not None:  # the stack: fitted on the training folds' out-of-fold scores
+            inner_face = face_oof_of(embs[m][tr], y[tr], folds[tr], gamma=g, alpha=a)
+            st = fit_stack(y[tr], cnn[tr], inner_face, net_oof[tr])
+            stacked[te] = stack_scores(st, cnn[te], face_oof[te], net_oof[te])
+            chosen[-1]["stack"] = st
+            print(f"fold {k}: stack {' '.join(f'{v:.3f}' for v in st)}", flush=True)
         print(f"fold {k}: chosen mirror {m} gamma {g} alpha {a} weight {w}; "
               f"calibration {cal[0]:.3f} + {cal[1]:.3f} * blend", flush=True)
     face_only = np.where(found, face_oof, cnn)
@@ -200,6 +326,18 @@ def main() -> None:
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
+    if net_oof is not None:
+        nw = args.net_target_weight
+        net_blend = np.where(found, (1 - nw) * cnn + nw * net_oof, cnn)  # the blend it was trained for
+        res |= {
+            "face_net": {"epochs": args.net_epochs, "target_weight": nw},
+            "net_blend_only": fold_table(y, net_blend, folds),
+            "stack": fold_table(y, stacked, folds),
+            "stack_per_subset": per_subset(y, stacked, data.groups),
+            "stack_top_third": {
+                k: v for k, v in top_fraction_roc(y, stacked).items() if k not in ("fpr", "tpr")
+            },
+        }
     res["error_model"] = em = blend_error_model(y[found], cnn[found], face_oof[found], args.cnn_rmse)
     print(f"error model (face rows): rmse cnn {em['cnn_rmse']:.4f}, face {em['face_rmse']:.4f}, "
           f"correlation of their errors {em['rho']:.3f}")
@@ -212,7 +350,9 @@ def main() -> None:
     t3 = res["blend_top_third"]
     print(f"blend top third: AUC {t3['auc']:.3f}, precision top / rest {t3['precision_positive']:.3f} / "
           f"{t3['precision_negative']:.3f}")
-    for name in ("cnn", "face_only", "blend", "blend_calibrated"):
+    for name in ("cnn", "face_only", "blend", "blend_calibrated", "net_blend_only", "stack"):
+        if name not in res:
+            continue
         s = res[name]
         print(f"{name:>16}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
               f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
@@ -237,6 +377,8 @@ def main() -> None:
             mirror=mirror,
             calibrate=args.calibrate,
         )
+        if net_oof is not None:
+            branch = with_face_net(branch, plain, flipped, chips, chips_found, y, cnn, folds, net_oof, args)
         if args.weight_for_cnn_rmse is not None:
             r = args.weight_for_cnn_rmse
             branch.metadata["weight_chosen_by_cv"] = str(branch.weight)

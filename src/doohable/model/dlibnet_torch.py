@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,3 +102,162 @@ class DlibFaceNet(nn.Module):
 def _bias(conv: nn.Conv2d) -> torch.Tensor:
     assert conv.bias is not None
     return conv.bias
+
+
+class FaceScorer(nn.Module):
+    """The face network with a linear head on its pooled features: (M, 3, 150, 150) chips in
+    0-255 -> (M,) scores. The head's output is ``0.6 * h + 3`` so it starts near the scale's
+    middle with unit-sized weights. ``bf16``: the network (not the head) under bfloat16
+    autocast, for training on CPUs with AMX or on GPUs."""
+
+    def __init__(self, net: DlibFaceNet, *, bf16: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.head = nn.Linear(256, 1)
+        self.bf16 = bf16
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(chips.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            f = self.net.features(chips)
+        return self.head(f.float()).squeeze(1) * 0.6 + 3.0
+
+
+def finetune_face_scorer(
+    dat: str | Path,
+    chips: np.ndarray,
+    found: np.ndarray,
+    target: np.ndarray,
+    train: np.ndarray,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    head_lr: float = 1e-4,
+    batch: int = 32,
+    seed: int = 0,
+    bf16: bool | None = None,
+    device: str = "auto",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> FaceScorer:
+    """Fine-tune dlib's face network and a linear head to predict ``target`` from face chips.
+
+    ``chips``: uint8 (N, 2, P, 150, 150, 3), each image's chips at P paddings, of the crop and of
+    its mirror image; ``found``: bool (N, 2), where each has a face; ``train``: the indices to
+    train on (their crop must have a face). Each step draws one chip per image: a random
+    padding, the mirror image half of the time (where it has a face) and a shift of up to 6 px.
+
+    The head starts as ridge regression on the frozen network's pooled features. dlib folds its
+    batch norms into per-channel scales (~10) over tiny convolution weights (~1e-3), so one
+    learning rate for all would wreck the small tensors (Adam moves every weight by about the
+    rate): each tensor's rate is ``lr`` times its root mean square, i.e. ~0.1% of its size per
+    step. One-cycle schedule, MSE loss, float32 head. ``device``: ``auto`` is CUDA when there is
+    one; ``bf16`` (None: on CUDA, or on a CPU with native bfloat16) runs the network under
+    bfloat16 autocast. ``progress(epoch, epochs, train_rmse)`` after each epoch. Returns the
+    model on the CPU, in eval mode.
+    """
+    from sklearn.linear_model import Ridge
+
+    from doohable.model.train import cpu_bf16_supported, pick_device
+
+    dev = pick_device(device)
+    if bf16 is None:
+        bf16 = dev.type == "cuda" or cpu_bf16_supported()
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    train = np.asarray(train)
+    if not found[train, 0].all():
+        raise ValueError("every training image's crop must have a face")
+    model = FaceScorer(DlibFaceNet.from_dat(dat), bf16=bf16).to(dev)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    t = torch.as_tensor(np.asarray(target, np.float32), device=dev)
+    # the head's start: ridge on the frozen network's features of every training chip
+    model.eval()
+    with torch.no_grad():
+        feats = np.concatenate([
+            model.net.features(_to_tensor(chips[train[a:a + 64]].reshape(-1, 150, 150, 3), dev)).cpu().numpy()
+            for a in range(0, len(train), 64)
+        ])
+    views = chips.shape[1] * chips.shape[2]
+    ok = np.repeat(found[train], chips.shape[2], axis=1).reshape(-1)
+    ridge = Ridge(alpha=1.0).fit(feats[ok], np.repeat(t.cpu().numpy()[train], views)[ok])
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(ridge.coef_ / 0.6).float()[None])
+        model.head.bias.fill_((float(ridge.intercept_) - 3.0) / 0.6)
+    rates = [lr * float(p.detach().pow(2).mean().sqrt()) for p in model.net.parameters()]
+    params = list(model.net.parameters())
+    groups: list[dict[str, Any]] = [{"params": [p], "lr": r} for p, r in zip(params, rates, strict=True)]
+    groups.append({"params": list(model.head.parameters()), "lr": head_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    steps = epochs * (len(train) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[*rates, head_lr], total_steps=max(1, steps), pct_start=0.15
+    )
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(train)
+        total = 0.0
+        for a in range(0, len(order) - batch + 1, batch):
+            idx = np.sort(order[a:a + batch])
+            views_ = []
+            for i in idx:
+                m = int(rng.integers(2)) if found[i, 1] else 0
+                c = chips[i, m, int(rng.integers(chips.shape[2]))]
+                views_.append(np.roll(c, tuple(rng.integers(-6, 7, 2)), (0, 1)))
+            loss = F.mse_loss(model(_to_tensor(np.stack(views_), dev)), t[torch.from_numpy(idx).to(dev)])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        if progress:
+            progress(epoch + 1, epochs, (total / max(1, len(order) // batch * batch)) ** 0.5)
+    return model.cpu().eval()
+
+
+def face_scores(model: FaceScorer, chips: np.ndarray, found: np.ndarray, *, batch: int = 50) -> np.ndarray:
+    """(N,) mean score over each image's chips (every padding, the mirror image's where it has a
+    face); NaN where the crop has none. As the runtime scores (``doohable.model.face``)."""
+    out = np.full(len(chips), np.nan)
+    idx = np.flatnonzero(found[:, 0])
+    with torch.no_grad():
+        for a in range(0, len(idx), batch):
+            ii = idx[a:a + batch]
+            p = model(_to_tensor(chips[ii].reshape(-1, 150, 150, 3))).numpy().reshape(len(ii), 2, -1)
+            w = np.broadcast_to(found[ii][:, :, None], p.shape).astype(np.float64)
+            out[ii] = (p * w).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+    return out
+
+
+def _to_tensor(chips: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(chips)).to(device).permute(0, 3, 1, 2).float()
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def face_scorer_onnx(model: FaceScorer, *, half: bool = True) -> bytes:
+    """The scorer as ONNX bytes (opset 17): input ``chips`` float (M, 3, 150, 150) in 0-255,
+    output ``score`` (M,). ``half``: weights stored as float16 (``export.fp16_weights``: 11 MB
+    instead of 22; the graph still computes in float32)."""
+    import io
+
+    import onnx
+
+    from doohable.model.export import OPSET, fp16_weights
+
+    bf16, model.bf16 = model.bf16, False
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model.cpu().eval(),
+                (torch.zeros(1, 3, 150, 150),),
+                buf,  # type: ignore[arg-type]
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["chips"],
+                output_names=["score"],
+                dynamic_axes={"chips": {0: "M"}, "score": {0: "M"}},
+            )
+    finally:
+        model.bf16 = bf16
+    proto = onnx.load_from_string(buf.getvalue())
+    return (fp16_weights(proto) if half else proto).SerializeToString()

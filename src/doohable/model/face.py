@@ -7,7 +7,8 @@ the CNN it adds ~0.02 (docs/benchmarks.md, "Scorer quality").
 
 It runs on exactly what the CNN sees: the prepared uint8 (S, S, 3) crop, so training, batch
 scoring and the API cannot differ. Steps: dlib's HOG face detector (upsampled once); the
-largest face; dlib's 5-point landmarks; the 128-d descriptor of the aligned 150 px chip.
+largest face; dlib's 5-point landmarks; the 128-d descriptor of the aligned 150 px chip, by
+dlib's network read from its own weight file and run by ONNX Runtime (``doohable.model.dlibnet``).
 
 The regressor is ridge regression on random Fourier features of an RBF kernel
 (``sklearn.kernel_approximation.RBFSampler`` + ``Ridge`` when fitted): unlike kernel ridge it
@@ -43,8 +44,9 @@ from typing import Any
 import numpy as np
 
 EMBEDDING_DIM = 128  # one descriptor; an embedding concatenates one per padding
-FORMAT = "doohable-face-branch-2"
-FORMATS = ("doohable-face-branch-1", FORMAT)  # 1: one padding (0.25), before paddings were stored
+FORMAT = "doohable-face-branch-3"
+# 1: one padding (0.25), before paddings were stored; 2: before the fine-tuned face network
+FORMATS = ("doohable-face-branch-1", "doohable-face-branch-2", FORMAT)
 # chip paddings (dlib's default is 0.25): each gives a descriptor of the same aligned face with
 # more or less context around it (forehead, hair, jaw); together they carry more than any one
 DEFAULT_PADDINGS = (0.25, 0.5, 0.8)
@@ -230,6 +232,12 @@ class FaceBranch:
     ``calibration``: (a, b), a linear map of the blend fitted on out-of-fold blends
     (:func:`fit_calibration`; averaging two predictors pulls scores towards the mean); (0, 1):
     none.
+
+    ``net``: optionally, a fine-tuned face network (ONNX bytes: (M, 3, 150, 150) chips ->
+    (M,) scores; ``doohable.model.dlibnet_torch.finetune_face_scorer``) whose score is the mean
+    over the crop's and its mirror image's chips at every padding. With it the final score is
+    the linear stack ``s0 + s1 * cnn + s2 * face + s3 * net`` (``stack``, :func:`fit_stack`)
+    instead of the blend.
     """
 
     regressor: FaceRegressor
@@ -238,7 +246,10 @@ class FaceBranch:
     mirror: bool = False
     paddings: tuple[float, ...] = (0.25,)
     calibration: tuple[float, float] = (0.0, 1.0)
+    net: bytes | None = field(default=None, repr=False)
+    stack: tuple[float, float, float, float] | None = None
     embedder: FaceEmbedder = field(init=False, repr=False)
+    _session: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.paddings = tuple(float(p) for p in self.paddings)
@@ -250,12 +261,51 @@ class FaceBranch:
                 f"the regressor takes {self.regressor.weights.shape[0]}-d embeddings, but "
                 f"{len(self.paddings)} paddings give {self.embedder.dim}-d"
             )
+        if (self.net is None) != (self.stack is None):
+            raise ValueError("a fine-tuned face network comes with its stack coefficients, and only with it")
+        if self.stack is not None:
+            if len(self.stack) != 4:
+                raise ValueError(f"the stack has 4 coefficients (s0, cnn, face, net), got {len(self.stack)}")
+            s0, s1, s2, s3 = (float(v) for v in self.stack)
+            self.stack = (s0, s1, s2, s3)
+
+    def scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, S, S, 3) crops -> (face, net): the regressor's and the fine-tuned network's
+        scores (NaN where the crop has no face; net all NaN without a network)."""
+        face, net = np.full(len(batch), np.nan), np.full(len(batch), np.nan)
+        for i, crop in enumerate(batch):
+            plain = self.embedder.chips(crop)
+            if plain is None:
+                continue
+            views = [plain]
+            if self.mirror or self.net is not None:
+                flipped = self.embedder.chips(np.ascontiguousarray(crop[:, ::-1]))
+                if flipped is not None:
+                    views.append(flipped)
+            chips = np.concatenate(views)
+            desc = self.embedder.describe(chips).reshape(len(views), -1)
+            emb = desc.mean(axis=0) if self.mirror else desc[0]  # ``mirrored``: plain where no flip face
+            face[i] = self.regressor.predict(emb[None])[0]
+            if self.net is not None:
+                x = np.ascontiguousarray(chips.transpose(0, 3, 1, 2), np.float32)
+                net[i] = float(np.mean(self._net().run(None, {"chips": x})[0]))
+        return face, net
+
+    def _net(self) -> Any:
+        if self._session is None:
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(self.net, providers=["CPUExecutionProvider"])
+        return self._session
 
     def blend(self, cnn: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        face = self.regressor.predict(self.embedder.embed(batch, mirror=self.mirror))
+        face, net = self.scores(batch)
         found = ~np.isnan(face)
         out = cnn.astype(np.float32)  # a copy
-        out[found] = blend_scores(cnn[found], face[found], self.weight, self.calibration)
+        if self.stack is None:
+            out[found] = blend_scores(cnn[found], face[found], self.weight, self.calibration)
+        else:
+            out[found] = stack_scores(self.stack, cnn[found], face[found], net[found])
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -280,6 +330,8 @@ class FaceBranch:
             "calibration": np.array(self.calibration, np.float64),
             "metadata": np.array(json.dumps(self.metadata)),
         }
+        if self.net is not None and self.stack is not None:
+            arrays |= {"net": np.frombuffer(self.net, np.uint8), "stack": np.array(self.stack, np.float64)}
         np.savez_compressed(path, **arrays)
         return path
 
@@ -305,7 +357,10 @@ class FaceBranch:
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
             paddings = tuple(float(p) for p in z["paddings"]) if "paddings" in z.files else (0.25,)
             cal = tuple(float(v) for v in z["calibration"]) if "calibration" in z.files else (0.0, 1.0)
-            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (cal[0], cal[1]))
+            net = z["net"].tobytes() if "net" in z.files else None
+            stack = tuple(float(v) for v in z["stack"]) if "stack" in z.files else None
+            return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (cal[0], cal[1]), net,
+                       stack)  # type: ignore[arg-type]
 
 
 def _parse_metadata(text: str) -> dict[str, str]:
@@ -471,6 +526,23 @@ def blend_scores(
     """The selfie score where a face is found: ``a + b * ((1 - w) * cnn + w * face)``."""
     a, b = calibration
     return a + b * ((1.0 - weight) * cnn + weight * face)
+
+
+def fit_stack(y: np.ndarray, cnn: np.ndarray, face: np.ndarray, net: np.ndarray) -> tuple[float, ...]:
+    """(s0, s1, s2, s3) of least squares y ~ s0 + s1 * cnn + s2 * face + s3 * net, from
+    out-of-fold scores of the three (as :func:`fit_calibration`, never in-sample ones)."""
+    x = np.column_stack([np.ones(len(y)), cnn, face, net]).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(x, np.asarray(y, np.float64), rcond=None)
+    return tuple(float(v) for v in coef)
+
+
+def stack_scores(
+    stack: Sequence[float], cnn: np.ndarray, face: np.ndarray, net: np.ndarray
+) -> np.ndarray:
+    """The selfie score where a face is found, with a fine-tuned face network:
+    ``s0 + s1 * cnn + s2 * face + s3 * net``."""
+    s0, s1, s2, s3 = stack
+    return s0 + s1 * np.asarray(cnn, np.float64) + s2 * face + s3 * net
 
 
 def blend_error_model(

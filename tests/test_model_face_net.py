@@ -1,0 +1,93 @@
+"""The fine-tuned face network: training on real SCUT faces, its ONNX export, and the face branch
+that stacks it with the CNN and the face regressor."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
+from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor, _model_dir, fit_stack, stack_scores
+from doohable.model.runtime import prepare_image
+
+DAT = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
+PADDINGS = (0.25, 0.5, 0.8)
+
+
+@pytest.fixture(scope="module")
+def faces(shared_data: Path) -> dict[str, np.ndarray]:
+    """24 SCUT faces: prepared crops, their chips (crop and mirror image), scores."""
+    src = shared_data / "scut-fbp5500"
+    rows = list(csv.DictReader((src / "labels.csv").open()))[:24]
+    emb = FaceEmbedder(PADDINGS)
+    crops, chips, found = [], np.zeros((24, 2, 3, 150, 150, 3), np.uint8), np.zeros((24, 2), bool)
+    for i, r in enumerate(rows):
+        crop = prepare_image(Image.open(src / "images" / r["image"]), 224)
+        crops.append(crop)
+        for j, view in enumerate((crop, np.ascontiguousarray(crop[:, ::-1]))):
+            c = emb.chips(view)
+            if c is not None:
+                chips[i, j], found[i, j] = c, True
+    y = np.array([float(r["score"]) for r in rows])
+    return {"crops": np.stack(crops), "chips": chips, "found": found, "y": y}
+
+
+def test_fine_tuned_network_fits_its_faces_and_exports(faces: dict[str, np.ndarray]) -> None:
+    found, y = faces["found"], faces["y"]
+    assert found[:, 0].all()  # SCUT's faces are all found
+    rmses: list[float] = []
+    model = finetune_face_scorer(DAT, faces["chips"], found, y, np.arange(24), epochs=2, batch=8, lr=1e-4,
+                                 bf16=False, device="cpu", progress=lambda e, n, r: rmses.append(r))
+    assert len(rmses) == 2 and all(np.isfinite(rmses))
+    pred = face_scores(model, faces["chips"], found)
+    # the head starts as ridge on the frozen network's features: the training faces are fitted
+    assert np.corrcoef(pred, y)[0, 1] > 0.8 and np.sqrt(np.mean((pred - y) ** 2)) < 0.5
+    # the ONNX export scores as the torch model, per chip
+    x = faces["chips"][:4].reshape(-1, 150, 150, 3).transpose(0, 3, 1, 2).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    for half, tol in ((False, 1e-4), (True, 2e-2)):
+        net = face_scorer_onnx(model, half=half)
+        got = ort.InferenceSession(net, providers=["CPUExecutionProvider"]).run(None, {"chips": x})[0]
+        assert np.max(np.abs(got - ref)) < tol, half
+    assert len(face_scorer_onnx(model)) < 0.6 * len(face_scorer_onnx(model, half=False))
+
+
+def test_branch_with_a_network_scores_the_stack(faces: dict[str, np.ndarray], tmp_path: Path) -> None:
+    from skimage import data as skd
+
+    found, y = faces["found"], faces["y"]
+    model = finetune_face_scorer(DAT, faces["chips"], found, y, np.arange(24), epochs=1, batch=8, lr=1e-4,
+                                 bf16=False, device="cpu")
+    desc = FaceEmbedder(PADDINGS)
+    emb = np.stack([desc.describe(faces["chips"][i].reshape(-1, 150, 150, 3)).reshape(2, -1).mean(0)
+                    for i in range(24)])
+    reg = FaceRegressor.fit(emb, y, gamma=1 / 6, alpha=0.1, n_components=200)
+    net_scores = face_scores(model, faces["chips"], found)
+    cnn = y + np.random.default_rng(0).normal(0, 0.3, 24)
+    stack = fit_stack(y, cnn, reg.predict(emb), net_scores)
+    assert len(stack) == 4
+    branch = FaceBranch(reg, 0.4, {"m": "1"}, mirror=True, paddings=PADDINGS, net=face_scorer_onnx(model),
+                        stack=stack)  # type: ignore[arg-type]
+    loaded = FaceBranch.load(branch.save(tmp_path / "b.face.npz"))
+    assert loaded.stack == branch.stack and loaded.net == branch.net
+    cat = prepare_image(Image.fromarray(skd.chelsea()), 224)
+    batch = np.concatenate([faces["crops"][:3], cat[None]])
+    face, net = loaded.scores(batch)
+    np.testing.assert_allclose(face[:3], reg.predict(emb[:3]), atol=1e-4)
+    np.testing.assert_allclose(net[:3], net_scores[:3], atol=2e-2)  # float16 weights, float32 graph
+    assert np.isnan(face[3]) and np.isnan(net[3])  # no face in the cat
+    cnn4 = np.array([3.0, 2.5, 4.0, 3.3], np.float32)
+    out = loaded.blend(cnn4, batch)
+    np.testing.assert_allclose(out[:3], stack_scores(stack, cnn4[:3], face[:3], net[:3]), atol=1e-5)
+    assert out[3] == pytest.approx(3.3)  # the CNN's score where there is no face
+    with pytest.raises(ValueError, match="stack coefficients"):
+        FaceBranch(reg, 0.4, {}, paddings=PADDINGS, net=branch.net)
+    with pytest.raises(ValueError, match="4 coefficients"):
+        FaceBranch(reg, 0.4, {}, paddings=PADDINGS, net=branch.net, stack=(1.0, 2.0))  # type: ignore[arg-type]
