@@ -357,7 +357,7 @@ def main() -> None:
         print(f"{name:>16}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
               f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
     if args.out:
-        shipped = "blend_calibrated" if args.calibrate else "blend"
+        shipped = "stack" if net_oof is not None else "blend_calibrated" if args.calibrate else "blend"
         branch = fit_face_branch(
             plain,
             flipped,

@@ -80,11 +80,12 @@ class FaceEmbedder:
     threads gain nothing from their own copies), the network outside it.
     """
 
-    def __init__(self, paddings: Sequence[float] = (0.25,)) -> None:
+    def __init__(self, paddings: Sequence[float] = (0.25,), *, threads: int = 0) -> None:
         if not paddings or any(not 0.0 <= p <= 2.0 for p in paddings):
             raise ValueError(f"paddings must be 1+ values in [0, 2], got {tuple(paddings)}")
         self.paddings = tuple(float(p) for p in paddings)
         self.dim = EMBEDDING_DIM * len(self.paddings)
+        self.threads = threads  # ONNX Runtime's intra-op threads (0: its default)
         self._lock = threading.Lock()
         self._m: tuple[Any, Any, Any] | None = None
 
@@ -92,7 +93,6 @@ class FaceEmbedder:
         with self._lock:
             if self._m is None:
                 import dlib
-                import onnxruntime as ort
 
                 from doohable.model.dlibnet import dlib_face_onnx
 
@@ -101,7 +101,7 @@ class FaceEmbedder:
                 self._m = (
                     dlib.get_frontal_face_detector(),
                     dlib.shape_predictor(str(d / "shape_predictor_5_face_landmarks.dat")),
-                    ort.InferenceSession(net, providers=["CPUExecutionProvider"]),
+                    onnx_session(net, self.threads),
                 )
             return self._m
 
@@ -248,6 +248,7 @@ class FaceBranch:
     calibration: tuple[float, float] = (0.0, 1.0)
     net: bytes | None = field(default=None, repr=False)
     stack: tuple[float, float, float, float] | None = None
+    threads: int = 0  # ONNX Runtime's intra-op threads for the face networks (0: its default)
     embedder: FaceEmbedder = field(init=False, repr=False)
     _session: Any = field(default=None, init=False, repr=False)
 
@@ -255,7 +256,7 @@ class FaceBranch:
         self.paddings = tuple(float(p) for p in self.paddings)
         a, b = self.calibration
         self.calibration = (float(a), float(b))
-        self.embedder = FaceEmbedder(self.paddings)
+        self.embedder = FaceEmbedder(self.paddings, threads=self.threads)
         if self.regressor.weights.shape[0] != self.embedder.dim:
             raise ValueError(
                 f"the regressor takes {self.regressor.weights.shape[0]}-d embeddings, but "
@@ -293,9 +294,7 @@ class FaceBranch:
 
     def _net(self) -> Any:
         if self._session is None:
-            import onnxruntime as ort
-
-            self._session = ort.InferenceSession(self.net, providers=["CPUExecutionProvider"])
+            self._session = onnx_session(self.net, self.threads)
         return self._session
 
     def blend(self, cnn: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -336,7 +335,7 @@ class FaceBranch:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> FaceBranch:
+    def load(cls, path: str | Path, *, threads: int = 0) -> FaceBranch:
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z or str(z["format"]) not in FORMATS:
                 raise ValueError(f"{path}: not a doohable face branch ({' or '.join(FORMATS)})")
@@ -360,7 +359,16 @@ class FaceBranch:
             net = z["net"].tobytes() if "net" in z.files else None
             stack = tuple(float(v) for v in z["stack"]) if "stack" in z.files else None
             return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (cal[0], cal[1]), net,
-                       stack)  # type: ignore[arg-type]
+                       stack, threads)  # type: ignore[arg-type]
+
+
+def onnx_session(model: bytes | None, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session of ``model`` with ``threads`` intra-op threads (0: default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(threads))
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _parse_metadata(text: str) -> dict[str, str]:

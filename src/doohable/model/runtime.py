@@ -152,11 +152,13 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     if sidecar.is_file():
         from doohable.model.face import FaceBranch
 
-        face = FaceBranch.load(sidecar)
+        face = FaceBranch.load(sidecar, threads=threads)
         digest.update(sidecar.read_bytes())
         meta["face_branch"] = sidecar.name
         meta["face_weight"] = str(face.weight)
         meta["face_calibration"] = json.dumps(face.calibration)
+        if face.stack is not None:  # with a fine-tuned face network: the stack replaces the blend
+            meta["face_stack"] = json.dumps(face.stack)
     return Scorer(
         name=meta["name"],
         version=digest.hexdigest()[:12],
