@@ -1,7 +1,8 @@
 """The selfie scorer's face branch on SCUT-FBP5500: nested 4-fold CV of the blend, then the final fit.
 
-1. Face embeddings (``doohable.model.face.FaceEmbedder``) of every image's prepared 224 px crop
-   (cached in ``$DOOHABLE_HOME/cache``).
+1. Face chips of every image's prepared 224 px crop and of its mirror image
+   (``FaceEmbedder.chips``, cached in ``$DOOHABLE_HOME/cache``), then their embeddings
+   (``FaceEmbedder.describe``: dlib's network in ONNX Runtime; ~3 min in all on 2 cores).
 2. The CNN's out-of-fold predictions come from ``bench_train_finetune.py`` (``cv_*.json``; several
    are averaged, as the bundled ensemble averages its members).
 3. Nested CV on the data's 4 folds: for each test fold, the RBF width, the ridge penalty and the
@@ -10,9 +11,16 @@
 4. The final face branch: the same choice made by CV over all 4 folds, fitted on all images,
    written to ``--out`` (e.g. ``src/doohable/model/bundled/selfie.face.npz``).
 
-Usage:
-    python benchmarks/bench_face_branch.py --cv artifacts/gpu2/cv_mobilenet_v2_s0e20.json \
-        --cv artifacts/gpu2/cv_mobilenet_v2_s1e30.json --out src/doohable/model/bundled/selfie.face.npz
+``--face-net`` adds dlib's face network fine-tuned for the blend (``dlibnet_torch``): its
+out-of-fold scores (one fine-tuning per test fold, cached), the nested CV of the stack of the
+CNN, the regressor and the network (its coefficients fitted on the training folds'
+out-of-fold scores), and, with ``--out``, a network fine-tuned on every face, stored in the
+branch with the stack fitted on all out-of-fold scores (~35 min on 2 CPU cores with bf16).
+
+Usage (the bundled branch):
+    R=benchmarks/results/gpu-ensemble5
+    python benchmarks/bench_face_branch.py --cv $R/cv_mobilenet_v2_m0.json --cv $R/cv_mobilenet_v2_m1.json \
+        --calibrate --face-net --out src/doohable/model/bundled/selfie.face.npz
 """
 
 from __future__ import annotations
@@ -257,6 +265,8 @@ def main() -> None:
         help="the network learns (y - (1 - w) * cnn) / w: what a blend at weight w needs from it",
     )
     args = ap.parse_args()
+    if args.face_net and args.weight_for_cnn_rmse is not None:
+        raise SystemExit("--face-net ships a stack, which has no blend weight to set (--weight-for-cnn-rmse)")
     if args.calibrate and args.weight_for_cnn_rmse is not None:
         raise SystemExit("--calibrate fits the calibration at the CV's weight, not --weight-for-cnn-rmse's")
     if args.weight_for_cnn_rmse is not None:
