@@ -43,6 +43,7 @@ from rich.progress import Progress
 from doohable.model.data import cache_key, load_images_cached, load_scut
 from doohable.model.face import (
     DEFAULT_PADDINGS,
+    POOLED_SCALE,
     FaceBranch,
     FaceEmbedder,
     FaceRegressor,
@@ -50,10 +51,12 @@ from doohable.model.face import (
     blend_error_model,
     blend_scores,
     choose_face_branch,
+    choose_pooled,
     face_rows,
     fit_calibration,
     fit_face_branch,
     fit_stack,
+    mirrored,
     stack_scores,
 )
 from doohable.model.face import blend_oof as face_blend_oof
@@ -99,19 +102,23 @@ def face_chips(
 
 def embeddings(
     chips: np.ndarray, found: np.ndarray, paddings: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flipped): the face embeddings of each crop and of its mirror image (NaN rows where
-    no face was found), described from ``face_chips`` (``FaceEmbedder.describe``)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(plain, flipped, pooled): the face embeddings of each crop and of its mirror image (NaN
+    rows where no face was found), described from ``face_chips`` (``FaceEmbedder.describe``),
+    and the pooled-feature embedding (``FaceBranch.pooled``'s input: the mean of both views,
+    the crop's alone where its mirror has none, / ``POOLED_SCALE``; zeros where no face)."""
     emb = FaceEmbedder(paddings)
     out = np.full((len(chips), 2, emb.dim), np.nan, np.float32)
+    pooled = np.full((len(chips), 2, 256 * len(paddings)), np.nan, np.float32)
     with Progress() as bar:
         task = bar.add_task("face embeddings", total=len(chips))
         for a in range(0, len(chips), 50):
             c = np.asarray(chips[a:a + 50])
-            out[a:a + 50] = emb.describe(c.reshape(-1, 150, 150, 3)).reshape(len(c), 2, -1)
+            desc, feats = emb.describe(c.reshape(-1, 150, 150, 3), pooled=True)
+            out[a:a + 50], pooled[a:a + 50] = desc.reshape(len(c), 2, -1), feats.reshape(len(c), 2, -1)
             bar.advance(task, len(c))
-    out[~found] = np.nan
-    return out[:, 0], out[:, 1]
+    out[~found], pooled[~found] = np.nan, np.nan
+    return out[:, 0], out[:, 1], np.nan_to_num(mirrored(pooled[:, 0], pooled[:, 1])) / POOLED_SCALE
 
 
 _EMBEDDER: FaceEmbedder | None = None
@@ -168,12 +175,14 @@ def face_net_oof(
 
 
 def with_face_net(
-    branch: FaceBranch, plain: np.ndarray, flipped: np.ndarray, chips: np.ndarray, found: np.ndarray,
-    y: np.ndarray, cnn: np.ndarray, folds: np.ndarray, net_oof: np.ndarray, args: argparse.Namespace,
+    branch: FaceBranch, plain: np.ndarray, flipped: np.ndarray, pooled: np.ndarray, chips: np.ndarray,
+    found: np.ndarray, y: np.ndarray, cnn: np.ndarray, folds: np.ndarray, net_oof: np.ndarray,
+    args: argparse.Namespace,
 ) -> FaceBranch:
     """The branch with a face network fine-tuned on every image with a face, and the stack fitted
     on the out-of-fold scores of the CNN, of the regressor (at the branch's values) and of the
-    network."""
+    network; with ``--pooled``, also the pooled-feature regressor (chosen by CV of the stack,
+    fitted on every face) as the stack's fifth term."""
     from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
 
     w = args.net_target_weight
@@ -193,12 +202,18 @@ def with_face_net(
     use = fr & np.isfinite(cnn) & np.isfinite(net_oof)
     m = branch.mirror
     g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
-    st = fit_stack(y[use], cnn[use], face_oof_of(embs[m][use], y[use], folds[use], gamma=g, alpha=a),
-                   net_oof[use])
+    others = [cnn[use], face_oof_of(embs[m][use], y[use], folds[use], gamma=g, alpha=a), net_oof[use]]
     meta = {**branch.metadata, "face_net": f"dlib's network fine-tuned {args.net_epochs} epochs on "
-            f"{len(train)} faces, target (y - {1 - w:g} * cnn) / {w:g}",
-            "stack": " ".join(f"{v:.4f}" for v in st)}
-    return dataclasses.replace(branch, metadata=meta, net=net, stack=st)
+            f"{len(train)} faces, target (y - {1 - w:g} * cnn) / {w:g}"}
+    pooled_reg = None
+    if args.pooled:
+        pg, pa = choose_pooled(pooled[use], y[use], folds[use], others)
+        pooled_reg = FaceRegressor.fit(pooled[use], y[use], gamma=pg, alpha=pa)
+        others.append(face_oof_of(pooled[use], y[use], folds[use], gamma=pg, alpha=pa))
+        meta["pooled"] = f"ridge on {len(pooled_reg.coef)} random Fourier features, gamma {pg}, alpha {pa}"
+    st = fit_stack(y[use], *others)
+    meta["stack"] = " ".join(f"{v:.4f}" for v in st)
+    return dataclasses.replace(branch, metadata=meta, net=net, stack=st, pooled=pooled_reg)
 
 
 def _epoch_line(what: str) -> Any:
@@ -261,10 +276,16 @@ def main() -> None:
     )
     ap.add_argument("--net-epochs", type=int, default=10)
     ap.add_argument(
+        "--pooled", action="store_true",
+        help="with --face-net: add a regressor on the network's pooled features to the stack",
+    )
+    ap.add_argument(
         "--net-target-weight", type=float, default=0.5,
         help="the network learns (y - (1 - w) * cnn) / w: what a blend at weight w needs from it",
     )
     args = ap.parse_args()
+    if args.pooled and not args.face_net:
+        raise SystemExit("--pooled needs --face-net (it is a term of the stack)")
     if args.face_net and args.weight_for_cnn_rmse is not None:
         raise SystemExit("--face-net ships a stack, which has no blend weight to set (--weight-for-cnn-rmse)")
     if args.calibrate and args.weight_for_cnn_rmse is not None:
@@ -284,14 +305,14 @@ def main() -> None:
     cnn = np.mean([np.asarray(c["oof"]) for c in cvs], axis=0)
     cache = Path(os.environ.get("DOOHABLE_HOME", ".doohable")) / "cache"
     chips, chips_found = face_chips(list(data.paths), 224, cache, paddings)
-    plain, flipped = embeddings(chips, chips_found, paddings)
+    plain, flipped, pooled = embeddings(chips, chips_found, paddings)
     found, embs = face_rows(plain, flipped)  # rows without a face: CNN only
     if mirror is not None:
         embs = {mirror: embs[mirror]}
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
     net_oof = face_net_oof(chips, chips_found, y, cnn, folds, args, cache) if args.face_net else None
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
-    calibrated, stacked = cnn.copy(), cnn.copy()
+    calibrated, stacked, stacked_pooled = cnn.copy(), cnn.copy(), cnn.copy()
     for k in sorted(set(folds.tolist())):
         tr = (folds != k) & found
         m, g, a, w = choose_face_branch({b: e[tr] for b, e in embs.items()}, y[tr], cnn[tr], folds[tr])
@@ -313,6 +334,16 @@ def main() -> None:
             stacked[te] = stack_scores(st, cnn[te], face_oof[te], net_oof[te])
             chosen[-1]["stack"] = st
             print(f"fold {k}: stack {' '.join(f'{v:.3f}' for v in st)}", flush=True)
+            if args.pooled:  # and the pooled-feature regressor, chosen by the inner CV of the stack
+                others = [cnn[tr], inner_face, net_oof[tr]]
+                pg, pa = choose_pooled(pooled[tr], y[tr], folds[tr], others)
+                pooled_te = FaceRegressor.fit(pooled[tr], y[tr], gamma=pg, alpha=pa).predict(pooled[te])
+                inner_pooled = face_oof_of(pooled[tr], y[tr], folds[tr], gamma=pg, alpha=pa)
+                st = fit_stack(y[tr], *others, inner_pooled)
+                stacked_pooled[te] = stack_scores(st, cnn[te], face_oof[te], net_oof[te], pooled_te)
+                chosen[-1] |= {"pooled_gamma": pg, "pooled_alpha": pa, "stack_pooled": st}
+                print(f"fold {k}: pooled gamma {pg} alpha {pa}; stack {' '.join(f'{v:.3f}' for v in st)}",
+                      flush=True)
         print(f"fold {k}: chosen mirror {m} gamma {g} alpha {a} weight {w}; "
               f"calibration {cal[0]:.3f} + {cal[1]:.3f} * blend", flush=True)
     face_only = np.where(found, face_oof, cnn)
@@ -343,6 +374,11 @@ def main() -> None:
             "face_net": {"epochs": args.net_epochs, "target_weight": nw},
             "net_blend_only": fold_table(y, net_blend, folds),
             "stack": fold_table(y, stacked, folds),
+            **({"stack_pooled": fold_table(y, stacked_pooled, folds),
+                "stack_pooled_per_subset": per_subset(y, stacked_pooled, data.groups),
+                "stack_pooled_top_third": {
+                    k: v for k, v in top_fraction_roc(y, stacked_pooled).items() if k not in ("fpr", "tpr")
+                }} if args.pooled else {}),
             "stack_per_subset": per_subset(y, stacked, data.groups),
             "stack_top_third": {
                 k: v for k, v in top_fraction_roc(y, stacked).items() if k not in ("fpr", "tpr")
@@ -360,14 +396,15 @@ def main() -> None:
     t3 = res["blend_top_third"]
     print(f"blend top third: AUC {t3['auc']:.3f}, precision top / rest {t3['precision_positive']:.3f} / "
           f"{t3['precision_negative']:.3f}")
-    for name in ("cnn", "face_only", "blend", "blend_calibrated", "net_blend_only", "stack"):
+    for name in ("cnn", "face_only", "blend", "blend_calibrated", "net_blend_only", "stack", "stack_pooled"):
         if name not in res:
             continue
         s = res[name]
         print(f"{name:>16}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
               f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
     if args.out:
-        shipped = "stack" if net_oof is not None else "blend_calibrated" if args.calibrate else "blend"
+        shipped = ("stack_pooled" if args.pooled else "stack") if net_oof is not None else (
+            "blend_calibrated" if args.calibrate else "blend")
         branch = fit_face_branch(
             plain,
             flipped,
@@ -388,7 +425,8 @@ def main() -> None:
             calibrate=args.calibrate,
         )
         if net_oof is not None:
-            branch = with_face_net(branch, plain, flipped, chips, chips_found, y, cnn, folds, net_oof, args)
+            branch = with_face_net(branch, plain, flipped, pooled, chips, chips_found, y, cnn, folds, net_oof,
+                                   args)
         if args.weight_for_cnn_rmse is not None:
             r = args.weight_for_cnn_rmse
             branch.metadata["weight_chosen_by_cv"] = str(branch.weight)

@@ -13,7 +13,15 @@ import torch
 from PIL import Image
 
 from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
-from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor, _model_dir, fit_stack, stack_scores
+from doohable.model.face import (
+    POOLED_SCALE,
+    FaceBranch,
+    FaceEmbedder,
+    FaceRegressor,
+    _model_dir,
+    fit_stack,
+    stack_scores,
+)
 from doohable.model.runtime import prepare_image
 
 DAT = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
@@ -74,12 +82,14 @@ def test_branch_with_a_network_scores_the_stack(faces: dict[str, np.ndarray], tm
     stack = fit_stack(y, cnn, reg.predict(emb), net_scores)
     assert len(stack) == 4
     branch = FaceBranch(reg, 0.4, {"m": "1"}, mirror=True, paddings=PADDINGS, net=face_scorer_onnx(model),
-                        stack=stack)  # type: ignore[arg-type]
+                        stack=stack)
     loaded = FaceBranch.load(branch.save(tmp_path / "b.face.npz"))
     assert loaded.stack == branch.stack and loaded.net == branch.net
     cat = prepare_image(Image.fromarray(skd.chelsea()), 224)
     batch = np.concatenate([faces["crops"][:3], cat[None]])
-    face, net = loaded.scores(batch)
+    sc = loaded.scores(batch)
+    face, net = sc["face"], sc["net"]
+    assert np.isnan(sc["pooled"]).all()  # this branch has no pooled-feature regressor
     np.testing.assert_allclose(face[:3], reg.predict(emb[:3]), atol=1e-4)
     np.testing.assert_allclose(net[:3], net_scores[:3], atol=2e-2)  # float16 weights, float32 graph
     assert np.isnan(face[3]) and np.isnan(net[3])  # no face in the cat
@@ -90,4 +100,25 @@ def test_branch_with_a_network_scores_the_stack(faces: dict[str, np.ndarray], tm
     with pytest.raises(ValueError, match="stack coefficients"):
         FaceBranch(reg, 0.4, {}, paddings=PADDINGS, net=branch.net)
     with pytest.raises(ValueError, match="4 coefficients"):
-        FaceBranch(reg, 0.4, {}, paddings=PADDINGS, net=branch.net, stack=(1.0, 2.0))  # type: ignore[arg-type]
+        FaceBranch(reg, 0.4, {}, paddings=PADDINGS, net=branch.net, stack=(1.0, 2.0))
+
+    # the fifth term: a regressor on the network's pooled features of the same chips
+    pooled_emb = np.stack([desc.describe(faces["chips"][i].reshape(-1, 150, 150, 3), pooled=True)[1]
+                           .reshape(2, -1).mean(0) for i in range(24)]) / POOLED_SCALE
+    assert pooled_emb.shape == (24, 768)
+    pooled = FaceRegressor.fit(pooled_emb, y, gamma=2.0, alpha=0.01, n_components=200)
+    stack5 = fit_stack(y, cnn, reg.predict(emb), net_scores, pooled.predict(pooled_emb))
+    five = FaceBranch(reg, 0.4, {}, mirror=True, paddings=PADDINGS, net=branch.net, stack=stack5,
+                      pooled=pooled)
+    five = FaceBranch.load(five.save(tmp_path / "p.face.npz"))
+    assert five.pooled is not None and five.pooled.seed == pooled.seed and len(five.stack or ()) == 5
+    sc = five.scores(batch)
+    np.testing.assert_allclose(sc["pooled"][:3], pooled.predict(pooled_emb[:3]), atol=1e-4)
+    assert np.isnan(sc["pooled"][3])
+    out = five.blend(cnn4, batch)
+    np.testing.assert_allclose(out[:3], stack_scores(stack5, cnn4[:3], sc["face"][:3], sc["net"][:3],
+                                                     sc["pooled"][:3]), atol=1e-5)
+    with pytest.raises(ValueError, match="5 coefficients"):
+        FaceBranch(reg, 0.4, {}, paddings=PADDINGS, net=branch.net, stack=stack, pooled=pooled)
+    with pytest.raises(ValueError, match="only with a fine-tuned face network"):
+        FaceBranch(reg, 0.4, {}, paddings=PADDINGS, pooled=pooled)

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -56,6 +56,12 @@ ALPHAS = (0.01, 0.03, 0.1, 0.3)  # ridge penalty
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # blend weight of the face score
 N_FEATURES = 6000  # random Fourier features of the RBF kernel (3,000: -0.0009 Pearson in the blend)
 MIN_FACES = 20  # fewer training images with a face: no face branch is fitted
+# the second regressor of a stacked branch: on the network's 256-d pooled features (before its
+# last projection) of each padding's chip, concatenated and divided by POOLED_SCALE (their norm
+# per chip is ~19 on SCUT faces), RBF widths on the concatenation
+POOLED_SCALE = 20.0
+POOLED_GAMMAS = (1.0, 2.0, 4.0)
+POOLED_ALPHAS = (0.01, 0.03)
 MIN_CALIBRATION = 100  # fewer: no calibration (two parameters fitted on noisy out-of-fold blends)
 
 Choice = tuple[bool, float, float, float]  # mirror, gamma, alpha, weight
@@ -122,10 +128,18 @@ class FaceEmbedder:
 
             return np.stack([dlib.get_face_chip(img, shape, 150, p) for p in self.paddings])
 
-    def describe(self, chips: np.ndarray) -> np.ndarray:
-        """(M, 150, 150, 3) uint8 chips -> (M, 128) float32 descriptors (dlib's numbers)."""
+    @overload
+    def describe(self, chips: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def describe(self, chips: np.ndarray, *, pooled: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def describe(self, chips: np.ndarray, *, pooled: bool = False) -> Any:
+        """(M, 150, 150, 3) uint8 chips -> (M, 128) float32 descriptors (dlib's numbers); with
+        ``pooled``, (descriptors, (M, 256) pooled features before the last projection)."""
         x = np.ascontiguousarray(chips.transpose(0, 3, 1, 2), np.float32)
-        return self._models()[2].run(["descriptor"], {"chips": x})[0]
+        desc, feats = self._models()[2].run(["descriptor", "features"], {"chips": x})
+        return (desc, feats) if pooled else desc
 
     def embed_one(self, crop: np.ndarray) -> np.ndarray:
         """One (S, S, 3) uint8 crop -> (dim,) float32, or NaNs when no face is detected."""
@@ -237,7 +251,9 @@ class FaceBranch:
     (M,) scores; ``doohable.model.dlibnet_torch.finetune_face_scorer``) whose score is the mean
     over the crop's and its mirror image's chips at every padding. With it the final score is
     the linear stack ``s0 + s1 * cnn + s2 * face + s3 * net`` (``stack``, :func:`fit_stack`)
-    instead of the blend.
+    instead of the blend. ``pooled``: with a network, optionally a second regressor on the
+    original network's 256-d pooled features of the same chips (``pooled_embedding``), a fifth
+    term ``+ s4 * pooled``.
     """
 
     regressor: FaceRegressor
@@ -247,7 +263,8 @@ class FaceBranch:
     paddings: tuple[float, ...] = (0.25,)
     calibration: tuple[float, float] = (0.0, 1.0)
     net: bytes | None = field(default=None, repr=False)
-    stack: tuple[float, float, float, float] | None = None
+    stack: tuple[float, ...] | None = None
+    pooled: FaceRegressor | None = field(default=None, repr=False)
     threads: int = 0  # ONNX Runtime's intra-op threads for the face networks (0: its default)
     embedder: FaceEmbedder = field(init=False, repr=False)
     _session: Any = field(default=None, init=False, repr=False)
@@ -264,16 +281,20 @@ class FaceBranch:
             )
         if (self.net is None) != (self.stack is None):
             raise ValueError("a fine-tuned face network comes with its stack coefficients, and only with it")
+        if self.pooled is not None and self.net is None:
+            raise ValueError("a pooled-feature regressor comes only with a fine-tuned face network")
         if self.stack is not None:
-            if len(self.stack) != 4:
-                raise ValueError(f"the stack has 4 coefficients (s0, cnn, face, net), got {len(self.stack)}")
-            s0, s1, s2, s3 = (float(v) for v in self.stack)
-            self.stack = (s0, s1, s2, s3)
+            n = 5 if self.pooled is not None else 4
+            if len(self.stack) != n:
+                raise ValueError(f"the stack has {n} coefficients (s0, cnn, face, net"
+                                 f"{', pooled' if n == 5 else ''}), got {len(self.stack)}")
+            self.stack = tuple(float(v) for v in self.stack)
 
-    def scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (N, S, S, 3) crops -> (face, net): the regressor's and the fine-tuned network's
-        scores (NaN where the crop has no face; net all NaN without a network)."""
-        face, net = np.full(len(batch), np.nan), np.full(len(batch), np.nan)
+    def scores(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 (N, S, S, 3) crops -> {"face", "net", "pooled"}: the regressor's, the fine-tuned
+        network's and the pooled-feature regressor's scores (NaN where the crop has no face, and
+        all NaN for a part the branch does not have)."""
+        out = {k: np.full(len(batch), np.nan) for k in ("face", "net", "pooled")}
         for i, crop in enumerate(batch):
             plain = self.embedder.chips(crop)
             if plain is None:
@@ -284,13 +305,16 @@ class FaceBranch:
                 if flipped is not None:
                     views.append(flipped)
             chips = np.concatenate(views)
-            desc = self.embedder.describe(chips).reshape(len(views), -1)
-            emb = desc.mean(axis=0) if self.mirror else desc[0]  # ``mirrored``: plain where no flip face
-            face[i] = self.regressor.predict(emb[None])[0]
+            desc, pooled = self.embedder.describe(chips, pooled=True)
+            desc, pooled = desc.reshape(len(views), -1), pooled.reshape(len(views), -1)
+            # ``mirrored``: the mean of both views, the crop's alone where its mirror has no face
+            out["face"][i] = self.regressor.predict((desc.mean(axis=0) if self.mirror else desc[0])[None])[0]
+            if self.pooled is not None:
+                out["pooled"][i] = self.pooled.predict(pooled.mean(axis=0)[None] / POOLED_SCALE)[0]
             if self.net is not None:
                 x = np.ascontiguousarray(chips.transpose(0, 3, 1, 2), np.float32)
-                net[i] = float(np.mean(self._net().run(None, {"chips": x})[0]))
-        return face, net
+                out["net"][i] = float(np.mean(self._net().run(None, {"chips": x})[0]))
+        return out
 
     def _net(self) -> Any:
         if self._session is None:
@@ -298,31 +322,22 @@ class FaceBranch:
         return self._session
 
     def blend(self, cnn: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        face, net = self.scores(batch)
-        found = ~np.isnan(face)
+        sc = self.scores(batch)
+        found = ~np.isnan(sc["face"])
         out = cnn.astype(np.float32)  # a copy
         if self.stack is None:
-            out[found] = blend_scores(cnn[found], face[found], self.weight, self.calibration)
+            out[found] = blend_scores(cnn[found], sc["face"][found], self.weight, self.calibration)
         else:
-            out[found] = stack_scores(self.stack, cnn[found], face[found], net[found])
+            parts = [sc["face"][found], sc["net"][found]]
+            if self.pooled is not None:
+                parts.append(sc["pooled"][found])
+            out[found] = stack_scores(self.stack, cnn[found], *parts)
         return out
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        r = self.regressor
-        arrays: dict[str, Any] = {"format": np.array(FORMAT)}
-        if r.seed is not None and r.gamma is not None:  # W and b are drawn again from the seed on load
-            arrays |= {
-                "rff_seed": np.array(r.seed),
-                "rff_gamma": np.array(r.gamma),
-                "rff_shape": np.array(r.weights.shape),
-                "rff_sha256": np.array(_checksum(r.weights) + _checksum(r.offset)),
-            }
-        else:
-            arrays |= {"weights": r.weights.astype(np.float32), "offset": r.offset.astype(np.float32)}
+        arrays: dict[str, Any] = {"format": np.array(FORMAT)} | _regressor_arrays(self.regressor, "")
         arrays |= {
-            "coef": r.coef.astype(np.float32),
-            "intercept": np.array(r.intercept),
             "weight": np.array(self.weight),
             "mirror": np.array(self.mirror),
             "paddings": np.array(self.paddings, np.float64),
@@ -331,6 +346,8 @@ class FaceBranch:
         }
         if self.net is not None and self.stack is not None:
             arrays |= {"net": np.frombuffer(self.net, np.uint8), "stack": np.array(self.stack, np.float64)}
+        if self.pooled is not None:
+            arrays |= _regressor_arrays(self.pooled, "pooled_")
         np.savez_compressed(path, **arrays)
         return path
 
@@ -339,27 +356,43 @@ class FaceBranch:
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z or str(z["format"]) not in FORMATS:
                 raise ValueError(f"{path}: not a doohable face branch ({' or '.join(FORMATS)})")
-            if "rff_seed" in z.files:
-                seed, gamma = int(z["rff_seed"]), float(z["rff_gamma"])
-                w, b = rff_projection(int(z["rff_shape"][0]), int(z["rff_shape"][1]), gamma, seed)
-                if _checksum(w) + _checksum(b) != str(z["rff_sha256"]):
-                    raise ValueError(f"{path}: the projection drawn from its seed is not the one fitted")
-                reg = FaceRegressor(w, b, z["coef"].astype(np.float64), float(z["intercept"]), seed, gamma)
-            else:
-                reg = FaceRegressor(
-                    z["weights"].astype(np.float64),
-                    z["offset"].astype(np.float64),
-                    z["coef"].astype(np.float64),
-                    float(z["intercept"]),
-                )
+            reg = _regressor_from(z, "", path)
             meta = _parse_metadata(str(z["metadata"]))
             mirror = bool(z["mirror"]) if "mirror" in z.files else False
             paddings = tuple(float(p) for p in z["paddings"]) if "paddings" in z.files else (0.25,)
             cal = tuple(float(v) for v in z["calibration"]) if "calibration" in z.files else (0.0, 1.0)
             net = z["net"].tobytes() if "net" in z.files else None
             stack = tuple(float(v) for v in z["stack"]) if "stack" in z.files else None
+            pooled = _regressor_from(z, "pooled_", path) if "pooled_coef" in z.files else None
             return cls(reg, float(z["weight"]), dict(meta), mirror, paddings, (cal[0], cal[1]), net,
-                       stack, threads)  # type: ignore[arg-type]
+                       stack, pooled, threads)
+
+
+def _regressor_arrays(r: FaceRegressor, prefix: str) -> dict[str, Any]:
+    if r.seed is not None and r.gamma is not None:  # W and b are drawn again from the seed on load
+        arrays = {
+            "rff_seed": np.array(r.seed),
+            "rff_gamma": np.array(r.gamma),
+            "rff_shape": np.array(r.weights.shape),
+            "rff_sha256": np.array(_checksum(r.weights) + _checksum(r.offset)),
+        }
+    else:
+        arrays = {"weights": r.weights.astype(np.float32), "offset": r.offset.astype(np.float32)}
+    arrays |= {"coef": r.coef.astype(np.float32), "intercept": np.array(r.intercept)}
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def _regressor_from(z: Any, prefix: str, path: str | Path) -> FaceRegressor:
+    coef, intercept = z[prefix + "coef"].astype(np.float64), float(z[prefix + "intercept"])
+    if prefix + "rff_seed" in z.files:
+        seed, gamma = int(z[prefix + "rff_seed"]), float(z[prefix + "rff_gamma"])
+        shape = z[prefix + "rff_shape"]
+        w, b = rff_projection(int(shape[0]), int(shape[1]), gamma, seed)
+        if _checksum(w) + _checksum(b) != str(z[prefix + "rff_sha256"]):
+            raise ValueError(f"{path}: the projection drawn from its seed is not the one fitted")
+        return FaceRegressor(w, b, coef, intercept, seed, gamma)
+    return FaceRegressor(z[prefix + "weights"].astype(np.float64), z[prefix + "offset"].astype(np.float64),
+                         coef, intercept)
 
 
 def onnx_session(model: bytes | None, threads: int = 0) -> Any:
@@ -536,21 +569,44 @@ def blend_scores(
     return a + b * ((1.0 - weight) * cnn + weight * face)
 
 
-def fit_stack(y: np.ndarray, cnn: np.ndarray, face: np.ndarray, net: np.ndarray) -> tuple[float, ...]:
-    """(s0, s1, s2, s3) of least squares y ~ s0 + s1 * cnn + s2 * face + s3 * net, from
-    out-of-fold scores of the three (as :func:`fit_calibration`, never in-sample ones)."""
-    x = np.column_stack([np.ones(len(y)), cnn, face, net]).astype(np.float64)
+def fit_stack(y: np.ndarray, *scores: np.ndarray) -> tuple[float, ...]:
+    """(s0, s1, ...) of least squares y ~ s0 + s1 * scores[0] + s2 * scores[1] + ..., from
+    out-of-fold scores (as :func:`fit_calibration`, never in-sample ones)."""
+    x = np.column_stack([np.ones(len(y)), *scores]).astype(np.float64)
     coef, *_ = np.linalg.lstsq(x, np.asarray(y, np.float64), rcond=None)
     return tuple(float(v) for v in coef)
 
 
-def stack_scores(
-    stack: Sequence[float], cnn: np.ndarray, face: np.ndarray, net: np.ndarray
-) -> np.ndarray:
+def stack_scores(stack: Sequence[float], *scores: np.ndarray) -> np.ndarray:
     """The selfie score where a face is found, with a fine-tuned face network:
-    ``s0 + s1 * cnn + s2 * face + s3 * net``."""
-    s0, s1, s2, s3 = stack
-    return s0 + s1 * np.asarray(cnn, np.float64) + s2 * face + s3 * net
+    ``s0 + s1 * cnn + s2 * face + s3 * net [+ s4 * pooled]``."""
+    if len(stack) != len(scores) + 1:
+        raise ValueError(f"{len(stack)} coefficients for {len(scores)} scores")
+    terms = [c * np.asarray(v, np.float64) for c, v in zip(stack[1:], scores, strict=True)]
+    return np.asarray(stack[0] + np.sum(terms, axis=0), np.float64)
+
+
+def choose_pooled(
+    emb: np.ndarray, y: np.ndarray, folds: np.ndarray, others: Sequence[np.ndarray]
+) -> tuple[float, float]:
+    """(gamma, alpha) of the pooled-feature regressor (grids ``POOLED_GAMMAS``/``POOLED_ALPHAS``)
+    of lowest CV RMSE of the stack over ``folds``: its out-of-fold scores stacked with
+    ``others`` (out-of-fold scores on the same rows: CNN, regressor, network), the stack's
+    coefficients refitted on the other folds for each fold."""
+    best: tuple[float, float, float] | None = None
+    for g in POOLED_GAMMAS:
+        for a, pooled in zip(POOLED_ALPHAS, face_oof_alphas(emb, y, folds, gamma=g, alphas=POOLED_ALPHAS),
+                             strict=True):
+            pred = np.zeros(len(y))
+            for k in set(folds.tolist()):
+                tr, te = folds != k, folds == k
+                st = fit_stack(y[tr], *(o[tr] for o in others), pooled[tr])
+                pred[te] = stack_scores(st, *(o[te] for o in others), pooled[te])
+            r = float(np.sqrt(np.mean((y - pred) ** 2)))
+            if best is None or r < best[0]:
+                best = (r, g, a)
+    assert best is not None
+    return best[1], best[2]
 
 
 def blend_error_model(
