@@ -96,11 +96,14 @@ class FaceEmbedder:
         self._m: tuple[Any, Any, Any] | None = None
 
     def _models(self) -> tuple[Any, Any, Any]:
+        if self._m is not None:  # loaded: no lock, so describing never waits for a detection
+            return self._m
         with self._lock:
             if self._m is None:
                 import dlib
 
                 from doohable.model.dlibnet import dlib_face_onnx
+                from doohable.model.runtime import onnx_session
 
                 d = _model_dir()
                 net = dlib_face_onnx(d / "dlib_face_recognition_resnet_model_v1.dat").SerializeToString()
@@ -148,11 +151,6 @@ class FaceEmbedder:
             return np.full(self.dim, np.nan, np.float32)
         return self.describe(chips).reshape(-1)
 
-    def embed_mirrored(self, crop: np.ndarray) -> np.ndarray:
-        """``mirrored`` of the crop's and its mirror image's embeddings: as the branch was fitted
-        (no face in the crop itself: NaN, so the scorer keeps the CNN's score)."""
-        return mirrored(self.embed_one(crop), self.embed_one(np.ascontiguousarray(crop[:, ::-1])))
-
     def embed_pairs(
         self, crops: Sequence[np.ndarray], *, tick: Callable[[int, int], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +171,13 @@ class FaceEmbedder:
         return plain, flipped
 
     def embed(self, batch: np.ndarray, *, mirror: bool = False) -> np.ndarray:
-        """uint8 (N, S, S, 3) -> float32 (N, dim); rows of NaN where no face was found."""
-        one = self.embed_mirrored if mirror else self.embed_one
+        """uint8 (N, S, S, 3) -> float32 (N, dim); rows of NaN where no face was found. ``mirror``:
+        ``mirrored`` of the crop's and its mirror image's embeddings, as the branch is fitted."""
+        if mirror:
+            return mirrored(*self.embed_pairs(list(batch)))
         out = np.empty((len(batch), self.dim), np.float32)
         for i, crop in enumerate(batch):
-            out[i] = one(crop)
+            out[i] = self.embed_one(crop)
         return out
 
 
@@ -318,6 +318,9 @@ class FaceBranch:
 
     def _net(self) -> Any:
         if self._session is None:
+            from doohable.model.runtime import onnx_session
+
+            assert self.net is not None
             self._session = onnx_session(self.net, self.threads)
         return self._session
 
@@ -393,15 +396,6 @@ def _regressor_from(z: Any, prefix: str, path: str | Path) -> FaceRegressor:
         return FaceRegressor(w, b, coef, intercept, seed, gamma)
     return FaceRegressor(z[prefix + "weights"].astype(np.float64), z[prefix + "offset"].astype(np.float64),
                          coef, intercept)
-
-
-def onnx_session(model: bytes | None, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session of ``model`` with ``threads`` intra-op threads (0: default)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(0, int(threads))
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _parse_metadata(text: str) -> dict[str, str]:
@@ -532,8 +526,8 @@ def fit_face_branch(
 def fit_calibration(y: np.ndarray, blend: np.ndarray) -> tuple[float, float]:
     """(a, b) of least squares y ~ a + b * blend, from out-of-fold blends (never in-sample ones:
     those are already fitted to y and would give b ~ 1)."""
-    b, a = np.polyfit(np.asarray(blend, np.float64), np.asarray(y, np.float64), 1)
-    return float(a), float(b)
+    a, b = fit_stack(y, blend)
+    return a, b
 
 
 def blend_oof(

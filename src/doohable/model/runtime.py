@@ -131,14 +131,10 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     name_or_path : bundled model name, or path to an ``.onnx`` exported by ``doohable.model.export``.
     threads : ONNX Runtime intra-op threads; 0 lets it choose (number of cores).
     """
-    import onnxruntime as ort
-
     path = resolve_model_path(name_or_path)
     data = path.read_bytes()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(0, int(threads))
     try:
-        session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        session = onnx_session(data, threads)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from exc
     meta = dict(session.get_modelmeta().custom_metadata_map)
@@ -169,6 +165,16 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
         _session=session,
         face=face,
     )
+
+
+def onnx_session(model: bytes, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session of ``model`` with ``threads`` intra-op threads (0: its default,
+    the number of cores): the scorer's and the face branch's networks alike."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(threads))
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def face_branch_path(model_path: Path) -> Path:
