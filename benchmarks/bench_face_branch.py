@@ -11,7 +11,7 @@
 4. The final face branch: the same choice made by CV over all 4 folds, fitted on all images,
    written to ``--out`` (e.g. ``src/doohable/model/bundled/selfie.face.npz``).
 
-``--face-net`` adds dlib's face network fine-tuned for the blend (``dlibnet_torch``): its
+``--face-net`` adds dlib's face network fine-tuned for the blend (``face_train``): its
 out-of-fold scores (one fine-tuning per test fold, cached), the nested CV of the stack of the
 CNN, the regressor and the network (its coefficients fitted on the training folds'
 out-of-fold scores), and, with ``--out``, a network fine-tuned on every face, stored in the
@@ -26,7 +26,6 @@ Usage (the bundled branch):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
@@ -37,17 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from rich.progress import Progress
 
 from doohable.model.data import cache_key, load_images_cached, load_scut
 from doohable.model.face import (
     DEFAULT_PADDINGS,
-    POOLED_SCALE,
-    FaceBranch,
     FaceEmbedder,
     FaceRegressor,
-    _model_dir,
     blend_error_model,
     blend_scores,
     choose_face_branch,
@@ -56,15 +51,14 @@ from doohable.model.face import (
     fit_calibration,
     fit_face_branch,
     fit_stack,
-    mirrored,
     stack_scores,
 )
 from doohable.model.face import blend_oof as face_blend_oof
 from doohable.model.face import face_oof as face_oof_of
+from doohable.model.face_train import add_face_net, chip_embeddings, chip_pairs, face_net_oof, net_target
 from doohable.model.metrics import fold_metrics, mean_std_table, regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
-DLIB_NET = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
 
 
@@ -103,22 +97,10 @@ def face_chips(
 def embeddings(
     chips: np.ndarray, found: np.ndarray, paddings: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(plain, flipped, pooled): the face embeddings of each crop and of its mirror image (NaN
-    rows where no face was found), described from ``face_chips`` (``FaceEmbedder.describe``),
-    and the pooled-feature embedding (``FaceBranch.pooled``'s input: the mean of both views,
-    the crop's alone where its mirror has none, / ``POOLED_SCALE``; zeros where no face)."""
-    emb = FaceEmbedder(paddings)
-    out = np.full((len(chips), 2, emb.dim), np.nan, np.float32)
-    pooled = np.full((len(chips), 2, 256 * len(paddings)), np.nan, np.float32)
+    """``face_train.chip_embeddings`` with a progress bar."""
     with Progress() as bar:
         task = bar.add_task("face embeddings", total=len(chips))
-        for a in range(0, len(chips), 50):
-            c = np.asarray(chips[a:a + 50])
-            desc, feats = emb.describe(c.reshape(-1, 150, 150, 3), pooled=True)
-            out[a:a + 50], pooled[a:a + 50] = desc.reshape(len(c), 2, -1), feats.reshape(len(c), 2, -1)
-            bar.advance(task, len(c))
-    out[~found], pooled[~found] = np.nan, np.nan
-    return out[:, 0], out[:, 1], np.nan_to_num(mirrored(pooled[:, 0], pooled[:, 1])) / POOLED_SCALE
+        return chip_embeddings(chips, found, paddings, tick=lambda done, _: bar.update(task, completed=done))
 
 
 _EMBEDDER: FaceEmbedder | None = None
@@ -131,24 +113,15 @@ def _init_embedder(paddings: tuple[float, ...]) -> None:
 
 def _chip_chunk(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     assert _EMBEDDER is not None
-    p = len(_EMBEDDER.paddings)
-    chips = np.zeros((len(crops), 2, p, 150, 150, 3), np.uint8)
-    found = np.zeros((len(crops), 2), bool)
-    for i, crop in enumerate(crops):
-        for j, view in enumerate((crop, np.ascontiguousarray(crop[:, ::-1]))):
-            c = _EMBEDDER.chips(view)
-            if c is not None:
-                chips[i, j], found[i, j] = c, True
-    return chips, found
+    return chip_pairs(_EMBEDDER, list(crops))
 
 
-def face_net_oof(
+def cached_face_net_oof(
     chips: np.ndarray, found: np.ndarray, y: np.ndarray, cnn: np.ndarray, folds: np.ndarray,
     args: argparse.Namespace, cache: Path,
 ) -> np.ndarray:
-    """Out-of-fold scores of the fine-tuned face network (NaN where the crop has no face): for
-    each fold, ``finetune_face_scorer`` on the other folds' faces, target
-    ``(y - (1 - w) * cnn) / w``; cached (the CNN runs, the settings and the labels in the key)."""
+    """``face_train.face_net_oof`` with the target ``(y - (1 - w) * cnn) / w``, cached (the CNN
+    runs, the settings and the labels in the key), and each fold's blend at ``w`` printed."""
     w = args.net_target_weight
     key = hashlib.sha256(json.dumps(
         [sorted(Path(c).name for c in args.cv), args.net_epochs, w, y.tolist(), cnn.tolist(), folds.tolist()]
@@ -156,16 +129,10 @@ def face_net_oof(
     f = cache / f"face-net-oof-{key}.npy"
     if f.is_file():
         return np.load(f)
-    from doohable.model.dlibnet_torch import face_scores, finetune_face_scorer
-
-    target = (y - (1 - w) * cnn) / w
-    oof = np.full(len(y), np.nan)
+    target = net_target(y, cnn, w)
+    oof = face_net_oof(chips, found, target, folds, epochs=args.net_epochs, progress=_epoch_line)
     for k in sorted(set(folds.tolist())):
-        train, test = np.flatnonzero((folds != k) & found[:, 0]), np.flatnonzero(folds == k)
-        model = finetune_face_scorer(DLIB_NET, chips, found, target, train, epochs=args.net_epochs,
-                                     progress=_epoch_line(f"fold {k}"))
-        oof[test] = face_scores(model, np.asarray(chips[test]), found[test])
-        m = test[found[test, 0]]
+        m = (folds == k) & found[:, 0]
         blend = (1 - w) * cnn[m] + w * oof[m]
         print(f"fold {k}: face network blend at {w}: pearson {np.corrcoef(blend, y[m])[0, 1]:.4f} "
               f"rmse {np.sqrt(np.mean((blend - y[m]) ** 2)):.4f}", flush=True)
@@ -174,53 +141,8 @@ def face_net_oof(
     return oof
 
 
-def with_face_net(
-    branch: FaceBranch, plain: np.ndarray, flipped: np.ndarray, pooled: np.ndarray, chips: np.ndarray,
-    found: np.ndarray, y: np.ndarray, cnn: np.ndarray, folds: np.ndarray, net_oof: np.ndarray,
-    args: argparse.Namespace,
-) -> FaceBranch:
-    """The branch with a face network fine-tuned on every image with a face, and the stack fitted
-    on the out-of-fold scores of the CNN, of the regressor (at the branch's values) and of the
-    network; with ``--pooled``, also the pooled-feature regressor (chosen by CV of the stack,
-    fitted on every face) as the stack's fifth term."""
-    from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
-
-    w = args.net_target_weight
-    train = np.flatnonzero(found[:, 0])
-    model = finetune_face_scorer(DLIB_NET, chips, found, (y - (1 - w) * cnn) / w, train,
-                                 epochs=args.net_epochs, progress=_epoch_line("final"))
-    net = face_scorer_onnx(model)
-    # what the ONNX file (float32, float16 weights) gives against the model trained (bfloat16)
-    sample = train[:64]
-    sess = ort.InferenceSession(net, providers=["CPUExecutionProvider"])
-    x = np.asarray(chips[sample]).reshape(-1, 150, 150, 3).transpose(0, 3, 1, 2).astype(np.float32)
-    onnx_scores = sess.run(None, {"chips": x})[0].reshape(len(sample), -1).mean(axis=1)
-    torch_scores = face_scores(model, np.asarray(chips[sample]), np.ones((len(sample), 2), bool))
-    print(f"final face network: ONNX vs torch, max |diff| {np.max(np.abs(onnx_scores - torch_scores)):.4f} "
-          f"over {len(sample)} images", flush=True)
-    fr, embs = face_rows(plain, flipped)
-    use = fr & np.isfinite(cnn) & np.isfinite(net_oof)
-    m = branch.mirror
-    g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
-    others = [cnn[use], face_oof_of(embs[m][use], y[use], folds[use], gamma=g, alpha=a), net_oof[use]]
-    meta = {**branch.metadata, "face_net": f"dlib's network fine-tuned {args.net_epochs} epochs on "
-            f"{len(train)} faces, target (y - {1 - w:g} * cnn) / {w:g}"}
-    pooled_reg = None
-    if args.pooled:
-        pg, pa = choose_pooled(pooled[use], y[use], folds[use], others)
-        pooled_reg = FaceRegressor.fit(pooled[use], y[use], gamma=pg, alpha=pa)
-        others.append(face_oof_of(pooled[use], y[use], folds[use], gamma=pg, alpha=pa))
-        meta["pooled"] = f"ridge on {len(pooled_reg.coef)} random Fourier features, gamma {pg}, alpha {pa}"
-    st = fit_stack(y[use], *others)
-    meta["stack"] = " ".join(f"{v:.4f}" for v in st)
-    return dataclasses.replace(branch, metadata=meta, net=net, stack=st, pooled=pooled_reg)
-
-
-def _epoch_line(what: str) -> Any:
-    def tick(epoch: int, epochs: int, rmse: float) -> None:
-        print(f"  face network {what}: epoch {epoch}/{epochs}, train rmse {rmse:.4f}", flush=True)
-
-    return tick
+def _epoch_line(what: str, epoch: int, epochs: int, rmse: float) -> None:
+    print(f"  face network {what}: epoch {epoch}/{epochs}, train rmse {rmse:.4f}", flush=True)
 
 
 def fold_table(y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -310,7 +232,7 @@ def main() -> None:
     if mirror is not None:
         embs = {mirror: embs[mirror]}
     print(f"faces found in {found.sum()} of {len(found)} crops ({time.time() - t0:.0f} s)", flush=True)
-    net_oof = face_net_oof(chips, chips_found, y, cnn, folds, args, cache) if args.face_net else None
+    net_oof = cached_face_net_oof(chips, chips_found, y, cnn, folds, args, cache) if args.face_net else None
     face_oof, blend_oof, chosen = np.zeros(len(y)), cnn.copy(), []
     calibrated, stacked, stacked_pooled = cnn.copy(), cnn.copy(), cnn.copy()
     for k in sorted(set(folds.tolist())):
@@ -425,8 +347,12 @@ def main() -> None:
             calibrate=args.calibrate,
         )
         if net_oof is not None:
-            branch = with_face_net(branch, plain, flipped, pooled, chips, chips_found, y, cnn, folds, net_oof,
-                                   args)
+            branch, _ = add_face_net(
+                branch, plain, flipped, pooled if args.pooled else None, chips, chips_found, y, cnn, folds,
+                net_oof, epochs=args.net_epochs, target_weight=args.net_target_weight, progress=_epoch_line,
+            )
+            print(f"final face network: ONNX vs torch, max |diff| {branch.metadata['net_onnx_vs_torch']} "
+                  "over 64 images", flush=True)
         if args.weight_for_cnn_rmse is not None:
             r = args.weight_for_cnn_rmse
             branch.metadata["weight_chosen_by_cv"] = str(branch.weight)

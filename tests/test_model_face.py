@@ -13,7 +13,7 @@ from sklearn.kernel_approximation import RBFSampler
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 
-from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor
+from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor, stack_scores
 from doohable.model.runtime import BUNDLED_DIR, face_branch_path, load_scorer, prepare_image
 
 
@@ -278,6 +278,24 @@ def _tiny_branch(meta: dict[str, str]) -> FaceBranch:
     return FaceBranch(FaceRegressor.fit(x, 3 + x[:, 0], gamma=1.0, alpha=0.1, n_components=50), 0.2, meta)
 
 
+def test_chip_embeddings_are_embed_pairs_plus_the_pooled_features(crops: np.ndarray) -> None:
+    from doohable.model.face import DEFAULT_PADDINGS, POOLED_SCALE
+    from doohable.model.face_train import chip_embeddings, chip_pairs
+
+    emb = FaceEmbedder(DEFAULT_PADDINGS)
+    ticks: list[tuple[int, int]] = []
+    chips, found = chip_pairs(emb, list(crops), tick=lambda *t: ticks.append(t))
+    assert chips.shape == (3, 2, 3, 150, 150, 3) and ticks[-1] == (3, 3)
+    assert found.tolist() == [[True, True], [False, False], [False, False]]
+    plain, flipped, pooled = chip_embeddings(chips, found, DEFAULT_PADDINGS)
+    p2, f2 = emb.embed_pairs(list(crops))
+    np.testing.assert_allclose(plain, p2, atol=1e-5)
+    np.testing.assert_allclose(flipped, f2, atol=1e-5)
+    assert np.isnan(plain[1:]).all() and (pooled[1:] == 0).all()  # no face: NaN / zeros
+    both = emb.describe(chips[0].reshape(-1, 150, 150, 3), pooled=True)[1].reshape(2, -1)
+    np.testing.assert_allclose(pooled[0], both.mean(axis=0) / POOLED_SCALE, rtol=1e-5, atol=1e-6)
+
+
 def test_metadata_is_json_and_round_trips(tmp_path: Path) -> None:
     import json
 
@@ -372,6 +390,60 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     out = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
     assert out["removed_stale_face_branch"] == str(sidecar) and not sidecar.exists()
     assert load_scorer(model).face is None
+
+
+def test_train_face_net_stacks_a_fine_tuned_network_the_scorer_loads(
+    shared_data: Path, home: Path, tmp_path: Path, crops: np.ndarray
+) -> None:
+    """``--face-net``: the branch the benchmark ships (network, pooled regressor, 5-term stack),
+    fitted by ``doohable train`` on the CV's out-of-fold predictions."""
+    import json
+
+    from doohable.model import jobs
+
+    model = tmp_path / "m.onnx"
+    opts = jobs.TrainOptions(
+        data=jobs.labelled_scut(shared_data / "scut-fbp5500", limit=8),
+        out=model,
+        cache_dir=None,
+        face_branch=True,
+        face_net=True,
+        face_net_epochs=1,
+    )
+    ticks: list[tuple[str, int, int]] = []
+    res = jobs.train_job(opts, lambda *t: ticks.append(t))
+    fb = res["metrics"]["face_branch"]
+    # one fine-tuning per fold, then one on every face, each with its own progress bar
+    assert {t[0] for t in ticks if t[0].startswith("face network")} == {
+        "face network fold 1", "face network fold 2", "face network fold 3", "face network fold 4",
+        "face network final",
+    }
+    assert ("face network final", 1, 1) in ticks and ("face chips", 32, 32) in ticks
+    assert len(fb["stack"]) == 5 and fb["stack_terms"][-1] == "pooled"
+    assert fb["net_onnx_vs_torch"] < 0.05  # float16 weights against the trained model
+    assert 0 < fb["cv_stack"]["rmse"] < 1.5 and np.isfinite(fb["cv_stack"]["pearson"])
+    json.dumps(res)  # the report is JSON
+    scorer = load_scorer(model)
+    face = scorer.face
+    assert face is not None and face.net is not None and face.pooled is not None
+    assert face.stack == pytest.approx(fb["stack"]) and "1 epochs" in face.metadata["face_net"]
+    cnn_only = load_scorer(shutil.copy(model, tmp_path / "cnn-only.onnx"))
+    a, b = cnn_only.score(crops[:2]), scorer.score(crops[:2])
+    sc = face.scores(crops[:1])
+    expect = stack_scores(face.stack, a[:1], sc["face"], sc["net"], sc["pooled"])
+    assert b[0] == pytest.approx(float(expect[0]), abs=2e-3)  # the astronaut: the stack
+    assert b[1] == pytest.approx(a[1], abs=1e-6)  # the cat: no face, the CNN's score
+
+
+def test_face_net_without_face_branch_is_a_clear_error(shared_data: Path, home: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from doohable.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--data", str(shared_data / "scut-fbp5500"), "--limit", "2",
+                                   "--head-only", "--face-net", "--out", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2 and "needs --face-branch" in res.output
+    assert not (home / "cache").exists()  # failed before any image was loaded
 
 
 @pytest.mark.parametrize("extra", [["--no-folds"], ["--from-db"]])

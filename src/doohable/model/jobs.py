@@ -48,8 +48,11 @@ class TrainOptions:
     sources: list[str | bytes] | None = None  # bytes for database images
     name: str = "selfie"
     face_branch: bool = False  # also fit a face branch (needs k-fold CV: its out-of-fold predictions)
+    face_net: bool = False  # with face_branch: also fine-tune dlib's face network for it (the stack)
+    face_net_epochs: int = 10
 
 
+FACE_NET_NEEDS_BRANCH = "--face-net is a part of the face branch: it needs --face-branch"
 FACE_BRANCH_NEEDS_FOLDS = (
     "--face-branch needs k-fold CV (--folds, not --from-db, and labels with at least 2 folds): its "
     "blend weight is chosen on the CNN's out-of-fold predictions"
@@ -73,8 +76,13 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     predictions (``face.fit_face_branch``) and saved beside the model (``face_branch_path``);
     ``metrics["face_branch"]`` reports it. Without it, a face branch left beside ``opts.out``
     by an earlier model is removed (it would be blended into the new model's scores).
+    ``opts.face_net``: the branch also gets dlib's face network fine-tuned for it, the pooled
+    regressor and their stack with the CNN (``face_train``: one fine-tuning per fold, then one
+    on every face).
     """
     cfg = opts.config
+    if opts.face_net and not opts.face_branch:
+        raise ValueError(FACE_NET_NEEDS_BRANCH)
     if opts.face_branch and not opts.folds:
         raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
     side = resize_side(cfg.input_size)
@@ -90,10 +98,10 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     if opts.face_branch:
         if not use_folds:
             raise ValueError(FACE_BRANCH_NEEDS_FOLDS + f" (these {len(data)} images have too few folds)")
-        faces = _face_embeddings(arr.pixels, cfg.input_size, tick)
+        faces = _face_embeddings(arr.pixels, cfg.input_size, tick, chips=opts.face_net)
         from doohable.model.face import require_faces
 
-        require_faces(~np.isnan(faces[0]).any(axis=1), data.folds)  # before any training
+        require_faces(~np.isnan(faces.plain).any(axis=1), data.folds)  # before any training
     if opts.finetune:
         model, info = _finetune(opts, arr.pixels, data, use_folds, tick)
     else:
@@ -105,6 +113,9 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
         if oof is None:
             raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
         branch, metrics["face_branch"] = _fit_face_branch(faces, data, oof)
+        if opts.face_net:
+            report = metrics["face_branch"]
+            branch = _add_face_net(branch, faces, data, oof, opts.face_net_epochs, report, tick)
     path = export_onnx(
         model,
         opts.out,
@@ -128,26 +139,47 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     return {"model": str(path), "metrics": metrics, "skipped": arr.errors}
 
 
-def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flipped) face descriptors of the training images' prepared centre crops."""
+@dataclass
+class _Faces:
+    """The training images' face descriptors (``FaceEmbedder.embed_pairs``) and, for a face
+    network, their chips and pooled features (``face_train.chip_pairs`` / ``chip_embeddings``)."""
+
+    plain: np.ndarray
+    flipped: np.ndarray
+    chips: np.ndarray | None = None
+    found: np.ndarray | None = None
+    pooled: np.ndarray | None = None
+
+
+def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None, *, chips: bool) -> _Faces:
+    """Face descriptors of the training images' prepared centre crops and of their mirror
+    images; ``chips``: keep the chips too (~0.4 MB an image) and the pooled features."""
     from doohable.model.face import DEFAULT_PADDINGS, FaceEmbedder
 
     crops = [center_crop(p, input_size) for p in pixels]
 
-    def on_face(done: int, total: int) -> None:
-        if tick:
-            tick("face embeddings", done, total)
+    def ticker(what: str) -> Callable[[int, int], None]:
+        def on(done: int, total: int) -> None:
+            if tick:
+                tick(what, done, total)
 
-    return FaceEmbedder(DEFAULT_PADDINGS).embed_pairs(crops, tick=on_face)
+        return on
+
+    emb = FaceEmbedder(DEFAULT_PADDINGS)
+    if not chips:
+        return _Faces(*emb.embed_pairs(crops, tick=ticker("face embeddings")))
+    from doohable.model.face_train import chip_embeddings, chip_pairs
+
+    c, found = chip_pairs(emb, crops, tick=ticker("face chips"))
+    plain, flipped, pooled = chip_embeddings(c, found, DEFAULT_PADDINGS, tick=ticker("face embeddings"))
+    return _Faces(plain, flipped, c, found, pooled)
 
 
-def _fit_face_branch(
-    faces: tuple[np.ndarray, np.ndarray], data: ScoredImages, oof: np.ndarray
-) -> tuple[Any, dict[str, Any]]:
+def _fit_face_branch(faces: _Faces, data: ScoredImages, oof: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """Fit the face branch on the CV's out-of-fold CNN predictions; (branch, report)."""
     from doohable.model.face import DEFAULT_PADDINGS, blend_oof, fit_face_branch
 
-    plain, flipped = faces
+    plain, flipped = faces.plain, faces.flipped
     found = ~np.isnan(plain).any(axis=1)
     branch = fit_face_branch(
         plain,
@@ -191,6 +223,41 @@ def _fit_face_branch(
         "optimistic (benchmarks/bench_face_branch.py measures it with nested CV)",
     }
     return branch, report
+
+
+def _add_face_net(
+    branch: Any, faces: _Faces, data: ScoredImages, oof: np.ndarray, epochs: int,
+    report: dict[str, Any], tick: Tick | None,
+) -> Any:
+    """The branch with dlib's face network fine-tuned for it and the stack (``face_train``);
+    ``report`` gains the stack and its out-of-fold figures (``cv_stack``, optimistic as
+    ``cv_blend``)."""
+    from doohable.model.face_train import add_face_net, face_net_oof, net_target
+
+    assert faces.chips is not None and faces.found is not None
+    y, folds = data.scores, data.folds
+
+    def on_epoch(what: str, epoch: int, total: int, rmse: float) -> None:
+        if tick:
+            tick(f"face network {what}", epoch, total)
+
+    target = net_target(y, oof)
+    net_oof = face_net_oof(faces.chips, faces.found, target, folds, epochs=epochs, progress=on_epoch)
+    branch, stacked = add_face_net(
+        branch, faces.plain, faces.flipped, faces.pooled, faces.chips, faces.found, y, oof, folds, net_oof,
+        epochs=epochs, progress=on_epoch,
+    )
+    ok = np.isfinite(stacked)
+    m = regression_metrics(y[ok], stacked[ok], data.scale)
+    assert branch.stack is not None
+    report |= {
+        "stack": list(branch.stack),
+        "stack_terms": ["intercept", "cnn", "face", "net", "pooled"],
+        "face_net": branch.metadata["face_net"],
+        "net_onnx_vs_torch": float(branch.metadata["net_onnx_vs_torch"]),
+        "cv_stack": {"pearson": m["pearson"], "rmse": m["rmse"]},
+    }
+    return branch
 
 
 def _head_only(
