@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
+from doohable.model.dlibnet_torch import DlibFaceNet, face_scorer_onnx, face_scores, finetune_face_scorer
 from doohable.model.face import (
     POOLED_SCALE,
     FaceBranch,
@@ -65,6 +65,15 @@ def test_fine_tuned_network_fits_its_faces_and_exports(faces: dict[str, np.ndarr
         got = ort.InferenceSession(net, providers=["CPUExecutionProvider"]).run(None, {"chips": x})[0]
         assert np.max(np.abs(got - ref)) < tol, half
     assert len(face_scorer_onnx(model)) < 0.6 * len(face_scorer_onnx(model, half=False))
+
+
+def test_a_training_set_smaller_than_a_batch_still_trains(faces: dict[str, np.ndarray]) -> None:
+    rmses: list[float] = []
+    model = finetune_face_scorer(DAT, faces["chips"], faces["found"], faces["y"], np.arange(6), epochs=1,
+                                 batch=32, bf16=False, device="cpu", progress=lambda e, n, r: rmses.append(r))
+    fresh = DlibFaceNet.from_dat(DAT)
+    assert any(not torch.equal(a, b) for a, b in zip(model.net.parameters(), fresh.parameters(), strict=True))
+    assert len(rmses) == 1 and rmses[0] > 0  # one step over the 6 faces, its loss reported
 
 
 def test_branch_with_a_network_scores_the_stack(faces: dict[str, np.ndarray], tmp_path: Path) -> None:

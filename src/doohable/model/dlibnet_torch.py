@@ -165,6 +165,7 @@ def finetune_face_scorer(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     train = np.asarray(train)
+    batch = max(1, min(batch, len(train)))  # a small training set still takes steps
     if not found[train, 0].all():
         raise ValueError("every training image's crop must have a face")
     model = FaceScorer(DlibFaceNet.from_dat(dat), bf16=bf16).to(dev)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -35,12 +36,16 @@ from doohable.model.face import (
     stack_scores,
 )
 
-DLIB_NET = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
 NET_EPOCHS = 10
 NET_TARGET_WEIGHT = 0.5  # the network learns (y - (1 - w) * cnn) / w: what a blend at w needs from it
 
 Tick = Callable[[int, int], None]  # (done, total)
 EpochTick = Callable[[str, int, int, float], None]  # (which fine-tuning, epoch, epochs, train rmse)
+
+
+def dlib_net_path() -> Path:
+    """dlib's face-recognition network (``face_recognition_models``), the one fine-tuned."""
+    return _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
 
 
 def chip_pairs(
@@ -105,7 +110,7 @@ def face_net_oof(
     oof = np.full(len(target), np.nan)
     for k in sorted(set(folds.tolist())):
         train, test = np.flatnonzero((folds != k) & found[:, 0]), np.flatnonzero(folds == k)
-        model = finetune_face_scorer(DLIB_NET, chips, found, target, train, epochs=epochs,
+        model = finetune_face_scorer(dlib_net_path(), chips, found, target, train, epochs=epochs,
                                      progress=_named(progress, f"fold {k}"))
         oof[test] = face_scores(model, np.asarray(chips[test]), found[test])
     return oof
@@ -142,7 +147,7 @@ def add_face_net(
     from doohable.model.runtime import onnx_session
 
     train = np.flatnonzero(found[:, 0])
-    model = finetune_face_scorer(DLIB_NET, chips, found, net_target(y, cnn, target_weight), train,
+    model = finetune_face_scorer(dlib_net_path(), chips, found, net_target(y, cnn, target_weight), train,
                                  epochs=epochs, progress=_named(progress, "final"))
     net = face_scorer_onnx(model)
     sample = train[:64]
