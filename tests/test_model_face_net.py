@@ -76,6 +76,20 @@ def test_a_training_set_smaller_than_a_batch_still_trains(faces: dict[str, np.nd
     assert len(rmses) == 1 and rmses[0] > 0  # one step over the 6 faces, its loss reported
 
 
+def test_out_of_fold_network_skips_rows_without_a_target(faces: dict[str, np.ndarray]) -> None:
+    from doohable.model.face_train import face_net_oof
+
+    target = faces["y"].copy()
+    target[:4] = np.nan  # e.g. images the CNN's CV gave no prediction
+    folds = np.tile([1, 2], 12)
+    ticks: list[tuple[str, int]] = []
+    oof = face_net_oof(faces["chips"], faces["found"], target, folds, epochs=1,
+                       progress=lambda what, e, n, r: ticks.append((what, e)))
+    assert ticks == [("fold 1", 1), ("fold 2", 1)]
+    assert np.isfinite(oof).all()  # NaN targets were not trained on, yet every face is scored
+    assert np.std(oof) > 0.01  # scores, not a constant
+
+
 def test_branch_with_a_network_scores_the_stack(faces: dict[str, np.ndarray], tmp_path: Path) -> None:
     from skimage import data as skd
 

@@ -104,12 +104,14 @@ def face_net_oof(
     progress: EpochTick | None = None,
 ) -> np.ndarray:
     """Out-of-fold scores of the fine-tuned face network (NaN where the crop has no face): for
-    each fold, ``finetune_face_scorer`` on the other folds' images whose crop has a face."""
+    each fold, ``finetune_face_scorer`` on the other folds' images whose crop has a face (and
+    whose target is finite)."""
     from doohable.model.dlibnet_torch import face_scores, finetune_face_scorer
 
     oof = np.full(len(target), np.nan)
     for k in sorted(set(folds.tolist())):
-        train, test = np.flatnonzero((folds != k) & found[:, 0]), np.flatnonzero(folds == k)
+        train = np.flatnonzero((folds != k) & found[:, 0] & np.isfinite(target))
+        test = np.flatnonzero(folds == k)
         model = finetune_face_scorer(dlib_net_path(), chips, found, target, train, epochs=epochs,
                                      progress=_named(progress, f"fold {k}"))
         oof[test] = face_scores(model, np.asarray(chips[test]), found[test])
@@ -146,8 +148,9 @@ def add_face_net(
     from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
     from doohable.model.runtime import onnx_session
 
-    train = np.flatnonzero(found[:, 0])
-    model = finetune_face_scorer(dlib_net_path(), chips, found, net_target(y, cnn, target_weight), train,
+    target = net_target(y, cnn, target_weight)
+    train = np.flatnonzero(found[:, 0] & np.isfinite(target))
+    model = finetune_face_scorer(dlib_net_path(), chips, found, target, train,
                                  epochs=epochs, progress=_named(progress, "final"))
     net = face_scorer_onnx(model)
     sample = train[:64]
