@@ -169,6 +169,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the final face branch (.npz) here")
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument(
+        "--oof-json", default=None,
+        help="write the nested CV's out-of-fold predictions of the most complete variant (the one "
+        "--out ships) here, as a cv json without labels (benchmarks/report_cv.py reads it)",
+    )
+    ap.add_argument(
         "--paddings",
         default=",".join(map(str, DEFAULT_PADDINGS)),
         help="chip paddings whose descriptors are concatenated (0.25: the first, one-descriptor branch)",
@@ -324,9 +329,10 @@ def main() -> None:
         s = res[name]
         print(f"{name:>16}: pearson {s['pearson']['mean']:.4f} ± {s['pearson']['std']:.4f}  rmse "
               f"{s['rmse']['mean']:.4f} ± {s['rmse']['std']:.4f}  mae {s['mae']['mean']:.4f}", flush=True)
+    # the most complete variant measured: what --out ships and --oof-json writes
+    shipped = ("stack_pooled" if args.pooled else "stack") if net_oof is not None else (
+        "blend_calibrated" if args.calibrate else "blend")
     if args.out:
-        shipped = ("stack_pooled" if args.pooled else "stack") if net_oof is not None else (
-            "blend_calibrated" if args.calibrate else "blend")
         branch = fit_face_branch(
             plain,
             flipped,
@@ -363,6 +369,17 @@ def main() -> None:
         g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
         res["final"] = {"mirror": m, "gamma": g, "alpha": a, "weight": w, "path": args.out}
         print(f"final: mirror {m} gamma {g} alpha {a} weight {w} -> {args.out}", flush=True)
+    if args.oof_json:
+        oof = {"stack_pooled": stacked_pooled, "stack": stacked, "blend_calibrated": calibrated,
+               "blend": blend_oof}[shipped]
+        Path(args.oof_json).write_text(json.dumps({
+            "config": {"variant": shipped, "cnn_runs": [Path(c).name for c in args.cv], "paddings": paddings},
+            "summary": res[shipped],
+            "images": stems,
+            "oof": [float(v) for v in oof],
+            "note": "nested 4-fold CV out-of-fold predictions of the CNN + face branch "
+            f"({shipped}; benchmarks/bench_face_branch.py); labels are not stored",
+        }))
     res["seconds"] = time.time() - t0
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

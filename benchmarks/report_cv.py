@@ -1,4 +1,5 @@
-"""Quality tables and the HTML report from k-fold runs (cv_*.json from bench_train_*.py).
+"""Quality tables and the HTML report from k-fold runs (cv_*.json from bench_train_*.py, or
+the CNN + face branch's from bench_face_branch.py --oof-json).
 
 Usage:
     python benchmarks/report_cv.py NAME=cv.json [NAME=cv.json ...] [--ensemble NAME+NAME ...] \
@@ -7,7 +8,13 @@ Usage:
 Prints, per run: the per-fold table and mean +- std (fold means, as the published k-fold
 figures), pooled metrics, per-subset metrics, the top-third ROC at the Youden threshold, and
 the error per score bin; ensembles average the runs' out-of-fold predictions. Published
-baselines are printed beside them.
+baselines are printed beside them. Runs stored without labels (benchmarks/results/) take
+them from ``--data``'s labels.csv. The bundled model's report (docs/scorer-report.html):
+
+    R=benchmarks/results/gpu-ensemble5
+    python benchmarks/report_cv.py selfie=$R/oof_selfie_stack.json m0=$R/cv_mobilenet_v2_m0.json \
+        m1=$R/cv_mobilenet_v2_m1.json m2=$R/cv_mobilenet_v2_m2.json m3=$R/cv_mobilenet_v2_m3.json \
+        e0=$R/cv_efficientnet_lite0_e0.json --ensemble m0+m1+m2+m3+e0 --html docs/scorer-report.html
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doohable.model.data import load_scut
 from doohable.model.metrics import (
     error_per_bin,
     fold_metrics,
@@ -27,6 +35,7 @@ from doohable.model.metrics import (
 )
 from doohable.model.report import Run, build_report
 
+SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
 BASELINES = (
     "published (5-fold): ResNeXt-50 PC 0.8997 RMSE 0.3017 MAE 0.2291; report PC 0.90 RMSE 0.30 MAE 0.224"
 )
@@ -68,10 +77,21 @@ def main() -> None:
     )
     ap.add_argument("--html", default=None)
     ap.add_argument("--images", default=None, help="image folder for best/worst grids (never committed)")
+    ap.add_argument(
+        "--data", default=str(SCUT),
+        help="labels.csv's folder, for runs stored without labels (benchmarks/results/)",
+    )
     args = ap.parse_args()
     runs = dict(load(s) for s in args.runs)
     first = next(iter(runs.values()))
-    y, folds, groups = np.asarray(first["scores"]), np.asarray(first["fold_of"]), np.asarray(first["groups"])
+    if "scores" in first:
+        y, folds = np.asarray(first["scores"]), np.asarray(first["fold_of"])
+        groups = np.asarray(first["groups"])
+    else:  # predictions only: the labels come from the dataset, matched by image name
+        data = load_scut(args.data)
+        if [Path(p).stem for p in data.paths] != first["images"]:
+            raise SystemExit(f"the runs' images are not {args.data}'s, in its order")
+        y, folds, groups = data.scores, data.folds, np.asarray(data.groups)
     preds = {}
     for name, d in runs.items():
         if d["images"] != first["images"]:
@@ -84,7 +104,7 @@ def main() -> None:
     if args.html:
         paths = [str(Path(args.images) / f"{n}.jpg") for n in first["images"]] if args.images else []
         report_runs = [
-            Run(name, y, p, paths, out[name]["folds"], runs[name]["histories"] if name in runs else [])
+            Run(name, y, p, paths, out[name]["folds"], runs.get(name, {}).get("histories", []))
             for name, p in sorted(preds.items(), key=lambda kv: -out[kv[0]]["summary"]["pearson"]["mean"])
         ]
         build_report(
