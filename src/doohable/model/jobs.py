@@ -252,7 +252,7 @@ def _add_face_net(
     assert branch.stack is not None
     report |= {
         "stack": list(branch.stack),
-        "stack_terms": ["intercept", "cnn", "face", "net", "pooled"],
+        "stack_terms": ["intercept", "cnn", "face", "net", *(["pooled"] if branch.pooled else [])],
         "face_net": branch.metadata["face_net"],
         "net_onnx_vs_torch": float(branch.metadata["net_onnx_vs_torch"]),
         "cv_stack": {"pearson": m["pearson"], "rmse": m["rmse"]},
