@@ -4,7 +4,7 @@ Any bytes must either decode to an RGB image within the limits or raise ``ImageE
 any other exception (or a hang, or running out of memory) is a crash.
 
     .venv/bin/python fuzz/fuzz_images.py -runs=5000            # short run (CI)
-    .venv/bin/python fuzz/fuzz_images.py -max_total_time=3600  # long run (benchmarks/fuzz_long.py)
+    .venv/bin/python fuzz/fuzz_images.py -max_total_time=3600  # long run (benchmarks/measure/fuzz_long.py)
 
 With no corpus folder on the command line, a seed corpus (a small valid file of every
 accepted format) is written to a temporary folder and used, so the fuzzer starts inside

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from doohable.config import Settings, get_settings
+from doohable.datasets import shared_data as shared_data_dir
 from doohable.store.db import dispose_all
 
 PG_URL = os.environ.get("DOOHABLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = shared_data_dir()
 
 
 def _pg_available() -> bool:

@@ -2,7 +2,7 @@
 ``atheris.Fuzz`` exits the process): zero crashes expected. A control run proves that a
 harness reports an unexpected exception instead of swallowing it.
 
-The long runs are ``benchmarks/fuzz_long.py``; their counts are in docs/benchmarks.md."""
+The long runs are ``benchmarks/measure/fuzz_long.py``; their counts are in docs/benchmarks.md."""
 
 from __future__ import annotations
 

@@ -144,13 +144,13 @@ def test_threads_share_one_embedder_and_agree(crops: np.ndarray) -> None:
     assert all(np.array_equal(o, alone) for o in outs)
 
 
-# --- fitting: the library's choice (moved from benchmarks/bench_face_branch.py) -------------------
+# --- fitting: the library's choice (moved from benchmarks/recipes/bench_face_branch.py) -------------------
 
 
 def _old_choose(
     embs: dict[bool, np.ndarray], y: np.ndarray, cnn: np.ndarray, folds: np.ndarray
 ) -> tuple[bool, float, float, float]:
-    """benchmarks/bench_face_branch.py's ``choose`` before it moved into doohable.model.face (verbatim
+    """benchmarks/recipes/bench_face_branch.py's ``choose`` before it moved into doohable.model.face (verbatim
     but for the grids, now the library's): a plain grid search, one fit per value."""
     import itertools
 

@@ -10,8 +10,9 @@ from typing import Any
 import typer
 
 from doohable.cli.common import JsonOpt, app, console, emit, fail, progress
+from doohable.datasets import scut_fbp5500
 
-SHARED_SCUT = Path("../shared/data/scut-fbp5500")
+SHARED_SCUT = scut_fbp5500()
 
 
 def _tick_factory(bar: Any) -> Any:

@@ -8,7 +8,7 @@ training votes in file order and maps a rating difference to a probability with 
 own formula; BT uses the logistic; crowd BT uses the voter's fitted reliability.
 Screen sides are not in the data, so no position bias is fitted.
 
-    .venv/bin/python benchmarks/real_votes.py [--data ../shared/data/pairwise-holidays]
+    .venv/bin/python benchmarks/measure/real_votes.py [--data ../shared/data/pairwise-holidays]
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from doohable.datasets import pairwise_holidays
 from doohable.ranking import bradley_terry, elo, metrics
 from doohable.ranking.votes import Comparisons, read_votes_csv
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pairwise-holidays"
+DATA = pairwise_holidays()
 
 
 def load(folder: Path) -> Comparisons:

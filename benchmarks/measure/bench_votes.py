@@ -8,7 +8,7 @@ cost of HTTP alone on this machine). With ``--before REV`` every configuration i
 in the same run and right before, with the servers of git revision REV (``git archive`` of
 its ``src/`` on the servers' PYTHONPATH), so that before/after compare under the same load.
 
-    .venv/bin/python benchmarks/bench_votes.py [--clients 8] [--votes 150] [--images 300] \
+    .venv/bin/python benchmarks/measure/bench_votes.py [--clients 8] [--votes 150] [--images 300] \
         [--before REV] [--breakdown]
 """
 
@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 from sqlalchemy import create_engine, func, select, text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from doohable import voting  # noqa: E402

@@ -8,7 +8,7 @@
   keeps the bundle under the 64 MiB the device tool carries).
 - ``.gpu/efficientnet_lite_pytorch/``: the model-code package (pure Python), absent there.
 
-Usage: python benchmarks/prepare_gpu_bundle.py [--data ../shared/data/scut-fbp5500] [--out .gpu]
+Usage: python benchmarks/recipes/prepare_gpu_bundle.py [--data ../shared/data/scut-fbp5500] [--out .gpu]
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import efficientnet_lite_pytorch
 import torch
 from PIL import Image
 
+from doohable.datasets import scut_fbp5500
 from doohable.model.backbones import REGISTRY, weights_path
 from doohable.model.data import load_images_cached, load_scut
 from doohable.model.runtime import resize_side
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+SCUT = scut_fbp5500()
 
 
 def main() -> None:

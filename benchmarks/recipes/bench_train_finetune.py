@@ -1,7 +1,7 @@
 """Full fine-tuning on SCUT-FBP5500: 4-fold CV per backbone, then the final model on all images.
 
 Usage (GPU machine, see docs/model.md; CPU works too, slowly):
-    PYTHONPATH=src:.gpu DOOHABLE_WEIGHTS_DIR=.gpu/weights python benchmarks/bench_train_finetune.py \
+    PYTHONPATH=src:.gpu DOOHABLE_WEIGHTS_DIR=.gpu/weights python benchmarks/recipes/bench_train_finetune.py \
         --data .gpu/scut --backbones mobilenet_v2,efficientnet_lite0 --out $OUT --budget 480
 
 Writes to --out: cv_<backbone>.json (per-fold metrics, mean +- std, out-of-fold predictions,

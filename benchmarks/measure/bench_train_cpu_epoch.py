@@ -1,6 +1,8 @@
 """CPU fine-tuning time: time a few real training steps, extrapolate to an epoch and a run.
 
-Usage: python benchmarks/bench_train_cpu_epoch.py [--backbone mobilenet_v2] [--steps 4] [--batch 64] [--ab]
+Usage:
+    python benchmarks/measure/bench_train_cpu_epoch.py [--backbone mobilenet_v2] [--steps 4] \
+        [--batch 64] [--ab]
 
 ``--ab`` times the CPU recipe's parts one by one in the same run (fp32 NCHW, channels_last,
 + bf16 autocast, + the lowest layer group frozen), on random pixels.
@@ -16,17 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from doohable.datasets import scut_fbp5500
 from doohable.model.data import load_images, load_scut
 from doohable.model.runtime import resize_side
 from doohable.model.scorer import build_model
 from doohable.model.train import FinetuneConfig, crop_batch, param_groups
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+SCUT = scut_fbp5500()
 
 
 def ab(batch: int, steps: int) -> None:

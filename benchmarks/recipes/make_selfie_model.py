@@ -7,9 +7,9 @@ folds' mean of the members' averaged out-of-fold predictions, the same figure as
 half the file; scores move by ~1e-3). Then fit the face branch on the same cv jsons:
 
     R=benchmarks/results/gpu-ensemble5
-    python benchmarks/make_selfie_model.py --member OUT/m0.onnx --cv $R/cv_mobilenet_v2_m0.json \
+    python benchmarks/recipes/make_selfie_model.py --member OUT/m0.onnx --cv $R/cv_mobilenet_v2_m0.json \
         --member OUT/m1.onnx --cv $R/cv_mobilenet_v2_m1.json ...
-    python benchmarks/bench_face_branch.py --cv <the same cv jsons> --calibrate \
+    python benchmarks/recipes/bench_face_branch.py --cv <the same cv jsons> --calibrate \
         --out src/doohable/model/bundled/selfie.face.npz
 
 Members and cv jsons pair up in order; the members' ``cv_pearson``/``cv_rmse`` metadata must be
@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from doohable.datasets import scut_fbp5500
 from doohable.model.data import load_scut
 from doohable.model.export import ensemble_onnx
 from doohable.model.metrics import fold_metrics, mean_std_table
 from doohable.model.runtime import BUNDLED_DIR, read_metadata
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+SCUT = scut_fbp5500()
 
 
 def main() -> None:

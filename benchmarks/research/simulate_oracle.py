@@ -28,7 +28,7 @@ difference of a vote on a random pair, over the best pair, under the simulator's
 model with each seed's drawn crowd: spammers, lapses and the left bias included), by
 quadrature.
 
-    nice -n 19 .venv/bin/python benchmarks/simulate_oracle.py --seeds 20 --out oracle.json
+    nice -n 19 .venv/bin/python benchmarks/research/simulate_oracle.py --seeds 20 --out oracle.json
 
 The extra rankings are measured only at EXTRA_AT (8-12 votes/image, around the crossings
 that matter; the true-model fit is a dense solve per Fisher step): a 20-seed run of one
@@ -47,12 +47,12 @@ from typing import Any
 import numpy as np
 from scipy import integrate, optimize
 from scipy.special import expit
+from simulate_headline import crossing, fmt
 
 from doohable.ranking import bradley_terry, metrics
 from doohable.ranking.scheduler import Scheduler, create
 from doohable.ranking.simulate import Crowd, CrowdConfig, make_crowd, simulate
 from doohable.ranking.state import RatingState
-from simulate_headline import crossing, fmt
 
 CHECKPOINTS = [4.0, 6.0, 8.0, 9.0, 10.0, 12.0, 14.0, 16.0]
 #: where the extra (slower) estimators are measured: around the crossings that matter

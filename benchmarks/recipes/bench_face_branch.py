@@ -19,7 +19,8 @@ branch with the stack fitted on all out-of-fold scores (~35 min on 2 CPU cores w
 
 Usage (the bundled branch):
     R=benchmarks/results/gpu-ensemble5
-    python benchmarks/bench_face_branch.py --cv $R/cv_mobilenet_v2_m0.json --cv $R/cv_mobilenet_v2_m1.json \
+    python benchmarks/recipes/bench_face_branch.py --cv $R/cv_mobilenet_v2_m0.json \
+        --cv $R/cv_mobilenet_v2_m1.json \
         --calibrate --face-net --out src/doohable/model/bundled/selfie.face.npz
 """
 
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+from doohable.datasets import scut_fbp5500
 from doohable.model.data import cache_key, load_images_cached, load_scut
 from doohable.model.face import (
     DEFAULT_PADDINGS,
@@ -59,7 +61,7 @@ from doohable.model.face_train import add_face_net, chip_embeddings, chip_pairs,
 from doohable.model.metrics import fold_metrics, mean_std_table, regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+SCUT = scut_fbp5500()
 
 
 def face_chips(
@@ -171,7 +173,7 @@ def main() -> None:
     ap.add_argument(
         "--oof-json", default=None,
         help="write the nested CV's out-of-fold predictions of the most complete variant (the one "
-        "--out ships) here, as a cv json without labels (benchmarks/report_cv.py reads it)",
+        "--out ships) here, as a cv json without labels (benchmarks/measure/report_cv.py reads it)",
     )
     ap.add_argument(
         "--paddings",
@@ -378,7 +380,7 @@ def main() -> None:
             "images": stems,
             "oof": [float(v) for v in oof],
             "note": "nested 4-fold CV out-of-fold predictions of the CNN + face branch "
-            f"({shipped}; benchmarks/bench_face_branch.py); labels are not stored",
+            f"({shipped}; benchmarks/recipes/bench_face_branch.py); labels are not stored",
         }))
     res["seconds"] = time.time() - t0
     if args.json:

@@ -12,7 +12,7 @@ Measures, on 1080×1350 JPEG photos (q90, made from scikit-image samples in a te
 6. peak RSS while scoring 10,000 images (checkpoints: flat or not);
 7. single-image API latency, p50/p99, 8 concurrent clients against ``uvicorn``.
 
-Run: ``.venv/bin/python benchmarks/bench_scoring.py`` (``--help`` for sizes and skips)."""
+Run: ``.venv/bin/python benchmarks/measure/bench_scoring.py`` (``--help`` for sizes and skips)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ import numpy as np
 from PIL import Image
 
 from doohable.batch import cached_scorer, prepare_bytes, score_paths
+from doohable.datasets import scut_fbp5500
 from doohable.model.runtime import Scorer, load_scorer, prepare_image
 
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CORES = os.cpu_count() or 1
 
 
@@ -180,12 +180,12 @@ def bench_rss(files: list[Path], scorer: Any, total: int) -> dict[str, Any]:
 
 def rss_subprocess(folder: Path, model: str | None, total: int) -> dict[str, Any]:
     code = (
-        "import json,sys; from pathlib import Path; from benchmarks.bench_scoring import bench_rss;"
+        "import json,sys; from pathlib import Path; from benchmarks.measure.bench_scoring import bench_rss;"
         "from doohable.batch import cached_scorer;"
         "files=sorted(Path(sys.argv[1]).glob('*.jpg')); s=cached_scorer(sys.argv[2] or None);"
         "print(json.dumps(bench_rss(files, s, int(sys.argv[3]))))"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     p = subprocess.run(
         [sys.executable, "-c", code, str(folder), model or "", str(total)],
         capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
@@ -200,7 +200,7 @@ def calibration_arrays(files: list[Path], scorer: Scorer, n: int = 64) -> list[n
     uses fold 1), else the benchmark photos."""
     import csv
 
-    root = SHARED / "scut-fbp5500"
+    root = scut_fbp5500()
     if root.is_dir():
         rows = [r for r in csv.DictReader((root / "labels.csv").open()) if r["fold"] != "1"]
         paths = [root / "images" / r["image"] for r in rows[:: max(1, len(rows) // n)][:n]]
@@ -216,7 +216,7 @@ def scut_pearson(scorers: dict[str, Scorer], limit: int) -> dict[str, float]:
 
     from scipy.stats import pearsonr
 
-    root = SHARED / "scut-fbp5500"
+    root = scut_fbp5500()
     rows = [r for r in csv.DictReader((root / "labels.csv").open()) if r["fold"] == "1"][:limit]
     labels = np.array([float(r["score"]) for r in rows])
     first = next(iter(scorers.values()))
@@ -336,7 +336,7 @@ def bench_one(scorer: Any, name: str | None, files: list[Path], folder: Path, tm
             out["int8_pipeline"]["images_per_s"] / out["int8_ceiling_images_per_s"]
         )
         out["int8_pipeline"]["cpu_efficiency"] = q_cpu / out["int8_pipeline"]["cpu_ms_per_image"]
-        if (SHARED / "scut-fbp5500").is_dir():
+        if (scut_fbp5500()).is_dir():
             r = scut_pearson({"fp32": scorer, "int8": q_scorer}, args.scut_images)
             out["scut_pearson"] = {**r, "loss": r["fp32"] - r["int8"], "images": args.scut_images}
     return out

@@ -2,7 +2,7 @@
 # Several 4-fold fine-tuning runs at once on one GPU (device machine: torch with CUDA, no venv).
 # Each run is its own process; its log, cv_*.json and summary*.json are packed into
 # $OUT/cv_logs.tar.gz, and its final model, with float16 weights, lands in $OUT/<run>.onnx.
-#   usage: OUT=/some/dir bash benchmarks/gpu_finetune_sweep.sh [set] [deadline-seconds]
+#   usage: OUT=/some/dir bash benchmarks/recipes/gpu_finetune_sweep.sh [set] [deadline-seconds]
 # Sets (docs/benchmarks.md, "Scorer quality"):
 #   ensemble6 (fifth session), all 224 px, each with its final model on all images: MobileNetV2
 #     seeds 0-3 (20, 30, 30, 30 epochs) and EfficientNet-Lite0 seeds 0-1 (20, 30 epochs). Six at
@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python -c "import torch; print('torch', torch.__version__)"
 run() {  # tag, backbone, then bench_train_finetune options
   local tag=$1 bb=$2; shift 2
-  timeout "$DEADLINE" python benchmarks/bench_train_finetune.py --data .gpu/scut --backbones "$bb" \
+  timeout "$DEADLINE" python benchmarks/recipes/bench_train_finetune.py --data .gpu/scut --backbones "$bb" \
     --out "$OUT/runs" --tag "_$tag" "$@" > "$OUT/runs/log_$tag.txt" 2>&1 &
 }
 mkdir -p "$OUT/runs"

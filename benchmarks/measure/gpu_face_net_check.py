@@ -4,8 +4,8 @@ how long does an epoch of SCUT's size take there?
 Run on a machine with CUDA (the device tool's: torch, no dlib, no venv), with the face chips
 and dlib's weight file carried in a git-ignored folder made here by ``--prepare``:
 
-    .venv/bin/python benchmarks/gpu_face_net_check.py --prepare .gpu-face      # here: 32 SCUT faces
-    PYTHONPATH=src python benchmarks/gpu_face_net_check.py --data .gpu-face    # there
+    .venv/bin/python benchmarks/measure/gpu_face_net_check.py --prepare .gpu-face      # here: 32 SCUT faces
+    PYTHONPATH=src python benchmarks/measure/gpu_face_net_check.py --data .gpu-face    # there
 
 Checks (each prints its figure; a failed one exits non-zero):
 1. Before any step (``epochs=0``: the head fitted by ridge on the frozen network's features),
@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
-
 
 def prepare(out: Path, n: int = 32) -> None:
     from PIL import Image
 
+    from doohable.datasets import scut_fbp5500
     from doohable.model.face import DEFAULT_PADDINGS, FaceEmbedder
     from doohable.model.face_train import chip_pairs, dlib_net_path
     from doohable.model.runtime import prepare_image
 
-    rows = list(csv.DictReader((SCUT / "labels.csv").open()))[:: 4400 // n][:n]
-    crops = [prepare_image(Image.open(SCUT / "images" / r["image"]), 224) for r in rows]
+    scut = scut_fbp5500()
+    rows = list(csv.DictReader((scut / "labels.csv").open()))[:: 4400 // n][:n]
+    crops = [prepare_image(Image.open(scut / "images" / r["image"]), 224) for r in rows]
     chips, found = chip_pairs(FaceEmbedder(DEFAULT_PADDINGS), crops)
     out.mkdir(parents=True, exist_ok=True)
     y = np.array([float(r["score"]) for r in rows], np.float32)

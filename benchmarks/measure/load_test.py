@@ -6,8 +6,8 @@ an uploaded JPEG (2 of 9) and upload a new image (1 of 9). First a baseline with
 (the same mix, no contention), then ``--users`` users for ``--seconds``; both are printed
 with error rate, throughput and p50/p99 latency, together with the machine's load.
 
-    .venv/bin/python benchmarks/load_test.py                       # 16 users, 60 s, SQLite
-    .venv/bin/python benchmarks/load_test.py --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/measure/load_test.py                       # 16 users, 60 s, SQLite
+    .venv/bin/python benchmarks/measure/load_test.py --database-url postgresql://postgres@127.0.0.1:5432/test
 
 The scorer is the bundled default (``--model bundled``), an .onnx path, or ``brightness``: a
 tiny ONNX scorer from tests/ that takes no time, so the figures measure the server alone."""
@@ -34,7 +34,7 @@ import gevent
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from scoring_fixtures import brightness_model  # noqa: E402
 from server_support import start_server, stop_server  # noqa: E402

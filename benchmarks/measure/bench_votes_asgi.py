@@ -7,7 +7,7 @@ kind, in CPU ms (``time.process_time``: every thread of the process). With ``--b
 the same measurement runs first, in a child process, on ``git archive REV src`` (baseline,
 same run).
 
-    .venv/bin/python benchmarks/bench_votes_asgi.py [--n 150] [--rounds 10] [--before REV]
+    .venv/bin/python benchmarks/measure/bench_votes_asgi.py [--n 150] [--rounds 10] [--before REV]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def measure(n: int, rounds: int, images: int) -> dict[str, float]:

@@ -4,7 +4,7 @@ N = 1,000 images, voter accuracy 0.75, 10% spammers (plus the simulator's defaul
 bias 0.2 and Beta(9, 1) reliabilities), the same campaigns (seeds) for every strategy.
 The baseline (``report`` + Elo at 20 votes/image) is measured in the same run.
 
-    nice -n 10 .venv/bin/python benchmarks/simulate_headline.py --seeds 20 --out headline.json
+    nice -n 10 .venv/bin/python benchmarks/research/simulate_headline.py --seeds 20 --out headline.json
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ with many random examples per API operation. Prints, per harness, the executions
 executions per second, the coverage units found, the peak memory and the crashes, after a
 baseline run of the CI's size (what ``tests/test_fuzz_harnesses.py`` runs) in the same call.
 
-    .venv/bin/python benchmarks/fuzz_long.py                               # 600 s + 300 s + API
-    .venv/bin/python benchmarks/fuzz_long.py --images-s 60 --votes-s 60 --api-examples 0
+    .venv/bin/python benchmarks/measure/fuzz_long.py                               # 600 s + 300 s + API
+    .venv/bin/python benchmarks/measure/fuzz_long.py --images-s 60 --votes-s 60 --api-examples 0
 
 Crash inputs, if any, are kept in ``--out`` (default: a temporary folder, printed)."""
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CI_RUNS = {"fuzz_images.py": 4000, "fuzz_votes.py": 800}  # as in tests/test_fuzz_harnesses.py
 
 

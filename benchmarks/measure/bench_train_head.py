@@ -1,6 +1,6 @@
 """Head on cached frozen features: 4-fold CV on SCUT-FBP5500 and its CPU time.
 
-Usage: python benchmarks/bench_train_head.py [--backbone mobilenet_v2] [--export PATH] [--json OUT]
+Usage: python benchmarks/measure/bench_train_head.py [--backbone mobilenet_v2] [--export PATH] [--json OUT]
 
 Prints the per-fold table, mean +- std, the feature-extraction and head-training times, and
 the published baselines (ResNeXt-50 5-fold: PC 0.8997 / RMSE 0.3017; the report: 0.90 / 0.30).
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doohable.datasets import scut_fbp5500
 from doohable.model.data import load_images_cached, load_scut
 from doohable.model.export import export_onnx
 from doohable.model.metrics import regression_metrics
@@ -23,7 +24,7 @@ from doohable.model.runtime import resize_side
 from doohable.model.scorer import build_model
 from doohable.model.train import cross_validate_head, extract_features, fit_head, head_scores
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+SCUT = scut_fbp5500()
 
 
 def main() -> None:

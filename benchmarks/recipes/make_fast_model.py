@@ -10,7 +10,7 @@ Steps (reproducible; the inputs are the git-ignored member and the shared SCUT-F
    was trained on all 4,400 images, fold 1 included: the vs-labels figures are optimistic; the
    fast-vs-fp32 drift is not.
 
-Run: ``.venv/bin/python benchmarks/make_fast_model.py`` (``--help``); it writes
+Run: ``.venv/bin/python benchmarks/recipes/make_fast_model.py`` (``--help``); it writes
 ``src/doohable/model/bundled/selfie-fast.onnx`` and prints the figures as JSON.
 """
 
@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from doohable.batch import prepare_bytes
+from doohable.datasets import scut_fbp5500
 from doohable.model.export import drop_flip_tta, quantize_int8
 from doohable.model.runtime import BUNDLED_DIR, Scorer, load_scorer
 
-ROOT = Path(__file__).resolve().parents[1]
-SCUT = ROOT.parent / "shared" / "data" / "scut-fbp5500"
+ROOT = Path(__file__).resolve().parents[2]
+SCUT = scut_fbp5500()
 
 
 def read_fold(root: Path, folds: set[str], limit: int) -> tuple[list[Path], np.ndarray]:

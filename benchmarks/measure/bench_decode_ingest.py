@@ -5,7 +5,7 @@
 2. Ingest throughput on SQLite + local files: images per second for ``ingest_inputs`` on a
    folder of distinct photos, against the baseline of only reading + decoding them.
 
-Run:  .venv/bin/python benchmarks/bench_decode_ingest.py [--repeat 5] [--images 60]
+Run:  .venv/bin/python benchmarks/measure/bench_decode_ingest.py [--repeat 5] [--images 60]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the CNN + face branch's from bench_face_branch.py --oof-json).
 
 Usage:
-    python benchmarks/report_cv.py NAME=cv.json [NAME=cv.json ...] [--ensemble NAME+NAME ...] \
+    python benchmarks/measure/report_cv.py NAME=cv.json [NAME=cv.json ...] [--ensemble NAME+NAME ...] \
         [--html report.html] [--images ../shared/data/scut-fbp5500/images]
 
 Prints, per run: the per-fold table and mean +- std (fold means, as the published k-fold
@@ -12,7 +12,7 @@ baselines are printed beside them. Runs stored without labels (benchmarks/result
 them from ``--data``'s labels.csv. The bundled model's report (docs/scorer-report.html):
 
     R=benchmarks/results/gpu-ensemble5
-    python benchmarks/report_cv.py selfie=$R/oof_selfie_stack.json m0=$R/cv_mobilenet_v2_m0.json \
+    python benchmarks/measure/report_cv.py selfie=$R/oof_selfie_stack.json m0=$R/cv_mobilenet_v2_m0.json \
         m1=$R/cv_mobilenet_v2_m1.json m2=$R/cv_mobilenet_v2_m2.json m3=$R/cv_mobilenet_v2_m3.json \
         e0=$R/cv_efficientnet_lite0_e0.json --ensemble m0+m1+m2+m3+e0 --html docs/scorer-report.html
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doohable.datasets import scut_fbp5500
 from doohable.model.data import load_scut
 from doohable.model.metrics import (
     error_per_bin,
@@ -35,7 +36,7 @@ from doohable.model.metrics import (
 )
 from doohable.model.report import Run, build_report
 
-SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
+SCUT = scut_fbp5500()
 BASELINES = (
     "published (5-fold): ResNeXt-50 PC 0.8997 RMSE 0.3017 MAE 0.2291; report PC 0.90 RMSE 0.30 MAE 0.224"
 )

@@ -8,7 +8,8 @@
 
 Voters here are the report's: identical, no spammers, no side bias.
 
-    nice -n 10 .venv/bin/python benchmarks/simulate_report_tables.py --seeds 3 --out report_tables.json
+    nice -n 10 .venv/bin/python benchmarks/research/simulate_report_tables.py --seeds 3 \
+        --out report_tables.json
 """
 
 from __future__ import annotations

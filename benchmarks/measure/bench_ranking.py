@@ -5,7 +5,7 @@ with voter reliability + position bias), with choix's ILSR (same prior) as the b
 and the p50/p99 latency of ``next_pair`` at 10,000 images for every scheduler (the
 ``random`` scheduler is the baseline), plus the per-vote cost of ``observe``.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_ranking.py
+    nice -n 10 .venv/bin/python benchmarks/measure/bench_ranking.py
 """
 
 from __future__ import annotations
