@@ -82,3 +82,12 @@ def shared_data() -> Path:
             pytest.fail(f"CI must have the shared data at {SHARED_DATA}")
         pytest.skip(f"needs the shared data at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs on PostgreSQL (the ``db_url`` fixture's ``postgres`` case)
+    with ``postgres``, so that ``-m "not postgres"`` runs the suite on SQLite alone."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)

@@ -38,7 +38,7 @@ def _no_dns(host: Any, *args: Any, **kw: Any) -> Any:
 
 
 # The schema (and the app it is sent to) must exist when pytest collects the module; the app
-# gets a private store in a temporary folder, filled by the ``world`` fixture before any call.
+# gets a private store in a temporary folder, filled by the ``admin_headers`` fixture before any call.
 ROOT = Path(tempfile.mkdtemp(prefix="doohable-apifuzz-"))
 SETTINGS = Settings(
     home=ROOT / "home",
@@ -52,7 +52,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[dict[str, Any]]:
+def admin_headers() -> Iterator[dict[str, Any]]:
     brightness_model(ROOT / "brightness.onnx")
     with session_scope(get_engine(SETTINGS.resolved_database_url)) as session:
         add_images(session, 6, blobs=open_blobs(SETTINGS.resolved_blob_url))
@@ -67,6 +67,6 @@ def world() -> Iterator[dict[str, Any]]:
 @settings(
     max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, suppress_health_check=list(HealthCheck)
 )
-def test_no_request_gets_a_5xx(case: Any, world: dict[str, Any]) -> None:
-    response = case.call(headers=world["headers"])
+def test_no_request_gets_a_5xx(case: Any, admin_headers: dict[str, Any]) -> None:
+    response = case.call(headers=admin_headers["headers"])
     case.validate_response(response, checks=(not_a_server_error,))

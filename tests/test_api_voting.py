@@ -17,7 +17,7 @@ from doohable.store.users import add_user
 from voting_support import add_images, jpeg_bytes
 
 
-class World:
+class VotingApp:
     def __init__(self, client: TestClient, tokens: dict[str, str], images: list[int]) -> None:
         self.client, self.tokens, self.images = client, tokens, images
 
@@ -26,7 +26,7 @@ class World:
 
 
 @pytest.fixture
-def world(settings: Settings) -> Iterator[World]:
+def voting_app(settings: Settings) -> Iterator[VotingApp]:
     engine = get_engine(settings.resolved_database_url)
     tokens = {}
     with session_scope(engine) as s:
@@ -34,11 +34,11 @@ def world(settings: Settings) -> Iterator[World]:
         for name, role in (("alice", "voter"), ("bob", "voter"), ("root", "admin")):
             tokens[name] = add_user(s, name, role)[1]
     with TestClient(create_app(settings)) as client:
-        yield World(client, tokens, images)
+        yield VotingApp(client, tokens, images)
 
 
-def test_health_and_openapi_docs(world: World) -> None:
-    c = world.client
+def test_health_and_openapi_docs(voting_app: VotingApp) -> None:
+    c = voting_app.client
     assert c.get("/healthz").status_code == 200
     assert c.get("/docs").status_code == 200
     paths = c.get("/openapi.json").json()["paths"]
@@ -52,100 +52,102 @@ def test_health_and_openapi_docs(world: World) -> None:
     [("GET", "/api/v1/pairs/next"), ("POST", "/api/v1/votes"), ("GET", "/api/v1/ratings"),
      ("GET", "/api/v1/votes/export"), ("GET", "/api/v1/images/1"), ("POST", "/api/v1/votes/undo")],
 )
-def test_every_api_route_needs_a_valid_token(world: World, method: str, path: str) -> None:
-    assert world.client.request(method, path).status_code == 401
+def test_every_api_route_needs_a_valid_token(voting_app: VotingApp, method: str, path: str) -> None:
+    assert voting_app.client.request(method, path).status_code == 401
     bad = {"Authorization": "Bearer not-a-token"}
-    assert world.client.request(method, path, headers=bad).status_code == 401
+    assert voting_app.client.request(method, path, headers=bad).status_code == 401
 
 
-def test_wrong_role_is_403(world: World) -> None:
-    assert world.client.post("/api/v1/ratings/rebuild", headers=world.auth("alice")).status_code == 403
-    r = world.client.post("/api/v1/ratings/rebuild", headers=world.auth("root"))
+def test_wrong_role_is_403(voting_app: VotingApp) -> None:
+    assert (
+        voting_app.client.post("/api/v1/ratings/rebuild", headers=voting_app.auth("alice")).status_code == 403
+    )
+    r = voting_app.client.post("/api/v1/ratings/rebuild", headers=voting_app.auth("root"))
     assert r.status_code == 200 and r.json()["max_elo_change"] == 0.0
 
 
-def test_pair_vote_and_the_same_token_never_counts_twice(world: World) -> None:
-    c = world.client
-    pair = c.get("/api/v1/pairs/next", headers=world.auth()).json()
+def test_pair_vote_and_the_same_token_never_counts_twice(voting_app: VotingApp) -> None:
+    c = voting_app.client
+    pair = c.get("/api/v1/pairs/next", headers=voting_app.auth()).json()
     assert set(pair) == {"pair_token", "left", "right"}
     left, right = pair["left"]["id"], pair["right"]["id"]
-    assert left != right and {left, right} <= set(world.images)
+    assert left != right and {left, right} <= set(voting_app.images)
     body = {"pair_token": pair["pair_token"], "winner_id": left}
-    first = c.post("/api/v1/votes", json=body, headers=world.auth())
+    first = c.post("/api/v1/votes", json=body, headers=voting_app.auth())
     assert first.status_code == 201 and isinstance(first.json()["vote_id"], int)
-    again = c.post("/api/v1/votes", json={**body, "winner_id": right}, headers=world.auth())
+    again = c.post("/api/v1/votes", json={**body, "winner_id": right}, headers=voting_app.auth())
     assert again.status_code == 200 and again.json() == first.json()
-    other = c.post("/api/v1/votes", json=body, headers=world.auth("bob"))
+    other = c.post("/api/v1/votes", json=body, headers=voting_app.auth("bob"))
     assert other.status_code == 404  # another voter's pair
-    elo = c.get("/api/v1/ratings?method=elo", headers=world.auth()).json()
+    elo = c.get("/api/v1/ratings?method=elo", headers=voting_app.auth()).json()
     assert [(r["image_id"], r["votes"]) for r in elo] == [(left, 1), (right, 1)]
     assert elo[0]["rating"] == pytest.approx(5.0) and elo[1]["rating"] == pytest.approx(-5.0)
     assert set(elo[0]) == {"image_id", "rating", "uncertainty", "votes"}
 
 
-def test_bad_votes_are_refused_with_reasons(world: World) -> None:
-    c = world.client
-    pair = c.get("/api/v1/pairs/next", headers=world.auth()).json()
+def test_bad_votes_are_refused_with_reasons(voting_app: VotingApp) -> None:
+    c = voting_app.client
+    pair = c.get("/api/v1/pairs/next", headers=voting_app.auth()).json()
     tok = pair["pair_token"]
-    r = c.post("/api/v1/votes", json={"pair_token": tok, "winner_id": 10**6}, headers=world.auth())
+    r = c.post("/api/v1/votes", json={"pair_token": tok, "winner_id": 10**6}, headers=voting_app.auth())
     assert r.status_code == 400 and "winner_id" in r.json()["detail"]
-    r = c.post("/api/v1/votes", json={"pair_token": "nope", "winner_id": None}, headers=world.auth())
+    r = c.post("/api/v1/votes", json={"pair_token": "nope", "winner_id": None}, headers=voting_app.auth())
     assert r.status_code == 404
-    r = c.post("/api/v1/votes", json={"winner_id": 1}, headers=world.auth())
+    r = c.post("/api/v1/votes", json={"winner_id": 1}, headers=voting_app.auth())
     assert r.status_code == 422
-    assert c.post(f"/api/v1/pairs/{pair['pair_token']}/skip", headers=world.auth()).status_code == 204
-    r = c.post("/api/v1/votes", json={"pair_token": tok, "winner_id": None}, headers=world.auth())
+    assert c.post(f"/api/v1/pairs/{pair['pair_token']}/skip", headers=voting_app.auth()).status_code == 204
+    r = c.post("/api/v1/votes", json={"pair_token": tok, "winner_id": None}, headers=voting_app.auth())
     assert r.status_code == 409
 
 
-def test_signed_image_urls(world: World, settings: Settings) -> None:
-    c = world.client
-    pair = c.get("/api/v1/pairs/next", headers=world.auth()).json()
+def test_signed_image_urls(voting_app: VotingApp, settings: Settings) -> None:
+    c = voting_app.client
+    pair = c.get("/api/v1/pairs/next", headers=voting_app.auth()).json()
     url = pair["left"]["url"]
     assert url.startswith("http://testserver/img/")
     got = c.get(url)
     assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
-    assert got.content == jpeg_bytes(world.images.index(pair["left"]["id"]))
+    assert got.content == jpeg_bytes(voting_app.images.index(pair["left"]["id"]))
     token = url.rsplit("/", 1)[1]
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert c.get(f"/img/{tampered}").status_code == 403
     for evil in ("/img/..%2F..%2Fetc%2Fpasswd", "/img/%2e%2e", "/img/" + "a" * 64):
         assert c.get(evil).status_code in (403, 404)
-    meta = c.get(f"/api/v1/images/{pair['left']['id']}", headers=world.auth()).json()
+    meta = c.get(f"/api/v1/images/{pair['left']['id']}", headers=voting_app.auth()).json()
     assert meta["sha256"] and c.get(meta["url"]).status_code == 200
-    assert c.get("/api/v1/images/999999", headers=world.auth()).status_code == 404
+    assert c.get("/api/v1/images/999999", headers=voting_app.auth()).status_code == 404
     expired = create_app(settings.model_copy(update={"signed_url_ttl_s": -1}))
     with TestClient(expired) as c2:
-        url2 = c2.get("/api/v1/pairs/next", headers=world.auth()).json()["right"]["url"]
+        url2 = c2.get("/api/v1/pairs/next", headers=voting_app.auth()).json()["right"]["url"]
         r = c2.get(url2)
         assert r.status_code == 403 and "expired" in r.json()["detail"]
 
 
-def test_undo_stats_and_export(world: World) -> None:
-    c = world.client
+def test_undo_stats_and_export(voting_app: VotingApp) -> None:
+    c = voting_app.client
     for k in range(3):
-        pair = c.get("/api/v1/pairs/next", headers=world.auth()).json()
+        pair = c.get("/api/v1/pairs/next", headers=voting_app.auth()).json()
         winner = pair["left"]["id"] if k != 1 else None
         body = {"pair_token": pair["pair_token"], "winner_id": winner}
-        assert c.post("/api/v1/votes", json=body, headers=world.auth()).status_code == 201
-    assert c.get("/api/v1/votes/stats", headers=world.auth()).json()["today"] == 3
-    undo = c.post("/api/v1/votes/undo", headers=world.auth()).json()
+        assert c.post("/api/v1/votes", json=body, headers=voting_app.auth()).status_code == 201
+    assert c.get("/api/v1/votes/stats", headers=voting_app.auth()).json()["today"] == 3
+    undo = c.post("/api/v1/votes/undo", headers=voting_app.auth()).json()
     assert undo["undone"] is True
-    stats = c.get("/api/v1/votes/stats", headers=world.auth()).json()
+    stats = c.get("/api/v1/votes/stats", headers=voting_app.auth()).json()
     assert stats["total"] == 2 and 0.0 <= stats["settled"] <= 1.0
-    r = c.get("/api/v1/votes/export", headers=world.auth())
+    r = c.get("/api/v1/votes/export", headers=voting_app.auth())
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert list(rows[0]) == ["voter", "winner", "loser", "created_at"]
     assert len(rows) == 1 and rows[0]["voter"] == "alice"  # 3 votes - 1 tie - 1 undone
-    bt = c.get("/api/v1/ratings?method=bt", headers=world.auth()).json()
+    bt = c.get("/api/v1/ratings?method=bt", headers=voting_app.auth()).json()
     assert bt and all(r["uncertainty"] > 0 for r in bt)
-    assert c.get("/api/v1/ratings?method=glicko", headers=world.auth()).status_code == 422
+    assert c.get("/api/v1/ratings?method=glicko", headers=voting_app.auth()).status_code == 422
 
 
-def test_cookie_auth_needs_the_csrf_header(world: World) -> None:
-    c = world.client
-    r = c.get(f"/login?token={world.tokens['alice']}", follow_redirects=False)
+def test_cookie_auth_needs_the_csrf_header(voting_app: VotingApp) -> None:
+    c = voting_app.client
+    r = c.get(f"/login?token={voting_app.tokens['alice']}", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/vote"
     page = c.get("/vote")
     assert page.status_code == 200 and 'name="csrf-token"' in page.text
@@ -157,20 +159,20 @@ def test_cookie_auth_needs_the_csrf_header(world: World) -> None:
     assert c.post("/api/v1/votes", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
 
 
-def test_upload_stores_once_and_refuses_bad_input(world: World) -> None:
-    c = world.client
+def test_upload_stores_once_and_refuses_bad_input(voting_app: VotingApp) -> None:
+    c = voting_app.client
     data = jpeg_bytes(1000, size=160)
     files = {"file": ("photo.jpg", data, "image/jpeg")}
     assert c.post("/api/v1/images", files=files).status_code == 401
-    first = c.post("/api/v1/images", files=files, headers=world.auth())
+    first = c.post("/api/v1/images", files=files, headers=voting_app.auth())
     assert first.status_code == 201, first.text
     body = first.json()
     assert set(body) == {"id", "sha256", "duplicate"} and body["duplicate"] is False
-    again = c.post("/api/v1/images", files=files, headers=world.auth()).json()
+    again = c.post("/api/v1/images", files=files, headers=voting_app.auth()).json()
     assert again == {**body, "duplicate": True}
-    meta = c.get(f"/api/v1/images/{body['id']}", headers=world.auth()).json()
+    meta = c.get(f"/api/v1/images/{body['id']}", headers=voting_app.auth()).json()
     assert c.get(meta["url"]).content == data
     bad = c.post("/api/v1/images", files={"file": ("x.jpg", b"not an image", "image/jpeg")},
-                 headers=world.auth())
+                 headers=voting_app.auth())
     assert 400 <= bad.status_code < 500 and bad.json()["detail"]
-    assert c.post("/api/v1/images", headers=world.auth()).status_code == 422
+    assert c.post("/api/v1/images", headers=voting_app.auth()).status_code == 422

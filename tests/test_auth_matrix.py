@@ -55,7 +55,7 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     return out
 
 
-class World:
+class AuthApp:
     """One app on a fresh SQLite store: three users, six images, a local image server."""
 
     def __init__(self, client: TestClient, settings: Settings, tokens: dict[str, str], images: list[int],
@@ -94,7 +94,7 @@ class _Images(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def auth_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthApp]:
     root = tmp_path_factory.mktemp("auth")
     settings = Settings(
         home=root / "home",
@@ -111,11 +111,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     files = ThreadingHTTPServer(("127.0.0.1", 0), _Images)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     with TestClient(create_app(settings)) as client:
-        yield World(client, settings, tokens, images, f"http://127.0.0.1:{files.server_address[1]}")
+        yield AuthApp(client, settings, tokens, images, f"http://127.0.0.1:{files.server_address[1]}")
     files.shutdown()
 
 
-Call = Callable[[World, str], httpx.Response]
+Call = Callable[[AuthApp, str], httpx.Response]
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def _post(path: str) -> Call:
     return lambda w, who: w.client.post(path, headers=w.auth(who))
 
 
-def _image_meta(w: World, who: str) -> httpx.Response:
+def _image_meta(w: AuthApp, who: str) -> httpx.Response:
     return w.client.get(f"/api/v1/images/{w.images[0]}", headers=w.auth(who))
 
 
@@ -144,16 +144,16 @@ def _upload(path: str, field: str = "file") -> Call:
     return lambda w, who: w.client.post(path, headers=w.auth(who), files={field: ("x.jpg", w.fresh_jpeg())})
 
 
-def _vote(w: World, who: str) -> httpx.Response:
+def _vote(w: AuthApp, who: str) -> httpx.Response:
     token = w.pair_token(who)
     return w.client.post("/api/v1/votes", headers=w.auth(who), json={"pair_token": token, "winner_id": None})
 
 
-def _skip(w: World, who: str) -> httpx.Response:
+def _skip(w: AuthApp, who: str) -> httpx.Response:
     return w.client.post(f"/api/v1/pairs/{w.pair_token(who)}/skip", headers=w.auth(who))
 
 
-def _url_ingest(w: World, who: str) -> httpx.Response:
+def _url_ingest(w: AuthApp, who: str) -> httpx.Response:
     w.seed += 1
     body = {"url": f"{w.files_url}/{w.seed}.jpg"}
     return w.client.post("/api/v1/images/url", headers=w.auth(who), json=body)
@@ -219,8 +219,8 @@ MATRIX: dict[tuple[str, str], Row] = {
 }
 
 
-def test_every_route_is_in_the_matrix(world: World) -> None:
-    slack = create_app(world.settings.model_copy(update={"slack_signing_secret": SecretStr("s")}))
+def test_every_route_is_in_the_matrix(auth_app: AuthApp) -> None:
+    slack = create_app(auth_app.settings.model_copy(update={"slack_signing_secret": SecretStr("s")}))
     routes = app_routes(slack)
     assert ("POST", "/slack/events") in routes and len(routes) > 30
     missing = routes - set(MATRIX)
@@ -232,10 +232,10 @@ API = sorted(k for k, row in MATRIX.items() if row.level in RANK)
 
 
 @pytest.mark.parametrize(("method", "path"), API, ids=[f"{m} {p}" for m, p in API])
-def test_api_route_by_identity(world: World, method: str, path: str) -> None:
+def test_api_route_by_identity(auth_app: AuthApp, method: str, path: str) -> None:
     row = MATRIX[(method, path)]
     assert row.call is not None
-    got = {who: row.call(world, who) for who in IDENTITIES}
+    got = {who: row.call(auth_app, who) for who in IDENTITIES}
     for who, r in got.items():
         want = 401 if who in ("none", "bad") else row.ok if RANK[who] >= RANK[row.level] else 403
         assert r.status_code == want, (who, r.status_code, r.text[:300])
@@ -246,26 +246,26 @@ def test_api_route_by_identity(world: World, method: str, path: str) -> None:
 
 
 @pytest.mark.parametrize("route", sorted(k for k, row in MATRIX.items() if row.level == "public"))
-def test_public_routes_answer_everyone(world: World, route: tuple[str, str]) -> None:
+def test_public_routes_answer_everyone(auth_app: AuthApp, route: tuple[str, str]) -> None:
     row = MATRIX[route]
     assert row.call is not None
     for who in IDENTITIES:
-        assert row.call(world, who).status_code == row.ok, who
+        assert row.call(auth_app, who).status_code == row.ok, who
 
 
-def _login(world: World, who: str) -> TestClient:
-    c = TestClient(world.client.app)
+def _login(auth_app: AuthApp, who: str) -> TestClient:
+    c = TestClient(auth_app.client.app)
     if who != "none":
-        token = "not-a-real-token" if who == "bad" else world.tokens[who]
+        token = "not-a-real-token" if who == "bad" else auth_app.tokens[who]
         r = c.get(f"/login?token={token}", follow_redirects=False)
         assert r.status_code == (401 if who == "bad" else 303)
     return c
 
 
-def test_pages_by_role_and_never_by_bearer_alone(world: World) -> None:
+def test_pages_by_role_and_never_by_bearer_alone(auth_app: AuthApp) -> None:
     pages = sorted(p for (_, p), row in MATRIX.items() if row.level.startswith("page:"))
     for who in IDENTITIES:
-        c = _login(world, who)
+        c = _login(auth_app, who)
         for path in pages:
             need = MATRIX[("GET", path)].level.split(":")[1]
             r = c.get(path, follow_redirects=False)
@@ -273,16 +273,16 @@ def test_pages_by_role_and_never_by_bearer_alone(world: World) -> None:
                 assert r.status_code == 303 and r.headers["location"].startswith("/login"), (who, path)
             else:
                 assert r.status_code == (200 if RANK[who] >= RANK[need] else 403), (who, path, r.status_code)
-    bearer_only = world.client.get("/moderation", headers=world.auth("admin"), follow_redirects=False)
+    bearer_only = auth_app.client.get("/moderation", headers=auth_app.auth("admin"), follow_redirects=False)
     assert bearer_only.status_code == 303
 
 
-def test_login_and_logout_forms_need_the_csrf_token(world: World) -> None:
-    c = TestClient(world.client.app)
-    r = c.post("/login", data={"token": world.tokens["admin"]}, follow_redirects=False)
+def test_login_and_logout_forms_need_the_csrf_token(auth_app: AuthApp) -> None:
+    c = TestClient(auth_app.client.app)
+    r = c.post("/login", data={"token": auth_app.tokens["admin"]}, follow_redirects=False)
     assert r.status_code == 403  # no CSRF field: not signed in
     assert c.get("/vote", follow_redirects=False).status_code == 303
-    c = _login(world, "voter")
+    c = _login(auth_app, "voter")
     assert c.post("/logout", data={"csrf_token": "forged"}, follow_redirects=False).status_code == 403
     assert c.get("/vote", follow_redirects=False).status_code == 200  # still signed in
     # a cookie-authenticated API call without the CSRF header is refused
@@ -292,34 +292,36 @@ def test_login_and_logout_forms_need_the_csrf_token(world: World) -> None:
 # ---------------------------------------------------------------- signed image URLs, traversal
 
 
-def _signed_path(world: World) -> str:
-    pair = world.client.get("/api/v1/pairs/next", headers=world.auth("voter")).json()
+def _signed_path(auth_app: AuthApp) -> str:
+    pair = auth_app.client.get("/api/v1/pairs/next", headers=auth_app.auth("voter")).json()
     return str(pair["left"]["url"]).removeprefix("http://testserver")
 
 
-def test_signed_image_urls_expired_or_tampered_are_403(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    good = _signed_path(world)
-    assert world.client.get(good).status_code == 200
+def test_signed_image_urls_expired_or_tampered_are_403(
+    auth_app: AuthApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _signed_path(auth_app)
+    assert auth_app.client.get(good).status_code == 200
     token = good.removeprefix("/img/")
     flipped = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     for bad in (flipped, token[:20], "x" + token, "", "a.b.c"):
-        r = world.client.get(f"/img/{bad}")
+        r = auth_app.client.get(f"/img/{bad}")
         assert r.status_code in (403, 404) if bad == "" else r.status_code == 403, (bad, r.status_code)
     # an old token: signed two hours ago with the real key
     real = TimestampSigner.get_timestamp
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(real(self)) - 7200)
-    with session_scope(get_engine(world.settings.resolved_database_url)) as s:
+    with session_scope(get_engine(auth_app.settings.resolved_database_url)) as s:
         from doohable.store.models import Image
 
-        img = s.get(Image, world.images[0])
+        img = s.get(Image, auth_app.images[0])
         assert img is not None
-        old = image_url(img.sha256, img.format, world.settings)
+        old = image_url(img.sha256, img.format, auth_app.settings)
     monkeypatch.undo()
-    r = world.client.get(old)
+    r = auth_app.client.get(old)
     assert r.status_code == 403 and "expired" in r.json()["detail"]
     # a token signed with the real key but naming something that is not a blob hash
-    forged = _serializer(world.settings).dumps({"h": "../../../etc/passwd", "f": "JPEG"})
-    assert world.client.get(f"/img/{forged}").status_code == 403
+    forged = _serializer(auth_app.settings).dumps({"h": "../../../etc/passwd", "f": "JPEG"})
+    assert auth_app.client.get(f"/img/{forged}").status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -336,8 +338,8 @@ def test_signed_image_urls_expired_or_tampered_are_403(world: World, monkeypatch
         "/userscript/..%2f..%2fconfig.py",
     ],
 )
-def test_path_traversal_is_refused(world: World, path: str) -> None:
-    r = world.client.get(path, headers=world.auth("admin"), follow_redirects=False)
+def test_path_traversal_is_refused(auth_app: AuthApp, path: str) -> None:
+    r = auth_app.client.get(path, headers=auth_app.auth("admin"), follow_redirects=False)
     assert 400 <= r.status_code < 500, (path, r.status_code)
     assert b"root:" not in r.content and b"[project]" not in r.content and b"SecretStr" not in r.content
 
@@ -346,9 +348,9 @@ def test_path_traversal_is_refused(world: World, path: str) -> None:
 
 
 @pytest.fixture
-def slack(world: World) -> Iterator[tuple[TestClient, FakeSlack]]:
+def slack(auth_app: AuthApp) -> Iterator[tuple[TestClient, FakeSlack]]:
     fake = FakeSlack()
-    s2 = world.settings.model_copy(update={
+    s2 = auth_app.settings.model_copy(update={
         "slack_signing_secret": SecretStr(SECRET), "slack_bot_token": SecretStr("xoxb-test"),
         "slack_api_url": f"{fake.url}/api/",
     })
@@ -357,16 +359,16 @@ def slack(world: World) -> Iterator[tuple[TestClient, FakeSlack]]:
     fake.server.shutdown()
 
 
-def _votes(world: World) -> int:
-    with session_scope(get_engine(world.settings.resolved_database_url)) as s:
+def _votes(auth_app: AuthApp) -> int:
+    with session_scope(get_engine(auth_app.settings.resolved_database_url)) as s:
         return int(s.scalar(select(func.count()).select_from(Vote)) or 0)
 
 
-def test_slack_bad_signature_stale_timestamp_and_replay(world: World, slack: Any) -> None:
+def test_slack_bad_signature_stale_timestamp_and_replay(auth_app: AuthApp, slack: Any) -> None:
     client, fake = slack
     blocks = command(client, "UAUTH", fake)["blocks"]
     body = click(blocks, "vote_left", "UAUTH", fake)
-    before = _votes(world)
+    before = _votes(auth_app)
     refused = [
         client.post("/slack/events", content=body, headers={**FORM, **signed(body, secret="wrong")}),
         client.post("/slack/events", content=body, headers={**FORM, **signed(body, age_s=6 * 60)}),
@@ -374,18 +376,18 @@ def test_slack_bad_signature_stale_timestamp_and_replay(world: World, slack: Any
         client.post("/slack/events", content=body, headers=FORM),
     ]
     assert [r.status_code for r in refused] == [401] * 4
-    assert _votes(world) == before
+    assert _votes(auth_app) == before
     headers = {**FORM, **signed(body)}
     assert client.post("/slack/events", content=body, headers=headers).status_code == 200
-    assert _votes(world) == before + 1
+    assert _votes(auth_app) == before + 1
     # the very same signed request replayed (within the 5 minutes): acknowledged, never counted
     for _ in range(3):
         assert client.post("/slack/events", content=body, headers=headers).status_code == 200
-    assert _votes(world) == before + 1
+    assert _votes(auth_app) == before + 1
     # a replayed signature on a changed body is refused
     tampered = body.replace("vote_left", "vote_right")
     assert client.post("/slack/events", content=tampered, headers=headers).status_code == 401
-    assert _votes(world) == before + 1
+    assert _votes(auth_app) == before + 1
 
 
 # ---------------------------------------------------------------- URL ingest (SSRF)
@@ -422,11 +424,11 @@ class _Redirect(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def strict(world: World) -> Iterator[tuple[TestClient, int]]:
+def strict(auth_app: AuthApp) -> Iterator[tuple[TestClient, int]]:
     """The app with private addresses refused (production setting) and a redirecting server."""
     redirect = ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
     threading.Thread(target=redirect.serve_forever, daemon=True).start()
-    s2 = world.settings.model_copy(update={"url_allow_private": False})
+    s2 = auth_app.settings.model_copy(update={"url_allow_private": False})
     with TestClient(create_app(s2)) as client:
         yield client, int(redirect.server_address[1])
     redirect.shutdown()
@@ -460,14 +462,14 @@ DNS = {"metadata.internal.test": "169.254.169.254", "intranet.test": "10.0.0.7",
 
 @pytest.mark.parametrize(("url", "why"), REFUSED, ids=[u for u, _ in REFUSED])
 def test_url_ingest_refuses_internal_addresses(
-    world: World, strict: tuple[TestClient, int], monkeypatch: pytest.MonkeyPatch, url: str, why: str
+    auth_app: AuthApp, strict: tuple[TestClient, int], monkeypatch: pytest.MonkeyPatch, url: str, why: str
 ) -> None:
     client, _ = strict
     _fake_dns(monkeypatch, DNS, {})
-    r = client.post("/api/v1/images/url", headers=world.auth("voter"), json={"url": url})
+    r = client.post("/api/v1/images/url", headers=auth_app.auth("voter"), json={"url": url})
     assert r.status_code == 400, r.text
     assert why in r.json()["detail"], r.json()
-    s = client.post("/api/v1/score", headers=world.auth("voter"), json={"url": url})
+    s = client.post("/api/v1/score", headers=auth_app.auth("voter"), json={"url": url})
     assert s.status_code == 400 and why in s.json()["detail"], s.text
 
 
@@ -483,20 +485,20 @@ def test_url_ingest_refuses_internal_addresses(
     ],
 )
 def test_url_ingest_refuses_redirects_inside(
-    world: World, strict: tuple[TestClient, int], monkeypatch: pytest.MonkeyPatch, target: str, why: str
+    auth_app: AuthApp, strict: tuple[TestClient, int], monkeypatch: pytest.MonkeyPatch, target: str, why: str
 ) -> None:
     client, port = strict
     # "public.test" passes the address check but is really the local redirecting server
     _fake_dns(monkeypatch, DNS, {"public.test": "127.0.0.1"})
     r = client.post(
-        "/api/v1/images/url", headers=world.auth("voter"), json={"url": f"http://public.test:{port}/{target}"}
+        "/api/v1/images/url", headers=auth_app.auth("voter"), json={"url": f"http://public.test:{port}/{target}"}
     )
     assert r.status_code == 400, r.text
     assert why in r.json()["detail"], r.json()
     assert "refused" in r.json()["detail"] or "only http" in r.json()["detail"]
 
 
-def test_url_ingest_from_an_allowed_server_still_works(world: World) -> None:
+def test_url_ingest_from_an_allowed_server_still_works(auth_app: AuthApp) -> None:
     """The control: with private addresses allowed (tests only), the same route stores the image."""
-    r = _url_ingest(world, "voter")
+    r = _url_ingest(auth_app, "voter")
     assert r.status_code == 201 and json.loads(r.text)["id"] > 0

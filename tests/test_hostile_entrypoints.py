@@ -36,7 +36,7 @@ def cases() -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, cases: list[Case]) -> dict[str, Any]:
+def hostile_corpus(tmp_path_factory: pytest.TempPathFactory, cases: list[Case]) -> dict[str, Any]:
     """The corpus and the 100 MB file on disk, and the environment of a fresh SQLite store."""
     root = tmp_path_factory.mktemp("hostile")
     folder = root / "corpus"
@@ -77,8 +77,8 @@ def test_corpus_has_every_kind_the_issue_names(cases: list[Case]) -> None:
     assert all(c.accept or c.reason for c in cases)
 
 
-def test_cli_ingest(world: dict[str, Any], cases: list[Case]) -> None:
-    r = _cli(world["env"], "ingest", str(world["folder"]), "--json")
+def test_cli_ingest(hostile_corpus: dict[str, Any], cases: list[Case]) -> None:
+    r = _cli(hostile_corpus["env"], "ingest", str(hostile_corpus["folder"]), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     good = [c for c in cases if c.accept]
@@ -91,9 +91,9 @@ def test_cli_ingest(world: dict[str, Any], cases: list[Case]) -> None:
     assert "limit" in reasons[HUGE]
 
 
-def test_batch_scoring(world: dict[str, Any], cases: list[Case]) -> None:
-    paths = [str(world["folder"] / c.name) for c in cases] + [str(world["folder"] / HUGE)]
-    r = _cli(world["env"], "score", *paths, "--json", "--no-store", "--workers", "2")
+def test_batch_scoring(hostile_corpus: dict[str, Any], cases: list[Case]) -> None:
+    paths = [str(hostile_corpus["folder"] / c.name) for c in cases] + [str(hostile_corpus["folder"] / HUGE)]
+    r = _cli(hostile_corpus["env"], "score", *paths, "--json", "--no-store", "--workers", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     lines = {Path(d["path"]).name: d for d in map(json.loads, r.stdout.splitlines())}
     assert len(lines) == len(cases) + 1
@@ -164,24 +164,24 @@ def _file_server(folder: Path) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def server(world: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def server(hostile_corpus: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """``doohable serve`` on the corpus' store, warmed up (models loaded), with a voter token
     and the local file server for URL ingest."""
-    env = world["env"]
+    env = hostile_corpus["env"]
     r = _cli(env, "users", "add", "hostile-voter", "--role", "voter", "--json")
     assert r.returncode == 0, r.stderr
     auth = {"Authorization": f"Bearer {json.loads(r.stdout)['token']}"}
-    proc, url = start_server(world["root"] / "serve.log", env=env)
-    files = _file_server(world["folder"])
+    proc, url = start_server(hostile_corpus["root"] / "serve.log", env=env)
+    files = _file_server(hostile_corpus["folder"])
     files_url = f"http://127.0.0.1:{files.server_address[1]}"
     try:
         with httpx.Client(base_url=url, headers=auth, timeout=120) as client:
-            warm = (world["folder"] / "astronaut.jpg").read_bytes()
+            warm = (hostile_corpus["folder"] / "astronaut.jpg").read_bytes()
             assert client.post("/api/v1/images", files={"file": ("w.jpg", warm)}).status_code == 201
             assert client.post("/api/v1/score", files={"file": ("w.jpg", warm)}).status_code == 200
             r2 = client.post("/api/v1/images/url", json={"url": f"{files_url}/chelsea.png"})
             assert r2.status_code == 201, r2.text
-            yield {"client": client, "proc": proc, "files_url": files_url, "folder": world["folder"]}
+            yield {"client": client, "proc": proc, "files_url": files_url, "folder": hostile_corpus["folder"]}
     finally:
         files.shutdown()
         stop_server(proc)

@@ -16,7 +16,7 @@ from voting_support import add_images
 
 
 @pytest.fixture
-def world(db_url: str):  # type: ignore[no-untyped-def]
+def voting_db(db_url: str):  # type: ignore[no-untyped-def]
     """An engine with 6 images and two voters."""
     engine = get_engine(db_url)
     with session_scope(engine) as s:
@@ -41,8 +41,8 @@ def vote(engine, voter: int, pick: str | None) -> voting.VoteResult:  # type: ig
         return voting.record_vote(s, voter, pair.token, winner)
 
 
-def test_pair_token_is_stored_and_single_use(world) -> None:  # type: ignore[no-untyped-def]
-    engine, images, (alice, bob) = world
+def test_pair_token_is_stored_and_single_use(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, images, (alice, bob) = voting_db
     with session_scope(engine) as s:
         pair = voting.next_pair(s, alice)
     assert pair.left.id != pair.right.id and {pair.left.id, pair.right.id} <= set(images)
@@ -63,8 +63,8 @@ def test_pair_token_is_stored_and_single_use(world) -> None:  # type: ignore[no-
         assert s.get(Vote, first.vote_id).winner_id == pair.left.id  # type: ignore[union-attr]
 
 
-def test_first_vote_moves_elo_as_the_report(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, (alice, _bob) = world
+def test_first_vote_moves_elo_as_the_report(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, (alice, _bob) = voting_db
     with session_scope(engine) as s:
         pair = voting.next_pair(s, alice)
     with session_scope(engine) as s:
@@ -74,8 +74,8 @@ def test_first_vote_moves_elo_as_the_report(world) -> None:  # type: ignore[no-u
     assert table[pair.left.id] == (pytest.approx(-5.0), 1)
 
 
-def test_tie_scores_half_and_skip_consumes_the_token(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, (alice, _bob) = world
+def test_tie_scores_half_and_skip_consumes_the_token(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, (alice, _bob) = voting_db
     vote(engine, alice, "left")
     before = elo_table(engine)
     with session_scope(engine) as s:
@@ -93,8 +93,8 @@ def test_tie_scores_half_and_skip_consumes_the_token(world) -> None:  # type: ig
         voting.record_vote(s, alice, skipped.token, skipped.left.id)
 
 
-def test_undo_appends_a_row_and_restores_ratings(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, (alice, bob) = world
+def test_undo_appends_a_row_and_restores_ratings(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, (alice, bob) = voting_db
     vote(engine, alice, "left")
     vote(engine, bob, "right")
     before = elo_table(engine)
@@ -116,8 +116,8 @@ def test_undo_appends_a_row_and_restores_ratings(world) -> None:  # type: ignore
         assert voting.undo_last(s, alice) is None  # nothing left to undo
 
 
-def test_replay_of_the_log_equals_incremental_ratings(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, voters = world
+def test_replay_of_the_log_equals_incremental_ratings(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voters = voting_db
     rng = np.random.default_rng(7)
     for k in range(60):
         voter = voters[k % 2]
@@ -136,8 +136,8 @@ def test_replay_of_the_log_equals_incremental_ratings(world) -> None:  # type: i
     assert elo_table(engine) == incremental
 
 
-def test_rebuild_repairs_a_corrupted_rating(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, (alice, _bob) = world
+def test_rebuild_repairs_a_corrupted_rating(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, (alice, _bob) = voting_db
     for _ in range(5):
         vote(engine, alice, "left")
     good = elo_table(engine)
@@ -165,8 +165,8 @@ def test_replay_without_undo_matches_the_ranking_engine() -> None:
     np.testing.assert_allclose([mine[i] for i in range(3)], ref, rtol=0, atol=1e-12)
 
 
-def test_bt_ratings_order_the_consistent_winner_first(world) -> None:  # type: ignore[no-untyped-def]
-    engine, images, (alice, bob) = world
+def test_bt_ratings_order_the_consistent_winner_first(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, images, (alice, bob) = voting_db
     best = None
     for k in range(40):
         voter = (alice, bob)[k % 2]
@@ -187,8 +187,8 @@ def test_bt_ratings_order_the_consistent_winner_first(world) -> None:  # type: i
     assert 0.0 <= stats["settled"] <= 1.0
 
 
-def test_export_lists_decisive_votes_not_undone(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, (alice, bob) = world
+def test_export_lists_decisive_votes_not_undone(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, (alice, bob) = voting_db
     kept = vote(engine, alice, "left")
     vote(engine, bob, None)  # a tie: not in the export
     vote(engine, bob, "right")

@@ -21,7 +21,7 @@ from voting_support import add_images
 
 
 @pytest.fixture
-def world(settings: Settings):  # type: ignore[no-untyped-def]
+def voting_db(settings: Settings):  # type: ignore[no-untyped-def]
     engine = get_engine(settings.resolved_database_url)
     with session_scope(engine) as s:
         images = add_images(s, 4)
@@ -32,8 +32,8 @@ def world(settings: Settings):  # type: ignore[no-untyped-def]
     token_cache.clear()
 
 
-def test_token_cache_hits_expires_and_never_caches_unknown_tokens(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, voter_id, token, _admin_id, _admin_token = world
+def test_token_cache_hits_expires_and_never_caches_unknown_tokens(settings: Settings, voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, token, _admin_id, _admin_token = voting_db
     url = settings.resolved_database_url
     cache = TokenCache(ttl_s=3600.0)
     assert cache.get(url, token) is None  # nothing cached yet
@@ -55,8 +55,8 @@ def test_token_cache_hits_expires_and_never_caches_unknown_tokens(settings: Sett
     assert cache.get(url, new_token) is None and cache.lookup(url, new_token) is not None
 
 
-def test_token_cache_is_bounded(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, _voter_id, token, _admin_id, admin_token = world
+def test_token_cache_is_bounded(settings: Settings, voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, _voter_id, token, _admin_id, admin_token = voting_db
     url = settings.resolved_database_url
     cache = TokenCache(ttl_s=3600.0, max_entries=1)
     assert cache.lookup(url, token) is not None and cache.get(url, token) is not None
@@ -64,8 +64,8 @@ def test_token_cache_is_bounded(settings: Settings, world) -> None:  # type: ign
     assert cache.get(url, token) is None and cache.get(url, admin_token) is not None
 
 
-def test_api_auth_follows_the_database_after_the_cache(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, voter_id, token, _admin_id, _admin_token = world
+def test_api_auth_follows_the_database_after_the_cache(settings: Settings, voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, token, _admin_id, _admin_token = voting_db
     with TestClient(create_app(settings)) as client:
         auth = {"Authorization": f"Bearer {token}"}
         assert client.get("/api/v1/pairs/next", headers=auth).status_code == 200
@@ -81,8 +81,8 @@ def test_api_auth_follows_the_database_after_the_cache(settings: Settings, world
         assert client.get("/api/v1/pairs/next", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
-def test_refused_vote_leaves_the_token_usable_even_if_the_caller_commits(world) -> None:  # type: ignore[no-untyped-def]
-    engine, images, voter_id, _token, admin_id, _admin_token = world
+def test_refused_vote_leaves_the_token_usable_even_if_the_caller_commits(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, images, voter_id, _token, admin_id, _admin_token = voting_db
     with session_scope(engine) as s:
         pair = voting.next_pair(s, voter_id)
     with session_scope(engine) as s:  # like the Slack handler: the error is caught, then commit
@@ -106,8 +106,8 @@ def test_refused_vote_leaves_the_token_usable_even_if_the_caller_commits(world) 
         voting.record_vote(s, voter_id, skipped.token, skipped.left.id)
 
 
-def test_sqlite_writer_lock_is_released_on_commit_and_on_rollback(world) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, voter_id, _token, _admin_id, _admin_token = world
+def test_sqlite_writer_lock_is_released_on_commit_and_on_rollback(voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, _token, _admin_id, _admin_token = voting_db
     with session_scope(engine) as s:
         pair = voting.next_pair(s, voter_id)
         # SQLite: this process's writers queue on a lock; PostgreSQL needs none (row locks)
@@ -128,8 +128,8 @@ def test_sqlite_writer_lock_is_released_on_commit_and_on_rollback(world) -> None
     assert done.is_set()
 
 
-def test_background_refit_is_rate_limited(world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    engine, _images, voter_id, _token, _admin_id, _admin_token = world
+def test_background_refit_is_rate_limited(voting_db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    engine, _images, voter_id, _token, _admin_id, _admin_token = voting_db
     with session_scope(engine) as s:
         live = voting._live_state(s, "active")
     live.state.n_votes, live.state.votes_at_refit = 1000, 0  # the scheduler's own rule says: refit
@@ -152,8 +152,10 @@ def test_only_cookieless_bearer_api_calls_skip_the_session() -> None:
     assert not cookieless_api_call(scope("/vote", bearer))  # pages always get their session
 
 
-def test_hot_routes_answer_the_documented_shapes_without_a_session_cookie(settings: Settings, world) -> None:  # type: ignore[no-untyped-def]
-    _engine, images, _voter_id, token, _admin_id, _admin_token = world
+def test_hot_routes_answer_the_documented_shapes_without_a_session_cookie(  # type: ignore[no-untyped-def]
+    settings: Settings, voting_db
+) -> None:
+    _engine, images, _voter_id, token, _admin_id, _admin_token = voting_db
     ids = set(images)
     with TestClient(create_app(settings)) as c:
         c.headers["Authorization"] = f"Bearer {token}"
