@@ -15,15 +15,22 @@ DOCS = sorted(
 )
 
 ORDINAL = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\d+(?:st|nd|rd|th))"
+WORK = r"(?:this|that|previous|earlier|later|last|next)"
 HISTORY = {
-    "a numbered work session": re.compile(rf"\b{ORDINAL}\s+sessions?\b|\bsessions?\s+\d+\b|\bsessions'", re.I),
-    "a session of the work": re.compile(r"\b(?:this|that|previous|earlier|later|last|next)\s+session'?s?\b(?!\s+cookie)", re.I),
+    "a numbered work session": re.compile(
+        rf"\b{ORDINAL}\s+sessions?\b|\bsessions?\s+\d+\b|\bsessions'", re.I
+    ),
+    "a session of the work": re.compile(rf"\b{WORK}\s+session'?s?\b(?!\s+cookie)", re.I),
     "an issue number": re.compile(r"\bissues?\s*#?\d+|\bthe issue'?s?\b", re.I),
     "an issue reference": re.compile(r"(?<![\w&/#])#\d+\b"),
-    "narrated progress": re.compile(r"\buntil the \w+ session|\bat last\b|\bnext time\b|\bas shipped until\b", re.I),
+    "narrated progress": re.compile(
+        r"\buntil the \w+ session|\bat last\b|\bnext time\b|\bas shipped until\b", re.I
+    ),
 }
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-REPO_PATH = re.compile(r"`((?:benchmarks|docs|scripts|src|tests|fuzz)/[\w./-]+\.(?:py|sh|md|html|json|onnx|npz))`")
+REPO_PATH = re.compile(
+    r"`((?:benchmarks|docs|scripts|src|tests|fuzz)/[\w./-]+\.(?:py|sh|md|html|json|onnx|npz))`"
+)
 
 
 def _rel(doc: Path) -> str:
