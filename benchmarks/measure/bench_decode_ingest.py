@@ -1,4 +1,4 @@
-"""Decoding and ingest speed (issue 2).
+"""Decoding and ingest speed.
 
 1. JPEG draft decoding for scoring: a 12 MP phone-size JPEG decoded to a 224×224 input,
    full decode + resize (baseline) vs ``doohable.images.decode(draft=(224, 224))`` + resize.

@@ -1,4 +1,4 @@
-"""Scoring throughput, latency and memory (issue 6), with the naive baseline in the same run.
+"""Scoring throughput, latency and memory, with the naive baseline in the same run.
 
 Measures, on 1080×1350 JPEG photos (q90, made from scikit-image samples in a temp folder):
 

@@ -4,14 +4,14 @@
 # $OUT/cv_logs.tar.gz, and its final model, with float16 weights, lands in $OUT/<run>.onnx.
 #   usage: OUT=/some/dir bash benchmarks/recipes/gpu_finetune_sweep.sh [set] [deadline-seconds]
 # Sets (docs/benchmarks.md, "Scorer quality"):
-#   ensemble6 (fifth session), all 224 px, each with its final model on all images: MobileNetV2
+#   ensemble6 (the selfie members), all 224 px, each with its final model on all images: MobileNetV2
 #     seeds 0-3 (20, 30, 30, 30 epochs) and EfficientNet-Lite0 seeds 0-1 (20, 30 epochs). Six at
-#     once keep the H200 at 100%: each CV took 390-480 s (one alone: ~140 s), so with the default
+#     once keep the H200 at 100%: each CV takes 390-480 s (one alone: ~140 s), so with the default
 #     deadline no final model is made; run `finals` after, or give it ~700 s over two calls
 #   finals: only the final models of CV runs already made (bench_train_finetune --final-from),
 #     e.g. the five ensemble6 runs whose out-of-fold predictions are in benchmarks/results/gpu-ensemble5
-#     (e1 did not finish); about 150 s for the five at once, after ~40 s of decoding: give it 240 s
-#   session2: r288s0 / r288s1 (288 px, seeds 0/1, 20/30 epochs, + final), r320s0 (320 px),
+#     (all but e1); about 150 s for the five at once, after ~40 s of decoding: give it 240 s
+#   inputsize: r288s0 / r288s1 (288 px, seeds 0/1, 20/30 epochs, + final), r320s0 (320 px),
 #     cpu224 (the CPU recipe, lowest layer group frozen), CV only for the last two
 set -u
 SET=${1:-ensemble6}
@@ -33,18 +33,18 @@ case $SET in
     run m3 mobilenet_v2 --seed 3 --epochs 30 --budget 280
     run e0 efficientnet_lite0 --seed 0 --epochs 20 --budget 280
     run e1 efficientnet_lite0 --seed 1 --epochs 30 --budget 280 ;;
-  session2)
+  inputsize)
     run r288s0 mobilenet_v2 --input-size 288 --seed 0 --epochs 20 --budget 300
     run r288s1 mobilenet_v2 --input-size 288 --seed 1 --epochs 30 --budget 280
     run r320s0 mobilenet_v2 --input-size 320 --seed 0 --epochs 20 --no-final
     run cpu224 mobilenet_v2 --input-size 224 --seed 0 --epochs 20 --freeze-groups 1 --no-final ;;
   finals)  # the final models of earlier CV runs, with their settings and epochs:
-    # $CVDIR/cv_<backbone>_<tag>.json (default: the fifth session's ensemble6 runs)
+    # $CVDIR/cv_<backbone>_<tag>.json (default: the ensemble6 runs of the shipped selfie)
     for cv in "${CVDIR:-benchmarks/results/gpu-ensemble5}"/cv_*.json; do
       name=$(basename "$cv" .json); tag=${name##*_}; bb=${name#cv_}; bb=${bb%_*}
       run "$tag" "$bb" --final-from "$cv"
     done ;;
-  *) echo "unknown set $SET (ensemble6, session2, finals)"; exit 2 ;;
+  *) echo "unknown set $SET (ensemble6, inputsize, finals)"; exit 2 ;;
 esac
 for i in $(seq 1 $((DEADLINE / 5))); do
   sleep 5
