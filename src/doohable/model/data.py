@@ -258,17 +258,12 @@ class VotePairs:
 
 
 def vote_pairs_from_db(session: Any) -> VotePairs:
-    """Every counted vote as (winner, loser): undo rows and the votes they undo are left out."""
-    from sqlalchemy import select
+    """Every counted decisive vote as (winner, loser) (:func:`doohable.voting.effective_votes`)."""
+    from doohable.voting.log import effective_votes
 
-    from doohable.store.models import Vote
-
-    rows = session.execute(select(Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id))
-    rows = list(rows)
-    undone = {r.undoes_vote_id for r in rows if r.undoes_vote_id is not None}
     w, lo = [], []
-    for r in rows:
-        if r.undoes_vote_id is not None or r.id in undone or r.winner_id is None:
+    for r in effective_votes(session):
+        if r.winner_id is None:
             continue
         w.append(r.winner_id)
         lo.append(r.right_id if r.winner_id == r.left_id else r.left_id)

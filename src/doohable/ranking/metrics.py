@@ -57,3 +57,18 @@ def vote_prediction(p_winner: ArrayLike) -> tuple[float, float]:
         raise ValueError("no votes to score")
     acc = float(np.mean((p > 0.5) + 0.5 * (p == 0.5)))
     return acc, float(-np.mean(np.log(np.clip(p, 1e-12, 1 - 1e-12))))
+
+
+def settled_share(rating: ArrayLike, std: ArrayLike, z: float = 1.96, max_items: int = 2000) -> float:
+    """Share of item pairs whose order is known at 95 %: |r_i - r_j| > z * sqrt(s_i² + s_j²)."""
+    r, s = np.asarray(rating, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    n = len(r)
+    if n < 2:
+        return 0.0
+    if n > max_items:  # a deterministic subsample keeps this O(max_items²)
+        keep = np.linspace(0, n - 1, max_items).astype(int)
+        r, s = r[keep], s[keep]
+    diff = np.abs(r[:, None] - r[None, :])
+    sd = np.sqrt(s[:, None] ** 2 + s[None, :] ** 2)
+    upper = np.triu_indices(len(r), k=1)
+    return float(np.mean(diff[upper] > z * sd[upper]))

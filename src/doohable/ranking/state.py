@@ -148,6 +148,15 @@ class RatingState:
         self._sorted_at = -1
         return res
 
+    def adopt(self, fitted: RatingState) -> None:
+        """Take the posterior of ``fitted`` (a refitted copy of an earlier state of this one):
+        mean, variance, bias and voter reliabilities; votes recorded since keep their counts."""
+        n_voters = self.reliability.size
+        self.mean, self.var, self.left_bias = fitted.mean.copy(), fitted.var.copy(), fitted.left_bias
+        rel = fitted.reliability
+        self.reliability = np.concatenate([rel, np.ones(max(0, n_voters - rel.size))])
+        self.votes_at_refit = fitted.n_votes
+
     # -- rating order (for "close rating" partners) ---------------------------------------
     def neighbours(self, i: int, width: int, ratings: str = "bt") -> IntArray:
         """Up to ``2 * width`` images whose ratings are closest to image i's (i excluded).
