@@ -271,25 +271,26 @@ def vote_pairs_from_db(session: Any) -> VotePairs:
 
 
 def ratings_from_db(session: Any, method: str = "bt", *, min_votes: int = 1) -> ScoredImages:
-    """In-house labels: images with a rating by ``method``, rescaled linearly to 1..5.
+    """In-house labels: the images' ratings by ``method`` from the vote log as it is now
+    (:func:`doohable.voting.ratings`: Elo kept vote by vote, BT refitted from the log),
+    rescaled linearly to 1..5. Votes for images no longer in the database are left out.
 
     ``paths`` are ``blob:<sha256>`` (read them with :func:`blob_sources`).
     """
     from sqlalchemy import select
 
     from doohable.store.models import Image as ImageRow
-    from doohable.store.models import Rating
+    from doohable.voting.ratings import ratings
 
-    q = (
-        select(ImageRow.sha256, Rating.rating)
-        .join(Rating, Rating.image_id == ImageRow.id)
-        .where(Rating.method == method, Rating.votes >= min_votes)
-        .order_by(ImageRow.id)
-    )
+    rated = {r.image_id: r.rating for r in ratings(session, method) if r.votes >= min_votes}
+    if not rated:
+        raise ValueError(f"no images have {min_votes} or more counted votes yet: cast votes first "
+                         "(doohable serve, then the vote page), then train")
+    q = select(ImageRow.id, ImageRow.sha256).where(ImageRow.id.in_(rated)).order_by(ImageRow.id)
     rows = list(session.execute(q))
     if not rows:
-        raise ValueError(f"no images have a {method!r} rating with at least {min_votes} votes")
-    r = np.asarray([row.rating for row in rows], np.float64)
+        raise ValueError("every voted image has been deleted: no labels to train on")
+    r = np.asarray([rated[row.id] for row in rows], np.float64)
     span = float(r.max() - r.min()) or 1.0
     scores = 1.0 + 4.0 * (r - r.min()) / span
     return ScoredImages(
