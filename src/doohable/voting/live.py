@@ -33,6 +33,7 @@ from doohable.voting.common import (
     db_key,
 )
 from doohable.voting.log import effective_votes, last_log_id
+from doohable.voting.prior import prior_model, prior_scores
 
 log = logging.getLogger(__name__)
 REFIT_MIN_INTERVAL_S = 2.0  # the scheduler's background BT refit runs at most this often
@@ -72,6 +73,7 @@ class Live:
     refitting: bool = False
     refitted_at: float = 0.0  # when the last background refit started (monotonic)
     has_elo_rows: set[int] = field(default_factory=set)
+    prior_model: tuple[str, str] | None = None  # whose scores are the prior (name, version)
     dirty: bool = False  # an undo arrived: rebuild (at most every REBUILD_AFTER_UNDO_S)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,8 +91,10 @@ class Live:
             sched = schedulers.create(name)
         except ValueError:  # an unknown name in the settings table: keep serving pairs
             sched = schedulers.create(DEFAULT_SCHEDULER)
-        state = RatingState.from_comparisons(comps)
+        scores = prior_scores(session, [img.id for img in images])
+        state = RatingState.from_comparisons(comps, prior_scores=scores)
         live = cls(name, signature, images, index, state, sched, last, time.monotonic())
+        live.prior_model = prior_model(session)
         live.has_elo_rows.update(session.scalars(_ELO_IMAGES))
         return live
 
@@ -176,11 +180,13 @@ def live_state(session: Session, name: str | None) -> Live:
         return live
     name = name or active_scheduler(session)
     signature = _signature(session)
+    model = prior_model(session)
     if signature[0] < 2:
         raise ConflictError("there are fewer than two images to compare; ingest some first")
     with _live_lock:
         live = _live.get(key)
-        if live is None or live.signature != signature or live.name != name or live.stale(now):
+        if live is None or live.signature != signature or live.name != name or live.stale(now) \
+                or live.prior_model != model:
             live = _live[key] = Live.build(session, name, signature)
         live.checked_at = now
     return live

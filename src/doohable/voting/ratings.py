@@ -11,7 +11,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,12 +19,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from doohable.ranking import bradley_terry, elo
+from doohable.ranking import prior as model_prior
 from doohable.ranking.metrics import settled_share
+from doohable.ranking.prior import ModelPrior
 from doohable.ranking.votes import IdIndex, LogRow, comparisons_from_log
 from doohable.store.models import Image, Rating, Vote
 from doohable.voting import live as live_states
 from doohable.voting.common import BT, ELIGIBLE, ELO, METHODS, RatingRow, VotingError, db_key
 from doohable.voting.log import effective_votes, last_log_id, log_rows
+from doohable.voting.prior import prior_scores
 from doohable.voting.service import ELO_START, begin_write
 
 
@@ -38,24 +41,41 @@ class BTFit:
     std: np.ndarray
     votes: np.ndarray
     fitted_at: float
+    prior: ModelPrior | None = None  # the scorer's prior as learned from these votes
 
 
 _bt_cache: dict[str, BTFit] = {}
 _bt_lock = threading.Lock()
 
 
-def fit_bt(rows: Sequence[LogRow], last_id: int = 0) -> BTFit:
+def voted_images(rows: Sequence[LogRow]) -> list[int]:
+    """The ids of the images in these votes, sorted (the order of a :class:`BTFit`)."""
+    return sorted({i for r in rows for i in (r.left_id, r.right_id)})
+
+
+def fit_bt(rows: Sequence[LogRow], last_id: int = 0, prior_scores: np.ndarray | None = None,
+           start: ModelPrior | None = None) -> BTFit:
     """Fit Crowd-BT (:func:`doohable.ranking.bradley_terry.fit`: per-voter reliability and a
-    left/right bias) to the votes that count; ties count half each way."""
-    items = IdIndex(sorted({i for r in rows for i in (r.left_id, r.right_id)}))
+    left/right bias) to the votes that count; ties count half each way.
+
+    ``prior_scores`` (one per image of :func:`voted_images`): a scorer's opinion as the
+    prior, its weight learned by EM (:mod:`doohable.ranking.prior`), warm-started from the
+    weight learned by an earlier fit (``start``)."""
+    items = IdIndex(voted_images(rows))
     ids = np.array(items.ids, dtype=np.int64)
     if not rows:
         empty = np.zeros(0)
         return BTFit(last_id, ids, empty, empty, np.zeros(0, dtype=np.int64), time.time())
     voters = IdIndex(sorted({r.voter_id for r in rows}))
     comps = comparisons_from_log(rows, items, voters)
-    fit = bradley_terry.fit(comps, crowd=True)
-    return BTFit(last_id, ids, fit.ratings, fit.std, comps.counts(), time.time())
+    if prior_scores is None:
+        fit = bradley_terry.fit(comps, crowd=True)
+        return BTFit(last_id, ids, fit.ratings, fit.std, comps.counts(), time.time())
+    prior = ModelPrior.from_scores(prior_scores)
+    if start is not None:
+        prior = replace(prior, b=start.b, tau2=start.tau2)
+    fit, learned = model_prior.fit(comps, prior, crowd=True)
+    return BTFit(last_id, ids, fit.ratings, fit.std, comps.counts(), time.time(), learned)
 
 
 def bt_fit(session: Session, *, max_stale_s: float = 0.0) -> BTFit:
@@ -72,7 +92,9 @@ def bt_fit(session: Session, *, max_stale_s: float = 0.0) -> BTFit:
             cached.last_id == last or time.time() - cached.fitted_at <= max_stale_s
         ):
             return cached
-    fit = fit_bt(effective_votes(session), last)
+    rows = effective_votes(session)
+    scores = prior_scores(session, voted_images(rows))
+    fit = fit_bt(rows, last, scores, cached.prior if cached is not None else None)
     with _bt_lock:
         _bt_cache[key] = fit
     return fit
@@ -123,7 +145,7 @@ def rebuild_ratings(session: Session) -> RebuildReport:
             session.add(elo_row)
         max_change = max(max_change, abs(elo_row.rating - value))
         elo_row.rating, elo_row.votes = value, state.votes[image_id]
-    fit = fit_bt(effective_votes(session), last_log_id(session))
+    fit = bt_fit(session)
     for i, r, s, n in zip(fit.image_ids, fit.rating, fit.std, fit.votes, strict=True):
         bt_row = rows.get((int(i), BT))
         if bt_row is None:
