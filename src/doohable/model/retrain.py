@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from doohable.ranking.metrics import vote_agreement as agreement
 from doohable.ranking.votes import LogRow
 
 Tick = Callable[[str, int, int], None]
@@ -48,20 +49,6 @@ def split_votes(rows: Sequence[LogRow], holdout: float, seed: int) -> tuple[list
     test = [r for r, o in zip(rows, out, strict=True) if o and r.winner_id is not None]
     held = {r.id for r in test}
     return [r for r in rows if r.id not in held], test
-
-
-def agreement(scores: dict[int, float], votes: Sequence[LogRow]) -> tuple[float | None, int]:
-    """(share of decisive votes whose winner scores higher, ties half; votes measured)."""
-    hits, n = 0.0, 0
-    for r in votes:
-        if r.winner_id is None:
-            continue
-        loser = r.right_id if r.winner_id == r.left_id else r.left_id
-        if r.winner_id in scores and loser in scores:
-            w, lo = scores[r.winner_id], scores[loser]
-            hits += 1.0 if w > lo else 0.5 if w == lo else 0.0
-            n += 1
-    return (hits / n if n else None), n
 
 
 def score_images(model: str | Path | None, sources: dict[int, bytes]) -> dict[int, float]:

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
+
+from doohable.ranking.votes import LogRow
 
 
 def pairwise_accuracy(truth: ArrayLike, estimate: ArrayLike) -> float:
@@ -72,3 +75,19 @@ def settled_share(rating: ArrayLike, std: ArrayLike, z: float = 1.96, max_items:
     sd = np.sqrt(s[:, None] ** 2 + s[None, :] ** 2)
     upper = np.triu_indices(len(r), k=1)
     return float(np.mean(diff[upper] > z * sd[upper]))
+
+
+def vote_agreement(scores: dict[int, float], votes: Sequence[LogRow]) -> tuple[float | None, int]:
+    """(share of decisive votes whose winner has the higher score, ties half; votes measured).
+
+    Votes with an image that has no score are left out."""
+    hits, n = 0.0, 0
+    for r in votes:
+        if r.winner_id is None:
+            continue
+        loser = r.right_id if r.winner_id == r.left_id else r.left_id
+        if r.winner_id in scores and loser in scores:
+            w, lo = scores[r.winner_id], scores[loser]
+            hits += 1.0 if w > lo else 0.5 if w == lo else 0.0
+            n += 1
+    return (hits / n if n else None), n

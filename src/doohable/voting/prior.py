@@ -10,12 +10,15 @@ scorer the voters disagree with loses its weight by itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from doohable.ranking.metrics import vote_agreement
 from doohable.store.models import Score, Setting
+from doohable.voting.log import effective_votes
 
 PRIOR_SETTING = "prior_model"
 
@@ -53,3 +56,18 @@ def prior_scores(session: Session, image_ids: Sequence[int]) -> np.ndarray | Non
     by_id = dict(rows.all())
     out = np.array([by_id.get(i, np.nan) for i in image_ids], dtype=np.float64)
     return out if np.isfinite(out).sum() >= 2 else None
+
+
+def model_agreement(session: Session) -> dict[str, Any] | None:
+    """How far the prior scorer agrees with the voters: ``{"model", "version", "agreement",
+    "votes"}`` (share of counted decisive votes whose winner it scores higher), or None
+    without a prior scorer or votes on scored images."""
+    model = prior_model(session)
+    if model is None:
+        return None
+    name, version = model
+    q = select(Score.image_id, Score.score).where(Score.model == name, Score.model_version == version)
+    share, n = vote_agreement(dict(session.execute(q).all()), effective_votes(session))
+    if share is None:
+        return None
+    return {"model": name, "version": version, "agreement": share, "votes": n}
