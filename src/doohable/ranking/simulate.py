@@ -15,7 +15,7 @@ Each seed fixes the truth, the crowd and the voters' sequence, shared by all str
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,37 +138,55 @@ def run_campaign(
 ) -> list[Point]:
     """Simulate one campaign; measure each rating method at each checkpoint (votes/image).
 
+    ``strategy`` is a scheduler name, or a :data:`SchedulerFactory` called with the
+    campaign's true qualities and crowd (an oracle; ``scheduler_kw`` are then ignored).
     ``prior_pearson`` R: the campaign has a model whose scores correlate R with the true
     qualities (``R q + sqrt(1 - R²) e``, own random stream: the campaign is otherwise the
     same), used as the ratings' prior (:mod:`doohable.ranking.prior`).
-
-    ``strategy`` is a scheduler name, or a :data:`SchedulerFactory` called with the
-    campaign's true qualities and crowd (an oracle; ``scheduler_kw`` are then ignored).
     """
+    q = np.random.default_rng([seed, 0]).normal(size=n_images)
+    prior = None if prior_pearson is None else model_scores(q, prior_pearson, seed)
+    points: list[Point] = []
+    for votes, state, sched in campaign(strategy, q, votes_per_image, crowd, seed, checkpoints, prior,
+                                        **scheduler_kw):
+        points.extend(_measure(q, state, votes, n_images, list(ratings or [sched.rating])))
+    return points
+
+
+def campaign(
+    strategy: str | SchedulerFactory,
+    q: FloatArray,
+    votes_per_image: float,
+    crowd: CrowdConfig,
+    seed: int,
+    checkpoints: Sequence[float] | None = None,
+    prior_scores: FloatArray | None = None,
+    **scheduler_kw: Any,
+) -> Iterator[tuple[int, RatingState, Scheduler]]:
+    """Play one campaign on true qualities ``q``; yield (votes so far, state, scheduler) at each
+    checkpoint (votes per image) and at the end. ``prior_scores``: a model's opinion of each image."""
+    n_images = len(q)
     total = round(votes_per_image * n_images)
     if total < 1:
         raise ValueError("votes per image x images must give at least one vote")
     stops = sorted({min(total, max(1, round(c * n_images))) for c in (checkpoints or [])} | {total})
     truth_rng, sched_rng, vote_rng = (np.random.default_rng([seed, k]) for k in range(3))
-    q = truth_rng.normal(size=n_images)
+    truth_rng.normal(size=n_images)  # the stream's first draws are the default truth
     people = make_crowd(crowd, truth_rng)
     voters = vote_rng.integers(crowd.n_voters, size=total).tolist()
     coins = vote_rng.random(total).tolist()
     sched = create(strategy, **scheduler_kw) if isinstance(strategy, str) else strategy(q, people)
     sched.plan(total)
-    methods = list(ratings or [sched.rating])
     state = RatingState(n_images)
-    if prior_pearson is not None:
-        state.set_prior(model_scores(q, prior_pearson, seed))
-    points: list[Point] = []
+    if prior_scores is not None:
+        state.set_prior(prior_scores)
     for t in range(total):
         v = voters[t]
         a, b = sched.next_pair(state, sched_rng, voter=v)
         outcome = 1.0 if coins[t] < people.p_left(v, q[a] - q[b]) else 0.0
         sched.observe(state, a, b, outcome, voter=v)
-        if t + 1 == stops[len(points) // len(methods)]:
-            points.extend(_measure(q, state, t + 1, n_images, methods))
-    return points
+        if t + 1 in stops:
+            yield t + 1, state, sched
 
 
 def model_scores(q: FloatArray, pearson: float, seed: int) -> FloatArray:
