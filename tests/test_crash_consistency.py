@@ -111,7 +111,7 @@ def _check_store(settings: Settings, acked: Acked) -> None:
         assert shas == set(images.values()), f"orphan blobs: {sorted(shas - set(images.values()))[:5]}"
         assert not other, f"half-written files in the blob store: {other[:5]}"
         # 3. the stored Elo ratings are exactly a replay of the log
-        replay = voting.replay_elo(voting._log_rows(s))
+        replay = voting.replay_elo(voting.log_rows(s))
         elo = s.scalars(select(Rating).where(Rating.method == "elo"))
         stored = {r.image_id: (r.rating, r.votes) for r in elo}
         for image_id, rating in replay.ratings.items():

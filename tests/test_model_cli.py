@@ -110,12 +110,15 @@ def test_train_from_database_ratings(settings: object, shared_data: Path, tmp_pa
 
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
-    from doohable.store.models import Image, Rating
+    from doohable.store.models import Image, Vote
+    from doohable.store.users import add_user
 
     blobs = open_blobs(settings.resolved_blob_url)  # type: ignore[attr-defined]
     files = sorted((shared_data / "scut-fbp5500" / "images").glob("AF1*.jpg"))[:6]
     with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
-        for i, f in enumerate(files):
+        voter, _ = add_user(s, "ann")
+        ids = []
+        for f in files:
             data = f.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             blobs.put(sha, data)
@@ -124,7 +127,10 @@ def test_train_from_database_ratings(settings: object, shared_data: Path, tmp_pa
             )
             s.add(img)
             s.flush()
-            s.add(Rating(image_id=img.id, method="bt", rating=float(i), uncertainty=0.1, votes=5))
+            ids.append(img.id)
+        # labels come from the votes themselves (no ratings rebuild): the later image wins
+        s.add_all(Vote(voter_id=voter.id, left_id=a, right_id=b, winner_id=b)
+                  for k, a in enumerate(ids) for b in ids[k + 1:])
     out = tmp_path / "db.onnx"
     res = CliRunner().invoke(app, ["train", "--from-db", "--head-only", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output

@@ -111,3 +111,65 @@ def test_vote_pairs_from_db_skip_undone_votes(settings: object) -> None:
         s.flush()
         pairs = vote_pairs_from_db(s)
     assert list(zip(pairs.winners.tolist(), pairs.losers.tolist(), strict=True)) == [(a, b), (a, c)]
+
+
+def _images_and_voter(s: object, n: int) -> tuple[int, list[int]]:
+    from doohable.store.models import Image as ImageRow
+    from doohable.store.users import add_user
+
+    user, _ = add_user(s, "bob")  # type: ignore[arg-type]
+    imgs = [ImageRow(sha256=f"{i + 100:064x}", phash="0" * 16, width=1, height=1, format="PNG", size_bytes=1)
+            for i in range(n)]
+    s.add_all(imgs)  # type: ignore[attr-defined]
+    s.flush()  # type: ignore[attr-defined]
+    return user.id, [i.id for i in imgs]
+
+
+@pytest.mark.parametrize("method", ["bt", "elo"])
+def test_ratings_from_db_use_votes_cast_after_a_rebuild(settings: object, method: str) -> None:
+    from doohable import voting
+    from doohable.model.data import ratings_from_db
+    from doohable.store.db import get_engine, session_scope
+
+    engine = get_engine(settings.resolved_database_url)  # type: ignore[attr-defined]
+    with session_scope(engine) as s:
+        voter, (a, b, c) = _images_and_voter(s, 3)
+    for left, right, winner in [(a, b, a), (a, b, a)]:
+        with session_scope(engine) as s:
+            pair = _pair(s, voter, left, right)
+            voting.record_vote(s, voter, pair, winner)
+    with session_scope(engine) as s:
+        voting.rebuild_ratings(s)
+        before = ratings_from_db(s, method)
+    assert len(before) == 2  # c has no votes yet
+    for _ in range(3):  # after the rebuild: c beats a, three times
+        with session_scope(engine) as s:
+            voting.record_vote(s, voter, _pair(s, voter, c, a), c)
+    with session_scope(engine) as s:
+        after = ratings_from_db(s, method)
+    shas = {i: f"blob:{k + 100:064x}" for k, i in enumerate((a, b, c))}
+    assert after.paths == [shas[a], shas[b], shas[c]]
+    assert after.scores[2] == after.scores.max() == 5.0  # the new votes count
+
+
+def _pair(s: object, voter: int, left: int, right: int) -> str:
+    """A pair token for a chosen pair (what next_pair stores), so that a test picks the pair."""
+    import datetime as dt
+
+    from doohable.store.models import PairToken
+
+    token = f"t-{left}-{right}-{dt.datetime.now().timestamp()}"
+    s.add(PairToken(token=token, voter_id=voter, left_id=left, right_id=right,  # type: ignore[attr-defined]
+                    issued_at=dt.datetime.now(dt.UTC)))
+    s.flush()  # type: ignore[attr-defined]
+    return token
+
+
+def test_ratings_from_db_on_an_empty_log_is_a_clear_error(settings: object) -> None:
+    from doohable.model.data import ratings_from_db
+    from doohable.store.db import get_engine, session_scope
+
+    with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
+        _images_and_voter(s, 3)
+        with pytest.raises(ValueError, match="no images have 1 or more counted votes"):
+            ratings_from_db(s)

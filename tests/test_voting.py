@@ -129,7 +129,7 @@ def test_replay_of_the_log_equals_incremental_ratings(voting_db) -> None:  # typ
             vote(engine, voter, None if roll < 0.2 else ("left" if roll < 0.6 else "right"))
     incremental = elo_table(engine)
     with session_scope(engine) as s:
-        replayed = voting.replay_elo(voting._log_rows(s))
+        replayed = voting.replay_elo(voting.log_rows(s))
         report = voting.rebuild_ratings(s)
     assert report.max_elo_change == 0.0
     assert {i: (r, n) for i, r in replayed.ratings.items() for n in [replayed.votes[i]]} == incremental

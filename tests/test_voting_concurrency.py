@@ -81,7 +81,7 @@ def test_concurrent_votes_are_all_kept_once(settings: Settings, tmp_path: Path) 
         undos = s.scalar(select(func.count()).select_from(Vote).where(Vote.undoes_vote_id.is_not(None)))
         stored = {i: (r, n) for i, r, n in s.execute(
             select(Rating.image_id, Rating.rating, Rating.votes).where(Rating.method == "elo"))}
-        replay = voting.replay_elo(voting._log_rows(s))
+        replay = voting.replay_elo(voting.log_rows(s))
     assert votes == 1600 and tokens_used == 1600
     assert undos == CLIENTS * (VOTES_EACH // 50)
     assert stored == {i: (replay.ratings[i], replay.votes[i]) for i in replay.ratings}

@@ -6,6 +6,7 @@ limit. On SQLite and PostgreSQL (``settings`` follows the parametrized ``db_url`
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -130,13 +131,15 @@ def test_sqlite_writer_lock_is_released_on_commit_and_on_rollback(voting_db) -> 
 
 def test_background_refit_is_rate_limited(voting_db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     engine, _images, voter_id, _token, _admin_id, _admin_token = voting_db
+    from doohable.voting import live as live_states
+
     with session_scope(engine) as s:
-        live = voting._live_state(s, "active")
+        live = live_states.live_state(s, "active")
     live.state.n_votes, live.state.votes_at_refit = 1000, 0  # the scheduler's own rule says: refit
-    live.refitted_at = voting.time.monotonic()
-    assert not voting._refit_due(live)  # ... but one ran a moment ago
-    monkeypatch.setattr(voting, "REFIT_MIN_INTERVAL_S", 0.0)
-    assert voting._refit_due(live)
+    live.refitted_at = time.monotonic()
+    assert not live.refit_due()  # ... but one ran a moment ago
+    monkeypatch.setattr(live_states, "REFIT_MIN_INTERVAL_S", 0.0)
+    assert live.refit_due()
 
 
 def test_only_cookieless_bearer_api_calls_skip_the_session() -> None:

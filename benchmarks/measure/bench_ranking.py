@@ -1,7 +1,8 @@
 """Speed of the ranking engine on this machine: full refits and next-pair latency.
 
-Prints, in one run: the Bradley–Terry refit on 10,000 images / 200,000 votes (plain, and
-with voter reliability + position bias), with choix's ILSR (same prior) as the baseline,
+Prints, in one run: the Bradley–Terry refit on 10,000 images / 200,000 votes (plain, with
+voter reliability + position bias, and with a scorer's prior whose weight is learned by EM:
+``--prior-pearson``), with choix's ILSR (same prior) as the baseline,
 and the p50/p99 latency of ``next_pair`` at 10,000 images for every scheduler (the
 ``random`` scheduler is the baseline), plus the per-vote cost of ``observe``.
 
@@ -19,6 +20,7 @@ import numpy as np
 from scipy.special import expit
 
 from doohable.ranking import bradley_terry, scheduler
+from doohable.ranking import prior as model_prior
 from doohable.ranking.state import RatingState
 from doohable.ranking.votes import Comparisons
 
@@ -43,10 +45,19 @@ def timed(fn, repeat: int) -> tuple[float, float, object]:
     return best
 
 
-def bench_refit(n: int, v: int, repeat: int) -> None:
+def model_scores(q: np.ndarray, pearson: float) -> np.ndarray:
+    noise = np.random.default_rng(7).normal(size=len(q))
+    return pearson * q + np.sqrt(1.0 - pearson**2) * noise
+
+
+def bench_refit(n: int, v: int, repeat: int, pearson: float) -> None:
     comps, q = votes(n, v)
-    for label, kw in (("plain BT", {"crowd": False}), ("crowd BT + bias", {"crowd": True})):
-        wall, cpu, res = timed(lambda kw=kw: bradley_terry.fit(comps, **kw), repeat)
+    prior = model_prior.ModelPrior.from_scores(model_scores(q, pearson))
+    fits = (("plain BT", lambda: bradley_terry.fit(comps, crowd=False)),
+            ("crowd BT + bias", lambda: bradley_terry.fit(comps, crowd=True)),
+            (f"+ prior R={pearson}", lambda: model_prior.fit(comps, prior)[0]))
+    for label, fn in fits:
+        wall, cpu, res = timed(fn, repeat)
         r = np.corrcoef(res.ratings, q)[0, 1]
         print(f"refit {label:16s} {n} images / {v} votes: {wall:.2f} s wall ({cpu:.2f} s CPU), "
               f"corr with truth {r:.4f}, reliability of spammers {res.reliability[:2].round(2)}")
@@ -58,11 +69,13 @@ def bench_refit(n: int, v: int, repeat: int) -> None:
           f"corr with truth {np.corrcoef(base, q)[0, 1]:.4f}")
 
 
-def bench_next_pair(n: int, v: int, calls: int) -> None:
-    comps, _ = votes(n, v, seed=1)
+def bench_next_pair(n: int, v: int, calls: int, pearson: float) -> None:
+    comps, q = votes(n, v, seed=1)
     base_state = RatingState.from_comparisons(comps)
-    for name in ("random", "report", "active", "threshold"):
-        state = RatingState.from_comparisons(comps) if name != "random" else base_state
+    for label in ("random", "report", "active", "threshold", "active+prior", "threshold+prior"):
+        name, with_prior = label.split("+")[0], label.endswith("+prior")
+        scores = model_scores(q, pearson) if with_prior else None
+        state = RatingState.from_comparisons(comps, prior_scores=scores) if name != "random" else base_state
         sched = scheduler.create(name, **({"budget": 20 * n} if name == "report" else {}))
         rng = np.random.default_rng(0)
         lat, cpu, obs = [], [], []
@@ -75,7 +88,7 @@ def bench_next_pair(n: int, v: int, calls: int) -> None:
             lat.append(t1 - t0)
             cpu.append(c1 - c0)
         ms, cpu_ms = np.array(lat) * 1e3, np.array(cpu) * 1e3
-        print(f"next_pair {name:9s} at {n} images: wall p50 {np.percentile(ms, 50):.3f} ms, "
+        print(f"next_pair {label:15s} at {n} images: wall p50 {np.percentile(ms, 50):.3f} ms, "
               f"p99 {np.percentile(ms, 99):.3f} ms, max {ms.max():.2f} ms; "
               f"CPU p50 {np.percentile(cpu_ms, 50):.3f} ms, p99 {np.percentile(cpu_ms, 99):.3f} ms; "
               f"record+online update wall p99 "
@@ -89,13 +102,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--skip-refit", action="store_true", help="only the next-pair latencies")
+    ap.add_argument("--prior-pearson", type=float, default=0.9, help="the simulated scorer's Pearson R")
     args = ap.parse_args()
     load = os.getloadavg()[0]
     print(f"{time.strftime('%Y-%m-%d %H:%M')} UTC, load average {load:.1f} on {os.cpu_count()} CPUs")
     if not args.skip_refit:
-        bench_refit(args.images, args.votes, args.repeat)
+        bench_refit(args.images, args.votes, args.repeat, args.prior_pearson)
     # a 10,000-image state past the active scheduler's warm-up (3 comparisons per image)
-    bench_next_pair(args.images, 4 * args.images, args.calls)
+    bench_next_pair(args.images, 4 * args.images, args.calls, args.prior_pearson)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def bench(backend: str, workers: int, servers: int, args: argparse.Namespace, tm
         stored = int(s.scalar(select(func.count()).select_from(Vote)) or 0)
         elo = select(Rating.image_id, Rating.rating).where(Rating.method == "elo")
         table = {i: r for i, r in s.execute(elo)}
-        replay = voting.replay_elo(voting._log_rows(s)).ratings
+        replay = voting.replay_elo(voting.log_rows(s)).ratings
     dispose_all()
     if schema:
         with admin.begin() as conn:

@@ -13,6 +13,7 @@ from doohable.cli.common import app
 from doohable.cli import store_cmds  # noqa: F401
 from doohable.cli import ranking_cmds  # noqa: F401
 from doohable.cli import model_cmds  # noqa: F401
+from doohable.cli import loop_cmds  # noqa: F401
 from doohable.cli import score_cmds  # noqa: F401
 from doohable.cli import serve_cmds  # noqa: F401
 

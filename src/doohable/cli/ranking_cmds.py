@@ -33,6 +33,10 @@ def simulate_cmd(
                                "(default: 10 when --csv or --plot is given)."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per seed and budget here."),
     plot_path: Path | None = typer.Option(None, "--plot", help="PNG plot: accuracy against votes per image."),
+    prior_pearson: float | None = typer.Option(
+        None, "--prior-pearson", min=-1.0, max=1.0,
+        help="Give the campaign a model whose scores correlate R with the true qualities (R may be 0 or "
+        "negative), used as the ratings' prior with its weight learned from the votes."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Simulate labelling campaigns and measure how well each strategy ranks the images."""
@@ -56,7 +60,8 @@ def simulate_cmd(
             try:
                 results.append(simulate(name, images, votes_per_image, crowd, seeds,
                                         None if rating == "auto" else rating, checkpoints,
-                                        on_run=lambda _s: bar.advance(task), **kw))
+                                        on_run=lambda _s: bar.advance(task), prior_pearson=prior_pearson,
+                                        **kw))
             except ValueError as exc:
                 raise fail(str(exc)) from exc
     if csv_path:

@@ -258,17 +258,12 @@ class VotePairs:
 
 
 def vote_pairs_from_db(session: Any) -> VotePairs:
-    """Every counted vote as (winner, loser): undo rows and the votes they undo are left out."""
-    from sqlalchemy import select
+    """Every counted decisive vote as (winner, loser) (:func:`doohable.voting.effective_votes`)."""
+    from doohable.voting.log import effective_votes
 
-    from doohable.store.models import Vote
-
-    rows = session.execute(select(Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id))
-    rows = list(rows)
-    undone = {r.undoes_vote_id for r in rows if r.undoes_vote_id is not None}
     w, lo = [], []
-    for r in rows:
-        if r.undoes_vote_id is not None or r.id in undone or r.winner_id is None:
+    for r in effective_votes(session):
+        if r.winner_id is None:
             continue
         w.append(r.winner_id)
         lo.append(r.right_id if r.winner_id == r.left_id else r.left_id)
@@ -276,25 +271,26 @@ def vote_pairs_from_db(session: Any) -> VotePairs:
 
 
 def ratings_from_db(session: Any, method: str = "bt", *, min_votes: int = 1) -> ScoredImages:
-    """In-house labels: images with a rating by ``method``, rescaled linearly to 1..5.
+    """In-house labels: the images' ratings by ``method`` from the vote log as it is now
+    (:func:`doohable.voting.ratings`: Elo kept vote by vote, BT refitted from the log),
+    rescaled linearly to 1..5. Votes for images no longer in the database are left out.
 
     ``paths`` are ``blob:<sha256>`` (read them with :func:`blob_sources`).
     """
     from sqlalchemy import select
 
     from doohable.store.models import Image as ImageRow
-    from doohable.store.models import Rating
+    from doohable.voting.ratings import ratings
 
-    q = (
-        select(ImageRow.sha256, Rating.rating)
-        .join(Rating, Rating.image_id == ImageRow.id)
-        .where(Rating.method == method, Rating.votes >= min_votes)
-        .order_by(ImageRow.id)
-    )
+    rated = {r.image_id: r.rating for r in ratings(session, method) if r.votes >= min_votes}
+    if not rated:
+        raise ValueError(f"no images have {min_votes} or more counted votes yet: cast votes first "
+                         "(doohable serve, then the vote page), then train")
+    q = select(ImageRow.id, ImageRow.sha256).where(ImageRow.id.in_(rated)).order_by(ImageRow.id)
     rows = list(session.execute(q))
     if not rows:
-        raise ValueError(f"no images have a {method!r} rating with at least {min_votes} votes")
-    r = np.asarray([row.rating for row in rows], np.float64)
+        raise ValueError("every voted image has been deleted: no labels to train on")
+    r = np.asarray([rated[row.id] for row in rows], np.float64)
     span = float(r.max() - r.min()) or 1.0
     scores = 1.0 + 4.0 * (r - r.min()) / span
     return ScoredImages(

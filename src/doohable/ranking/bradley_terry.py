@@ -67,10 +67,11 @@ class BTResult:
 
 @dataclass(frozen=True)
 class Priors:
-    """Prior precision of ratings and Beta(a, b) prior of voters' reliability."""
+    """Prior of ratings, N(mean, 1/alpha) (mean None: 0), and Beta(a, b) prior of voters' reliability."""
 
     alpha: float = 1.0
     reliability: tuple[float, float] = (4.0, 1.0)
+    mean: FloatArray | None = None
 
 
 def neg_log_posterior(c: Comparisons, theta: FloatArray, b: float, eta_v: FloatArray | None,
@@ -89,7 +90,8 @@ def neg_log_posterior(c: Comparisons, theta: FloatArray, b: float, eta_v: FloatA
         ll = float(y @ np.log(eta * expit(x) + rest) + (1.0 - y) @ np.log(eta * expit(-x) + rest))
         e = np.clip(eta_v, 1e-12, 1 - 1e-12)
         ll += float(np.sum(pri.reliability[0] * np.log(e) + pri.reliability[1] * np.log1p(-e)))
-    return -ll + 0.5 * pri.alpha * float(theta @ theta) + 0.5 * b * b
+    d = theta if pri.mean is None else theta - pri.mean
+    return -ll + 0.5 * pri.alpha * float(d @ d) + 0.5 * b * b
 
 
 def _vote_terms(c: Comparisons, x: np.ndarray, eta: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +166,7 @@ def fit(
     priors: Priors | None = None,
     init: FloatArray | None = None,
     init_reliability: FloatArray | None = None,
+    prior_mean: FloatArray | None = None,
     tol: float = 1e-5,
     max_iter: int = 100,
     exact_std_max_items: int = EXACT_STD_MAX_ITEMS,
@@ -185,6 +188,8 @@ def fit(
     priors : the reliability prior (see :class:`Priors`).
     init, init_reliability : optional starting ratings and voter reliabilities (a warm
         start); the answer does not depend on them beyond the optimiser's tolerance.
+    prior_mean : (n_items,) mean of each rating's Gaussian prior (e.g. a scorer's opinion,
+        see :mod:`doohable.ranking.prior`); default 0.
 
     Returns
     -------
@@ -192,10 +197,12 @@ def fit(
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0 (prior precision), got {alpha}")
-    pri = Priors(alpha, priors.reliability if priors else Priors.reliability)
     n = comps.n_items
+    m = np.zeros(n) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
+    pri = Priors(alpha, priors.reliability if priors else Priors.reliability,
+                 None if prior_mean is None else m)
     fit_bias = (comps.positions_known if bias is None else bias) and len(comps) > 0
-    theta = np.zeros(n) if init is None else np.array(init, dtype=np.float64)
+    theta = m.copy() if init is None else np.array(init, dtype=np.float64)
     b = 0.0
     eta_v = None
     if crowd:
@@ -210,7 +217,7 @@ def fit(
             new_eta = _reliability_newton(comps, x, eta_v, pri, steps=4)
             eta_moved, eta_v = float(np.abs(new_eta - eta_v).max()), new_eta
         g, w = _vote_terms(comps, x, None if eta_v is None else eta_v[comps.voter])
-        grad = np.bincount(comps.left, g, n) - np.bincount(comps.right, g, n) - alpha * theta
+        grad = np.bincount(comps.left, g, n) - np.bincount(comps.right, g, n) - alpha * (theta - m)
         if fit_bias:
             grad = np.append(grad, g.sum() - b)
         h = pattern.matrix(comps, w, alpha)

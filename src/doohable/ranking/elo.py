@@ -7,13 +7,14 @@ after a vote ``R <- R + K (S - E)`` with ``S`` = 1 for the winner, 0 for the los
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from doohable.ranking.votes import Comparisons, FloatArray
+from doohable.ranking.votes import Comparisons, FloatArray, LogRow
 
 K = 10.0
 SCALE = 200.0
@@ -58,3 +59,52 @@ def ratings_from_comparisons(comps: Comparisons, k: float = K, scale: float = SC
     for a, b, s in zip(comps.left.tolist(), comps.right.tolist(), comps.outcome.tolist(), strict=True):
         rl[a], rl[b] = update_scores(rl[a], rl[b], s, k, scale)
     return np.asarray(rl, dtype=np.float64)
+
+
+@dataclass
+class EloState:
+    """Elo ratings after replaying a log: ratings, vote counts and the change each vote made."""
+
+    ratings: dict[int, float] = field(default_factory=dict)
+    votes: dict[int, int] = field(default_factory=dict)
+    deltas: dict[int, tuple[int, float, int, float]] = field(default_factory=dict)
+
+
+def game(r_left: float, r_right: float, winner: str | None) -> tuple[float, float]:
+    """New (left, right) ratings after one vote; ``winner`` is "left", "right" or None (tie)."""
+    s_left = {"left": 1.0, "right": 0.0, None: 0.5}[winner]
+    new_l, new_r = update_scores(r_left, r_right, s_left)
+    return float(new_l), float(new_r)
+
+
+def side(left_id: int, right_id: int, winner_id: int | None) -> str | None:
+    """Which side of the pair ``winner_id`` is: "left", "right", or None (a tie)."""
+    if winner_id is None:
+        return None
+    return "left" if winner_id == left_id else "right"
+
+
+def replay_log(rows: Iterable[LogRow]) -> EloState:
+    """Replay a vote log (in id order) into Elo ratings, exactly as the incremental path.
+
+    A vote applies :func:`game` (a tie, "can't decide", scores half each); an undo row
+    subtracts the change the undone vote made and its count.
+    """
+    state = EloState()
+    r, n = state.ratings, state.votes
+    for row in rows:
+        if row.undoes_vote_id is not None:
+            if row.undoes_vote_id in state.deltas:
+                a, da, b, db = state.deltas[row.undoes_vote_id]
+                r[a], r[b] = r[a] - da, r[b] - db
+                n[a] -= 1
+                n[b] -= 1
+            continue
+        a, b = row.left_id, row.right_id
+        for i in (a, b):
+            r.setdefault(i, 0.0)
+            n[i] = n.get(i, 0) + 1
+        new_a, new_b = game(r[a], r[b], side(a, b, row.winner_id))
+        state.deltas[row.id] = (a, new_a - r[a], b, new_b - r[b])
+        r[a], r[b] = new_a, new_b
+    return state

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
+
+from doohable.ranking.votes import LogRow
 
 
 def pairwise_accuracy(truth: ArrayLike, estimate: ArrayLike) -> float:
@@ -57,3 +60,34 @@ def vote_prediction(p_winner: ArrayLike) -> tuple[float, float]:
         raise ValueError("no votes to score")
     acc = float(np.mean((p > 0.5) + 0.5 * (p == 0.5)))
     return acc, float(-np.mean(np.log(np.clip(p, 1e-12, 1 - 1e-12))))
+
+
+def settled_share(rating: ArrayLike, std: ArrayLike, z: float = 1.96, max_items: int = 2000) -> float:
+    """Share of item pairs whose order is known at 95 %: |r_i - r_j| > z * sqrt(s_i² + s_j²)."""
+    r, s = np.asarray(rating, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    n = len(r)
+    if n < 2:
+        return 0.0
+    if n > max_items:  # a deterministic subsample keeps this O(max_items²)
+        keep = np.linspace(0, n - 1, max_items).astype(int)
+        r, s = r[keep], s[keep]
+    diff = np.abs(r[:, None] - r[None, :])
+    sd = np.sqrt(s[:, None] ** 2 + s[None, :] ** 2)
+    upper = np.triu_indices(len(r), k=1)
+    return float(np.mean(diff[upper] > z * sd[upper]))
+
+
+def vote_agreement(scores: dict[int, float], votes: Sequence[LogRow]) -> tuple[float | None, int]:
+    """(share of decisive votes whose winner has the higher score, ties half; votes measured).
+
+    Votes with an image that has no score are left out."""
+    hits, n = 0.0, 0
+    for r in votes:
+        if r.winner_id is None:
+            continue
+        loser = r.right_id if r.winner_id == r.left_id else r.left_id
+        if r.winner_id in scores and loser in scores:
+            w, lo = scores[r.winner_id], scores[loser]
+            hits += 1.0 if w > lo else 0.5 if w == lo else 0.0
+            n += 1
+    return (hits / n if n else None), n

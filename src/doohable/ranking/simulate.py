@@ -15,7 +15,7 @@ Each seed fixes the truth, the crowd and the voters' sequence, shared by all str
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, ndtri
 
 from doohable.ranking import bradley_terry, metrics
+from doohable.ranking import prior as model_prior
 from doohable.ranking.scheduler import Scheduler, create
 from doohable.ranking.state import RatingState
 from doohable.ranking.votes import FloatArray
@@ -118,6 +119,8 @@ def estimate(state: RatingState, rating: str) -> FloatArray:
         return state.elo.copy()
     if rating in ("bt", "crowd"):
         comps = state.comparisons()
+        if state.prior is not None:
+            return model_prior.fit(comps, state.prior, crowd=rating == "crowd", init=state.mean)[0].ratings
         return bradley_terry.fit(comps, alpha=state.alpha, crowd=rating == "crowd", init=state.mean).ratings
     raise ValueError(f"unknown rating method {rating!r}: known are {', '.join(RATINGS)}")
 
@@ -130,35 +133,69 @@ def run_campaign(
     seed: int,
     checkpoints: Sequence[float] | None = None,
     ratings: Sequence[str] | None = None,
+    prior_pearson: float | None = None,
     **scheduler_kw: Any,
 ) -> list[Point]:
     """Simulate one campaign; measure each rating method at each checkpoint (votes/image).
 
     ``strategy`` is a scheduler name, or a :data:`SchedulerFactory` called with the
     campaign's true qualities and crowd (an oracle; ``scheduler_kw`` are then ignored).
+    ``prior_pearson`` R: the campaign has a model whose scores correlate R with the true
+    qualities (``R q + sqrt(1 - R²) e``, own random stream: the campaign is otherwise the
+    same), used as the ratings' prior (:mod:`doohable.ranking.prior`).
     """
+    q = np.random.default_rng([seed, 0]).normal(size=n_images)
+    prior = None if prior_pearson is None else model_scores(q, prior_pearson, seed)
+    points: list[Point] = []
+    for votes, state, sched in campaign(strategy, q, votes_per_image, crowd, seed, checkpoints, prior,
+                                        **scheduler_kw):
+        points.extend(_measure(q, state, votes, n_images, list(ratings or [sched.rating])))
+    return points
+
+
+def campaign(
+    strategy: str | SchedulerFactory,
+    q: FloatArray,
+    votes_per_image: float,
+    crowd: CrowdConfig,
+    seed: int,
+    checkpoints: Sequence[float] | None = None,
+    prior_scores: FloatArray | None = None,
+    **scheduler_kw: Any,
+) -> Iterator[tuple[int, RatingState, Scheduler]]:
+    """Play one campaign on true qualities ``q``; yield (votes so far, state, scheduler) at each
+    checkpoint (votes per image) and at the end. ``prior_scores``: a model's opinion of each image."""
+    n_images = len(q)
     total = round(votes_per_image * n_images)
     if total < 1:
         raise ValueError("votes per image x images must give at least one vote")
     stops = sorted({min(total, max(1, round(c * n_images))) for c in (checkpoints or [])} | {total})
     truth_rng, sched_rng, vote_rng = (np.random.default_rng([seed, k]) for k in range(3))
-    q = truth_rng.normal(size=n_images)
+    truth_rng.normal(size=n_images)  # the stream's first draws are the default truth
     people = make_crowd(crowd, truth_rng)
     voters = vote_rng.integers(crowd.n_voters, size=total).tolist()
     coins = vote_rng.random(total).tolist()
     sched = create(strategy, **scheduler_kw) if isinstance(strategy, str) else strategy(q, people)
     sched.plan(total)
-    methods = list(ratings or [sched.rating])
     state = RatingState(n_images)
-    points: list[Point] = []
+    if prior_scores is not None:
+        state.set_prior(prior_scores)
     for t in range(total):
         v = voters[t]
         a, b = sched.next_pair(state, sched_rng, voter=v)
         outcome = 1.0 if coins[t] < people.p_left(v, q[a] - q[b]) else 0.0
         sched.observe(state, a, b, outcome, voter=v)
-        if t + 1 == stops[len(points) // len(methods)]:
-            points.extend(_measure(q, state, t + 1, n_images, methods))
-    return points
+        if t + 1 in stops:
+            yield t + 1, state, sched
+
+
+def model_scores(q: FloatArray, pearson: float, seed: int) -> FloatArray:
+    """Scores of a simulated model with Pearson correlation ``pearson`` (in expectation) with ``q``."""
+    if not -1.0 <= pearson <= 1.0:
+        raise ValueError(f"prior Pearson must be in [-1, 1], got {pearson}")
+    noise = np.random.default_rng([seed, 3]).normal(size=len(q))
+    z = (q - q.mean()) / (q.std() or 1.0)
+    return np.asarray(pearson * z + np.sqrt(1.0 - pearson**2) * noise, dtype=np.float64)
 
 
 def _measure(q: FloatArray, state: RatingState, votes: int, n: int, methods: Sequence[str]) -> list[Point]:
@@ -180,6 +217,7 @@ class SimulationResult:
     crowd: CrowdConfig
     seeds: int
     rating: str
+    prior_pearson: float | None = None
     points: list[tuple[int, Point]] = field(default_factory=list)
 
     def summary(self, rating: str | None = None, votes_per_image: float | None = None) -> dict[str, Any]:
@@ -200,7 +238,7 @@ class SimulationResult:
         doc: dict[str, Any] = {
             "strategy": self.strategy, "images": self.images, "votes_per_image": self.votes_per_image,
             "voter_accuracy": self.crowd.voter_accuracy, "spammers": self.crowd.spammers,
-            "seeds": self.seeds, "rating": self.rating,
+            "seeds": self.seeds, "rating": self.rating, "prior_pearson": self.prior_pearson,
         }
         doc.update(self.summary())
         stops = sorted({p.votes_per_image for _, p in self.points if p.rating == self.rating})
@@ -224,6 +262,7 @@ def simulate(
     checkpoints: Sequence[float] | None = None,
     extra_ratings: Sequence[str] = (),
     on_run: Callable[[int], None] | None = None,
+    prior_pearson: float | None = None,
     **scheduler_kw: Any,
 ) -> SimulationResult:
     """Run ``seeds`` campaigns of one strategy; ``rating`` defaults to the strategy's own.
@@ -245,9 +284,10 @@ def simulate(
     if main not in RATINGS:
         raise ValueError(f"unknown rating method {main!r}: known are {', '.join(RATINGS)}")
     methods = [main, *[m for m in extra_ratings if m != main]]
-    result = SimulationResult(label, images, votes_per_image, crowd, seeds, main)
+    result = SimulationResult(label, images, votes_per_image, crowd, seeds, main, prior_pearson)
     for s in range(seeds):
-        pts = run_campaign(strategy, images, votes_per_image, crowd, s, checkpoints, methods, **scheduler_kw)
+        pts = run_campaign(strategy, images, votes_per_image, crowd, s, checkpoints, methods,
+                           prior_pearson=prior_pearson, **scheduler_kw)
         result.points.extend((s, p) for p in pts)
         if on_run is not None:
             on_run(s)

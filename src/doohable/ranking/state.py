@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from doohable.ranking import bradley_terry, elo
+from doohable.ranking import prior as model_prior
 from doohable.ranking.votes import Comparisons, FloatArray, IntArray
 
 
@@ -29,6 +30,8 @@ class RatingState:
     counts : (n,) comparisons per image.
     reliability : per dense voter index, the voters' fitted reliability (1 until a crowd refit).
     left_bias : fitted left/right bias (logit).
+    prior : a scorer's opinion as the ratings' prior, its weight learned at each refit
+        (:mod:`doohable.ranking.prior`); None: the plain ``N(0, 1/alpha)`` prior.
     """
 
     n_items: int
@@ -41,6 +44,7 @@ class RatingState:
     left_bias: float = 0.0
     n_votes: int = 0
     votes_at_refit: int = 0
+    prior: model_prior.ModelPrior | None = None
     _order: IntArray = field(init=False, repr=False)
     _rank: IntArray = field(init=False, repr=False)
     _sorted_at: int = field(default=-1, repr=False)
@@ -62,10 +66,21 @@ class RatingState:
         self.counts = np.zeros(n, dtype=np.int64)
         self.reliability = np.ones(1)
 
+    def set_prior(self, scores: FloatArray) -> None:
+        """Use a scorer's scores (one per image, any scale; NaN = no opinion) as the prior."""
+        if len(scores) != self.n_items:
+            raise ValueError(f"{len(scores)} prior scores for {self.n_items} images")
+        self.prior = model_prior.ModelPrior.from_scores(scores)
+        if self.n_votes == 0:
+            self.mean, self.var = self.prior.mean, np.full(self.n_items, self.prior.tau2)
+
     @classmethod
-    def from_comparisons(cls, comps: Comparisons, alpha: float = 1.0, crowd: bool = True) -> RatingState:
+    def from_comparisons(cls, comps: Comparisons, alpha: float = 1.0, crowd: bool = True,
+                         prior_scores: FloatArray | None = None) -> RatingState:
         """Replay a whole log (Elo in order), then fit BT on it: the state a service starts from."""
         state = cls(comps.n_items, alpha)
+        if prior_scores is not None:
+            state.set_prior(prior_scores)
         for a, b, y, v in zip(comps.left.tolist(), comps.right.tolist(), comps.outcome.tolist(),
                               comps.voter.tolist(), strict=True):
             state.record(a, b, y, v, online=False)
@@ -139,7 +154,12 @@ class RatingState:
         """Full MAP fit on the whole log (warm-started); replaces mean, var, reliability, bias."""
         comps = self.comparisons()
         eta0 = self.reliability if self.reliability.size == comps.n_voters else None
-        res = bradley_terry.fit(comps, alpha=self.alpha, crowd=crowd, init=self.mean, init_reliability=eta0)
+        if self.prior is not None:
+            res, self.prior = model_prior.fit(comps, self.prior, crowd=crowd, init=self.mean,
+                                              init_reliability=eta0)
+        else:
+            res = bradley_terry.fit(comps, alpha=self.alpha, crowd=crowd, init=self.mean,
+                                    init_reliability=eta0)
         self.mean = res.ratings.copy()
         self.var = res.std**2
         self.reliability = res.reliability.copy()
@@ -147,6 +167,16 @@ class RatingState:
         self.votes_at_refit = self.n_votes
         self._sorted_at = -1
         return res
+
+    def adopt(self, fitted: RatingState) -> None:
+        """Take the posterior of ``fitted`` (a refitted copy of an earlier state of this one):
+        mean, variance, bias and voter reliabilities; votes recorded since keep their counts."""
+        n_voters = self.reliability.size
+        self.mean, self.var, self.left_bias = fitted.mean.copy(), fitted.var.copy(), fitted.left_bias
+        rel = fitted.reliability
+        self.reliability = np.concatenate([rel, np.ones(max(0, n_voters - rel.size))])
+        self.votes_at_refit = fitted.n_votes
+        self.prior = fitted.prior
 
     # -- rating order (for "close rating" partners) ---------------------------------------
     def neighbours(self, i: int, width: int, ratings: str = "bt") -> IntArray:

@@ -52,6 +52,25 @@ def outcome_of(left: Hashable, right: Hashable, winner: Hashable | None) -> floa
     raise ValueError(f"winner {winner!r} is not in the pair ({left!r}, {right!r})")
 
 
+@dataclass(frozen=True)
+class LogRow:
+    """One row of a vote log: a vote (``undoes_vote_id`` None) or an undo of an earlier vote."""
+
+    id: int
+    left_id: int
+    right_id: int
+    winner_id: int | None
+    undoes_vote_id: int | None
+    voter_id: int = 0
+
+
+def effective(rows: Iterable[LogRow]) -> list[LogRow]:
+    """The rows that count: votes (ties included) that are not undone; undo rows left out."""
+    rows = list(rows)
+    undone = {r.undoes_vote_id for r in rows if r.undoes_vote_id is not None}
+    return [r for r in rows if r.undoes_vote_id is None and r.id not in undone]
+
+
 class IdIndex:
     """A fixed mapping between outside ids (image or voter ids) and dense indices."""
 
@@ -184,3 +203,20 @@ def read_votes_csv(path: str | Path, image_ids: Iterable[Hashable] | None = None
     comps = Comparisons.from_winners(len(images), images.encode(winners), images.encode(losers), who,
                                      max(1, len(voters)))
     return comps, images, voters
+
+
+def comparisons_from_log(
+    rows: Sequence[LogRow], items: IdIndex, voters: IdIndex | None = None
+) -> Comparisons:
+    """Votes of a log as :class:`Comparisons` over ``items``; voters dense by ``voters``, or
+    (None) the raw voter ids as indices. Every row must be a vote between two of ``items``."""
+    voter = (voters.encode((r.voter_id for r in rows), "voter") if voters is not None
+             else np.array([r.voter_id for r in rows], dtype=np.int64))
+    return Comparisons(
+        n_items=len(items),
+        left=items.encode(r.left_id for r in rows),
+        right=items.encode(r.right_id for r in rows),
+        outcome=np.array([outcome_of(r.left_id, r.right_id, r.winner_id) for r in rows], dtype=np.float64),
+        voter=voter,
+        n_voters=len(voters) if voters is not None else max([r.voter_id for r in rows], default=0) + 1,
+    )

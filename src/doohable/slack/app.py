@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from doohable import voting
 from doohable.config import Settings
 from doohable.signing import image_url
+from doohable.slack.users import voter_for_slack_user
 from doohable.store.db import get_engine, session_scope
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class SlackVoting:
     def next_blocks(self, slack_user: str, base: str, note: str = "") -> list[dict[str, Any]]:
         """The next pair for a Slack user, as blocks (or a message when there is none)."""
         with session_scope(self.engine) as s:
-            voter = voting.voter_for_slack_user(s, slack_user)
+            voter = voter_for_slack_user(s, slack_user)
             try:
                 pair = voting.next_pair(s, voter.id)
             except voting.VotingError as e:
@@ -108,7 +109,7 @@ class SlackVoting:
         except (ValueError, KeyError, TypeError):
             return "That button is not one of ours."
         with session_scope(self.engine) as s:
-            voter = voting.voter_for_slack_user(s, slack_user)
+            voter = voter_for_slack_user(s, slack_user)
             try:
                 if action_id == "vote_skip":
                     voting.skip_pair(s, voter.id, token)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
 
 from doohable import voting
 from doohable.api.deps import SessionDep, SettingsDep
@@ -134,4 +135,15 @@ def leaderboard(request: Request, user: PageUser, session: SessionDep, settings:
         for k, i in enumerate(order)
         if i in images
     ]
-    return render(request, "leaderboard.html", {"rows": rows})
+    return render(request, "leaderboard.html", {"rows": rows, "loop": loop_status(session)})
+
+
+def loop_status(session: Session) -> dict[str, Any] | None:
+    """Model-vs-votes agreement and how much voting can still settle, for the leaderboard."""
+    from doohable.voting.prior import model_agreement
+
+    status = model_agreement(session)
+    if status is not None:
+        settled, _std = voting.ranking_settled(session)
+        status["unsettled"] = 1.0 - settled
+    return status

@@ -1,0 +1,100 @@
+"""A scorer's opinion as the prior of Bradley–Terry ratings, with its weight learned from the votes.
+
+Every image has a model score ``s`` (standardised to mean 0, std 1). The ratings' prior is
+
+    theta_i ~ N(a + b * s_i, tau²)
+
+so an image with no votes sits at the model's estimate, with uncertainty ``tau``. ``a``, ``b``
+and ``tau²`` are not set by hand: they are fitted to the votes by empirical Bayes, with EM on
+the Laplace approximation of the posterior (E-step: a MAP fit of the ratings under the current
+prior, giving each rating's mean ``mu_i`` and variance ``v_i``; M-step: ``(a, b)`` by least
+squares of ``mu`` on ``s``, ``tau² = mean((mu - a - b s)² + v)``). A model that agrees with
+the voters gets a large ``b`` and a small ``tau``; a useless one (Pearson 0) gets ``b ≈ 0``
+and ``tau²`` the spread of the ratings, i.e. the plain prior; an inverted one a negative ``b``.
+
+The prior starts with ``b = 0`` and ``tau² = 1`` (the plain BT prior: the model is not
+trusted before the first votes); each refit of a :class:`~doohable.ranking.state.RatingState`
+runs :data:`EM_STEPS` E/M steps (warm-started), so the weight follows the votes as they come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from doohable.ranking import bradley_terry
+from doohable.ranking.votes import Comparisons, FloatArray
+
+EM_STEPS = 3  # E/M steps per refit (each one a warm-started MAP fit)
+TAU2_MIN = 1e-3  # keeps the prior proper: a perfect-looking model is never trusted blindly
+
+
+@dataclass(frozen=True)
+class ModelPrior:
+    """The learned prior ``N(a + b * s, tau2)`` of every image's rating (``s`` standardised)."""
+
+    scores: FloatArray
+    a: float = 0.0
+    b: float = 0.0
+    tau2: float = 1.0
+
+    @classmethod
+    def from_scores(cls, scores: ArrayLike) -> ModelPrior:
+        """Standardise raw model scores (any scale); constant or non-finite scores carry no opinion."""
+        raw = np.asarray(scores, dtype=np.float64)
+        ok = np.isfinite(raw)
+        s = np.zeros(raw.shape)
+        if ok.sum() >= 2 and float(raw[ok].std()) > 0:
+            s[ok] = (raw[ok] - raw[ok].mean()) / raw[ok].std()
+        return cls(s)
+
+    @property
+    def mean(self) -> FloatArray:
+        """Prior mean of each rating."""
+        return np.asarray(self.a + self.b * self.scores, dtype=np.float64)
+
+    @property
+    def alpha(self) -> float:
+        """Prior precision (1 / tau²)."""
+        return 1.0 / self.tau2
+
+    def m_step(self, mu: FloatArray, var: FloatArray) -> ModelPrior:
+        """The prior that maximises the expected complete-data likelihood given the posterior."""
+        s = self.scores
+        design = np.column_stack([np.ones_like(s), s])
+        (a, b), *_ = np.linalg.lstsq(design, mu, rcond=None)
+        resid = mu - a - b * s
+        tau2 = max(float(np.mean(resid**2 + var)), TAU2_MIN)
+        return replace(self, a=float(a), b=float(b), tau2=tau2)
+
+    def correlation(self) -> float:
+        """The prior's implied Pearson correlation between model score and rating."""
+        return float(self.b / np.sqrt(self.b**2 + self.tau2))
+
+
+def fit(
+    comps: Comparisons,
+    prior: ModelPrior,
+    *,
+    crowd: bool = True,
+    init: FloatArray | None = None,
+    init_reliability: FloatArray | None = None,
+    steps: int = EM_STEPS,
+) -> tuple[bradley_terry.BTResult, ModelPrior]:
+    """``steps`` EM steps from ``prior``: the last MAP fit and the prior it was fitted under
+    after one more M-step (so the returned prior is the one to use next)."""
+    if len(comps) == 0:
+        n = comps.n_items
+        empty = bradley_terry.BTResult(prior.mean, np.full(n, np.sqrt(prior.tau2)), np.ones(comps.n_voters),
+                                       0.0, True)
+        return empty, prior
+    res = None
+    for _ in range(max(1, steps)):
+        res = bradley_terry.fit(comps, alpha=prior.alpha, crowd=crowd, prior_mean=prior.mean,
+                                init=init, init_reliability=init_reliability)
+        init, init_reliability = res.ratings, res.reliability
+        prior = prior.m_step(res.ratings, res.std**2)
+    assert res is not None
+    return res, prior

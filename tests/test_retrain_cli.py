@@ -1,0 +1,88 @@
+"""``doohable retrain``: votes -> a new scorer -> compared on held-out votes -> promoted if better."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from doohable.cli import app
+from doohable.model.retrain import agreement, split_votes
+from doohable.ranking.votes import LogRow
+from doohable.store.blobs import open_blobs
+from doohable.store.db import get_engine, session_scope
+from doohable.store.models import Image, Score, Vote
+from doohable.store.users import add_user
+from doohable.voting.prior import prior_model
+
+
+def test_split_and_agreement() -> None:
+    rows = [LogRow(i, 1, 2, 1 if i % 3 else None, None) for i in range(1, 201)]
+    train, test = split_votes(rows, 0.25, 0)
+    assert len(train) + len(test) == 200 and all(r.winner_id is not None for r in test)
+    assert 15 < len(test) < 55 and not {r.id for r in train} & {r.id for r in test}
+    assert agreement({1: 2.0, 2: 1.0}, test) == (1.0, len(test))
+    assert agreement({1: 1.0, 2: 1.0}, test)[0] == 0.5  # ties count half
+    assert agreement({}, test) == (None, 0)
+
+
+def _collection(settings: object, shared_data: Path, n: int = 14) -> list[int]:
+    """n real SCUT images in the database, and votes that follow their mean scores."""
+    root = shared_data / "scut-fbp5500"
+    labels = {r["image"]: float(r["score"]) for r in csv.DictReader((root / "labels.csv").open())}
+    names = sorted(labels)[:: len(labels) // n][:n]
+    blobs = open_blobs(settings.resolved_blob_url)  # type: ignore[attr-defined]
+    with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
+        voter, _ = add_user(s, "dana")
+        ids, truth = [], {}
+        for name in names:
+            data = (root / "images" / name).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            blobs.put(sha, data)
+            img = Image(sha256=sha, phash="0" * 16, width=350, height=350, format="JPEG",
+                        size_bytes=len(data))
+            s.add(img)
+            s.flush()
+            ids.append(img.id)
+            truth[img.id] = labels[name]
+        for a, b in itertools.combinations(ids, 2):
+            s.add(Vote(voter_id=voter.id, left_id=a, right_id=b, winner_id=a if truth[a] > truth[b] else b))
+    return ids
+
+
+def test_retrain_promotes_over_a_model_that_cannot_load(settings, shared_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ids = _collection(settings, shared_data)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    target = tmp_path / "in-house.onnx"
+    res = CliRunner().invoke(app, ["retrain", "--current", str(broken), "--promote-to", str(target),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "not a loadable ONNX model" in doc["current"]["error"]
+    assert doc["current"]["pairwise_accuracy"] is None
+    assert doc["votes"]["counted"] == len(ids) * (len(ids) - 1) // 2 and doc["votes"]["measured"] > 0
+    assert doc["new"]["pairwise_accuracy"] > 0.5 and doc["better"] and doc["promoted"] == str(target)
+    assert target.is_file() and doc["rescored"]["scored"] == len(ids)
+    with session_scope(get_engine(settings.resolved_database_url)) as s:
+        model = prior_model(s)
+        assert model is not None and model[0] == "in-house"  # its scores are now the prior
+        n = s.scalar(select(func.count()).select_from(Score).where(Score.model == model[0],
+                                                                     Score.model_version == model[1]))
+        assert n == len(ids)
+    again = CliRunner().invoke(app, ["retrain", "--current", str(target), "--no-promote", "--json"])
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert second["current"]["pairwise_accuracy"] == doc["new"]["pairwise_accuracy"]  # same split, same model
+    assert not np.isnan(second["new"]["pairwise_accuracy"]) and second["promoted"] is None
+
+
+def test_retrain_on_an_empty_log_is_a_clear_error(settings) -> None:  # type: ignore[no-untyped-def]
+    res = CliRunner().invoke(app, ["retrain", "--json"])
+    assert res.exit_code == 2 and "retraining needs at least 10" in res.output
