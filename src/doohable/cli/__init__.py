@@ -15,6 +15,7 @@ from doohable.cli import ranking_cmds  # noqa: F401
 from doohable.cli import model_cmds  # noqa: F401
 from doohable.cli import score_cmds  # noqa: F401
 from doohable.cli import serve_cmds  # noqa: F401
+from doohable.cli import backup_cmds  # noqa: F401
 
 
 def main() -> None:
