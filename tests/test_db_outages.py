@@ -1,0 +1,200 @@
+"""Database outages under load: PostgreSQL connections killed (``pg_terminate_backend``) again and
+again while 8 clients vote, undo and upload and a moderator decides, on a real server. Requests in
+flight get a clear 503 with ``Retry-After`` (never a 500), the server reconnects by itself, and
+every acknowledged vote, image and decision is stored once. SQLite: a locked or read-only
+database answers 503 with the reason; the CLI prints it without a traceback."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, event, func, select, text
+
+from conftest import PG_URL
+from doohable.api.app import create_app
+from doohable.config import Settings
+from doohable.ingest import sweep_orphan_blobs
+from doohable.store.blobs import open_blobs
+from doohable.store.db import dispose_all, get_engine, session_scope
+from doohable.store.models import Decision
+from doohable.store.users import add_user
+from server_support import serve_in_thread, start_server, stop_server
+from test_crash_consistency import CLIENTS, Acked, _check_store, _client_loop
+from voting_support import add_images
+
+DOOHABLE = str(Path(sys.executable).with_name("doohable"))
+
+
+class Answers:
+    """Every status code the clients saw, and whether each 503 carried Retry-After."""
+
+    def __init__(self) -> None:
+        self.codes: Counter[int] = Counter()
+        self.bad_503: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, r: httpx.Response) -> None:
+        with self.lock:
+            self.codes[r.status_code] += 1
+            if r.status_code == 503 and not r.headers.get("Retry-After"):
+                self.bad_503.append(str(r.request.url))
+            if r.status_code >= 500 and r.status_code != 503:
+                r.read()
+                self.bad_503.append(f"{r.status_code} {r.request.url}: {r.text[:300]}")
+
+
+def _moderate(url: str, token: str, decided: dict[int, tuple[int, str]], stop: threading.Event,
+              answers: Answers) -> None:
+    """Approve or reject queued images until ``stop``; remember each acknowledged decision."""
+    rng = random.Random(7)
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=30, event_hooks={"response": [answers]}) as c:
+        while not stop.is_set():
+            try:
+                q = c.get("/api/v1/moderation/queue", params={"limit": 20})
+                if q.status_code != 200 or not q.json():
+                    time.sleep(0.05)
+                    continue
+                image_id = rng.choice(q.json())["id"]
+                verdict = rng.choice(["approved", "rejected"])
+                r = c.post("/api/v1/moderation/decisions", json={"image_id": image_id, "decision": verdict})
+                if r.status_code == 201:
+                    decided[r.json()["decision_id"]] = (image_id, verdict)
+            except httpx.HTTPError:
+                return
+
+
+VICTIM = "doohable-under-test"  # application_name of the server's connections
+
+
+def _kill_connections(db: str, stop: threading.Event, kills: list[int]) -> None:
+    """Terminate every connection of the server under test to database ``db`` every 0.2-0.5 s
+    until ``stop`` (other connections, e.g. the test's own, are left alone)."""
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=None)
+    rng = random.Random(3)
+    with admin.connect() as conn:
+        while not stop.wait(rng.uniform(0.2, 0.5)):
+            n = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND application_name = :victim"
+            ), {"db": db, "victim": VICTIM}).scalar_one()
+            conn.commit()
+            kills.append(int(n))
+    admin.dispose()
+
+
+@pytest.mark.slow
+def test_postgres_connections_killed_under_load_lose_nothing(settings: Settings, tmp_path: Path) -> None:
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("pg_terminate_backend is PostgreSQL's (SQLite: see the locked/read-only tests)")
+    engine = get_engine(settings.resolved_database_url)
+    with session_scope(engine) as s:
+        add_images(s, 30, blobs=open_blobs(settings.resolved_blob_url))
+        tokens = [(u.id, t) for u, t in (add_user(s, f"voter{k}", "voter") for k in range(CLIENTS))]
+        _, mod_token = add_user(s, "mod", "moderator")
+        db = s.execute(text("SELECT current_database()")).scalar_one()
+    dispose_all()
+    server_db = f"{settings.resolved_database_url}&application_name={VICTIM}"
+    proc, url = start_server(tmp_path / "serve.log", env={"DOOHABLE_DATABASE_URL": server_db})
+    acked, stop, answers = Acked(), threading.Event(), Answers()
+    decided: dict[int, tuple[int, str]] = {}
+    kills: list[int] = []
+    threads = [threading.Thread(target=_client_loop, args=(url, t, uid, k, acked, stop, answers), daemon=True)
+               for k, (uid, t) in enumerate(tokens)]
+    threads.append(threading.Thread(target=_moderate, args=(url, mod_token, decided, stop, answers)))
+    killer_stop = threading.Event()
+    killer = threading.Thread(target=_kill_connections, args=(db, killer_stop, kills))
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        killer.start()
+        deadline = time.monotonic() + 25
+        while (answers.codes[503] < 5 or len(acked.votes) < 80) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        killer_stop.set()
+        killer.join(30)
+        time.sleep(1.0)  # the outage is over: the same server, not restarted, serves again
+        n_votes = len(acked.votes)
+        time.sleep(2.0)
+        assert len(acked.votes) > n_votes, "the server did not recover by itself after the outage"
+    finally:
+        stop.set()
+        killer_stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        stop_server(proc)
+    print(f"status codes {dict(answers.codes)}, connections killed {sum(kills)}")
+    assert sum(kills) >= 5, f"too few connections were killed: {kills}"
+    assert answers.codes[503] >= 1, f"no request was caught by the outage: {answers.codes}"
+    assert not answers.bad_503, answers.bad_503[:5]  # every 5xx is a 503 with Retry-After
+    assert decided, "the moderator got nothing done"
+    # orphan blobs of uploads whose commit failed are swept (serve does it at start-up)
+    sweep_orphan_blobs(engine, open_blobs(settings.resolved_blob_url), older_than_s=0)
+    _check_store(settings, acked)
+    with session_scope(engine) as s:
+        stored = {d.id: (d.image_id, d.decision) for d in s.scalars(select(Decision))}
+        assert all(stored.get(i) == v for i, v in decided.items()), "an acknowledged decision was lost"
+
+
+def _sqlite_settings(settings: Settings) -> Settings:
+    if not settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("a SQLite fault")
+    return settings
+
+
+def test_sqlite_locked_answers_503_then_recovers(settings: Settings) -> None:
+    _sqlite_settings(settings)
+    engine = get_engine(settings.resolved_database_url)
+    with session_scope(engine) as s:
+        add_images(s, 4)
+        _, token = add_user(s, "v", "voter")
+    # wait 0.2 s for a lock instead of 30 s, so that the test is quick
+    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout=200"))
+    engine.dispose()
+    holder = sqlite3.connect(settings.resolved_database_url.removeprefix("sqlite:///"), isolation_level=None)
+    with serve_in_thread(create_app(settings)) as url, httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as c:
+        p = c.get("/api/v1/pairs/next").json()
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        r = c.post("/api/v1/votes", json={"pair_token": p["pair_token"], "winner_id": p["left"]["id"]})
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+        assert "locked" in r.json()["detail"] and "Traceback" not in r.text
+        holder.execute("ROLLBACK")
+        r = c.post("/api/v1/votes", json={"pair_token": p["pair_token"], "winner_id": p["left"]["id"]})
+        assert r.status_code == 201, r.text
+    holder.close()
+
+
+def _read_only(home: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``home`` bind-mounted read-only (a private mount namespace)."""
+    cmd = f"mount --bind {home} {home} && mount -o remount,ro,bind {home} && {script}"
+    return subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=120, check=False)
+
+
+def test_sqlite_read_only_gives_a_clear_error(settings: Settings) -> None:
+    _sqlite_settings(settings)
+    with session_scope(get_engine(settings.resolved_database_url)) as s:
+        add_images(s, 2)
+    dispose_all()
+    folder = Path(settings.resolved_database_url.removeprefix("sqlite:///")).parent
+    probe = _read_only(folder, "true")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.strip()}")
+    done = _read_only(folder, f"{DOOHABLE} users add someone --json")
+    assert done.returncode == 3, done.stderr
+    assert "read-only" in done.stderr and "Traceback" not in done.stderr
+    with session_scope(get_engine(settings.resolved_database_url)) as s:
+        assert s.scalar(select(func.count()).select_from(Decision)) == 0  # database intact, readable
