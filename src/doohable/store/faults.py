@@ -9,10 +9,14 @@ import errno
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from doohable.store.blobs import BlobStoreError
+from doohable.store.db import SchemaError
 
 
 def unavailable_reason(exc: BaseException) -> str | None:
-    """A clear reason when ``exc`` is an infrastructure fault worth a retry, else None."""
+    """A clear reason when ``exc`` is an infrastructure fault worth a retry (or a schema newer
+    than the code), else None."""
+    if isinstance(exc, SchemaError):
+        return str(exc)
     if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
