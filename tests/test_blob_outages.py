@@ -184,3 +184,23 @@ def test_local_blobs_on_a_full_disk(settings: Settings, tmp_path: Path) -> None:
         files = [Path(p) for p in (out / name).read_text().split()]
         assert not [p for p in files if p.name.startswith(".tmp-")], f"half-written files: {files}"
         assert len(files) == n and {p.name for p in files} <= shas  # no orphan, no row without bytes
+
+
+def test_upload_while_s3_is_down_answers_503(settings: Settings, moto: tuple[Moto, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from doohable.api.app import create_app
+    from doohable.store.users import add_user
+
+    server, url = moto
+    on_s3 = settings.model_copy(update={"blob_url": url})
+    with session_scope(get_engine(on_s3.resolved_database_url)) as s:
+        _, token = add_user(s, "up", "voter")
+    server.stop()
+    with TestClient(create_app(on_s3), raise_server_exceptions=False) as c:
+        r = c.post("/api/v1/images", files={"file": ("a.jpg", noise_jpeg(7, 48), "image/jpeg")},
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 503 and r.headers["Retry-After"], r.text
+    assert "unreachable" in r.json()["detail"]
+    with session_scope(get_engine(on_s3.resolved_database_url)) as s:
+        assert s.scalars(select(Image)).first() is None  # no row without its bytes
