@@ -279,3 +279,29 @@ def test_sqlite_read_only_gives_a_clear_error(settings: Settings) -> None:
     assert "read-only" in done.stderr and "Traceback" not in done.stderr
     with session_scope(get_engine(settings.resolved_database_url)) as s:
         assert s.scalar(select(func.count()).select_from(Decision)) == 0  # database intact, readable
+
+
+def test_ingest_reconnects_after_its_connections_are_killed(settings: Settings, tmp_path: Path) -> None:
+    """Every connection of a CLI-style ingest is killed after each image: the pool checks a
+    connection before use (pre-ping) and opens a new one, so no image is lost or refused."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    from doohable.ingest import ingest_inputs
+    from voting_support import jpeg_bytes
+
+    url = f"{settings.resolved_database_url}&application_name={VICTIM}"
+    victim = settings.model_copy(update={"database_url": url})
+    for k in range(5):
+        (tmp_path / f"{k}.jpg").write_bytes(jpeg_bytes(900 + k, size=96))
+    admin = get_engine(settings.resolved_database_url)
+    killed: list[int] = []
+
+    def kill(_done: int, _total: int, _source: str) -> None:
+        with admin.connect() as conn:
+            killed.append(conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :v"
+            ), {"v": VICTIM}).scalar_one())
+
+    report = ingest_inputs([str(tmp_path / f"{k}.jpg") for k in range(5)], victim, on_progress=kill)
+    assert sum(killed) >= 4, killed
+    assert (report.added, report.rejected) == (5, []), report.rejected
