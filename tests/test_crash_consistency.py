@@ -11,6 +11,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,11 +44,17 @@ class Acked:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _client_loop(url: str, token: str, voter_id: int, k: int, acked: Acked, stop: threading.Event) -> None:
-    """Vote (and now and then undo or upload) until the server dies or ``stop`` is set."""
+def _client_loop(
+    url: str, token: str, voter_id: int, k: int, acked: Acked, stop: threading.Event,
+    on_response: Callable[[httpx.Response], None] | None = None,
+) -> None:
+    """Vote (and now and then undo or upload) until the server dies or ``stop`` is set;
+    ``on_response`` sees every answer."""
     rng = random.Random(k)
     n = 0
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+    hooks = {"response": [on_response] if on_response else []}
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=30, event_hooks=hooks) as c:
         while not stop.is_set():
             n += 1
             try:

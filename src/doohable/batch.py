@@ -371,7 +371,7 @@ def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings:
     for image in todo:
         try:
             img = decode(blobs.get(image.sha256), draft=(256, 256)).image
-        except (ImageError, KeyError):
+        except (ImageError, KeyError, OSError):  # unreadable, or blob store down: stays unchecked
             continue
         image.nsfw = gate.probability(img)
     session.flush()

@@ -528,6 +528,7 @@ def ingest_inputs(
     ``on_progress(done, total, source)`` is called after each item."""
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
+    from doohable.store.faults import unavailable_reason
 
     report = IngestReport()
     items = list(expand_inputs(inputs, report))
@@ -544,8 +545,10 @@ def ingest_inputs(
         except (ImageError, IngestError, OSError) as e:
             report.reject(item.uri, str(e))
         except Exception as e:  # a bug or a database error must not lose the rest of the run
-            log.exception("ingest of %s failed", item.uri)
-            report.reject(item.uri, f"unexpected error ({type(e).__name__}): {e}")
+            reason = unavailable_reason(e)  # the database down or locked: said plainly
+            if reason is None:
+                log.exception("ingest of %s failed", item.uri)
+            report.reject(item.uri, reason or f"unexpected error ({type(e).__name__}): {e}")
         if on_progress is not None:
             on_progress(done, len(items), item.uri)
     return report

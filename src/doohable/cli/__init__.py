@@ -16,10 +16,21 @@ from doohable.cli import model_cmds  # noqa: F401
 from doohable.cli import loop_cmds  # noqa: F401
 from doohable.cli import score_cmds  # noqa: F401
 from doohable.cli import serve_cmds  # noqa: F401
+from doohable.cli import backup_cmds  # noqa: F401
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as e:  # an infrastructure fault: a clear reason, not a traceback
+        from doohable.cli.common import console
+        from doohable.store.faults import unavailable_reason
+
+        reason = unavailable_reason(e)
+        if reason is None:
+            raise
+        console.print(f"[red]error:[/red] {reason}")
+        raise SystemExit(3) from None
 
 
 __all__ = ["app", "main"]

@@ -6,6 +6,8 @@ grows huge. Writing the same bytes twice is a no-op, so ``put`` is idempotent.""
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import re
 import tempfile
@@ -16,6 +18,41 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class BlobStoreError(OSError):
+    """The blob store cannot be used right now (unreachable, disk full); nothing was written."""
+
+
+def _disk_full(root: Path, e: OSError) -> OSError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BlobStoreError(e.errno, f"disk full: no space left for image bytes in {root}")
+    return e
+
+
+def _s3_faults(method: Any) -> Any:
+    """Turn an S3 connection failure into a :class:`BlobStoreError` with a clear reason."""
+
+    @functools.wraps(method)
+    def wrapper(self: S3BlobStore, *args: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return method(self, *args, **kwargs)
+        except BotoCoreError as e:
+            raise BlobStoreError(errno.EHOSTUNREACH, f"the blob store {self.url} is unreachable: {e}") from e
+
+    return wrapper
+
+
+def _s3_pages(store: S3BlobStore, pages: Any) -> Iterator[dict[str, Any]]:
+    """The listing pages, with a connection failure as a :class:`BlobStoreError`."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        yield from pages
+    except BotoCoreError as e:
+        raise BlobStoreError(errno.EHOSTUNREACH, f"the blob store {store.url} is unreachable: {e}") from e
 
 
 def blob_key(sha256: str) -> str:
@@ -54,17 +91,22 @@ class LocalBlobStore:
         target = self.path(sha256)
         if target.exists():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except OSError as e:
+            raise _disk_full(self.root, e) from e
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise _disk_full(self.root, e) from e
             raise
 
     def get(self, sha256: str) -> bytes:
@@ -112,18 +154,24 @@ class S3BlobStore:
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+            client = boto3.client(
+                "s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}),
+            )
         self.client = client
 
     def key(self, sha256: str) -> str:
         k = blob_key(sha256)
         return f"{self.prefix}/{k}" if self.prefix else k
 
+    @_s3_faults
     def put(self, sha256: str, data: bytes) -> None:
         """Store ``data`` (an S3 PUT is atomic: readers see all of it or nothing)."""
         self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=data)
 
+    @_s3_faults
     def get(self, sha256: str) -> bytes:
         """The bytes of ``sha256``; KeyError when missing."""
         try:
@@ -133,6 +181,7 @@ class S3BlobStore:
         body: bytes = obj["Body"].read()
         return body
 
+    @_s3_faults
     def exists(self, sha256: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -144,6 +193,7 @@ class S3BlobStore:
             raise
         return True
 
+    @_s3_faults
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
 
@@ -152,7 +202,7 @@ class S3BlobStore:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
         )
-        for page in pages:
+        for page in _s3_pages(self, pages):
             for obj in page.get("Contents", []):
                 name = str(obj["Key"]).rsplit("/", 1)[-1]
                 if _SHA256.fullmatch(name):

@@ -72,13 +72,30 @@ def head_revision() -> str:
     return script.get_current_head() or ""
 
 
+class SchemaError(RuntimeError):
+    """The database's schema is newer than this doohable (a downgrade is never done)."""
+
+
+def check_not_newer(engine: Engine) -> str:
+    """The database's revision; SchemaError when this code does not know it (made by a newer
+    doohable: upgrading doohable is the way, downgrading a database is refused)."""
+    rev = current_revision(engine)
+    known = {s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if rev and rev not in known:
+        raise SchemaError(
+            f"the database is at schema revision {rev!r}, made by a newer doohable (this one knows up to "
+            f"{head_revision()!r}): upgrade doohable; a database is never downgraded"
+        )
+    return rev
+
+
 def get_engine(url: str) -> Engine:
     """The process-wide engine for ``url``, migrated to the latest schema on first use."""
     with _lock:
         engine = _engines.get(url)
         if engine is None:
             engine = make_engine(url)
-            if current_revision(engine) != head_revision():
+            if check_not_newer(engine) != head_revision():
                 upgrade(engine)
             _engines[url] = engine
         return engine

@@ -8,7 +8,7 @@ strategy (the model's scores come from their own random stream). Measured in one
   budgets 1-20 votes/image; per budget the paired difference (with model - without) per seed;
 - ``threshold`` with R = 0.9 at 1-3 votes/image (top-third precision).
 
-    nice -n 10 .venv/bin/python benchmarks/simulate_prior.py --seeds 20 --jobs 2 --out prior.json
+    nice -n 10 .venv/bin/python benchmarks/measure/simulate_prior.py --seeds 20 --jobs 2 --out prior.json
 """
 
 from __future__ import annotations
