@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from doohable import __version__
 from doohable.api.errors import install_error_handlers
+from doohable.api.page_errors import install_page_errors
 from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings, get_settings
 from doohable.signing import secret_key
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, limit=lambda path: body_limit(settings, path))
     install_error_handlers(app)
+    install_page_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Routers register here, one per resource (see doohable/api/routers/).
