@@ -9,6 +9,7 @@
   const ui = window.doohableUI;
   let items = [], current = 0, policy = null, draft = null, statusShown = "pending";
   let currentSince = 0, currentByUser = true;
+  let sending = Promise.resolve(); // decisions and undos reach the server in the order made
 
   async function api(path, method = "GET", body) {
     const res = await fetch(path, {
@@ -17,10 +18,11 @@
       body: body ? JSON.stringify(body) : undefined,
     });
     const data = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
-    if (!res.ok) throw new Error((data && data.detail) || res.statusText);
+    if (!res.ok) throw new Error(ui.detail(data) || res.statusText);
     return data;
   }
-  const say = (msg, undo = false) => ui.toast(msg, undo ? { label: "Undo", run: undoLast } : null);
+  let undoable = 0; // decisions made on this page that can still be undone
+  const say = (msg) => ui.toast(msg, undoable > 0 ? { label: "Undo", run: undoLast } : null);
   const fmt = (x, d = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
   const exact = (x) => (x === null || x === undefined ? "off" : String(Number(x)));
 
@@ -56,10 +58,11 @@
     el.querySelector(".src").textContent = [it.source, it.author].filter(Boolean).join(" · ");
     el.querySelector(".facts").textContent = `${it.width}×${it.height} · ${ui.bytes(it.size_bytes)}`;
     el.querySelector(".nsfw").textContent = it.flagged ? `NSFW flagged (${fmt(it.nsfw)})` : "";
-    for (const kind of ["approve", "reject"]) {
+    for (const [kind, decision] of [["approve", "approved"], ["reject", "rejected"]]) {
       const b = el.querySelector("." + kind);
-      b.hidden = it.status === kind + "d";
-      b.onclick = (e) => { if (e.detail <= 1) decide(it.id, kind + "d", false); };
+      b.hidden = it.status === decision;
+      // the second click of a double click belongs to the card already decided
+      b.onclick = (e) => { if (e.detail <= 1) decide(it.id, decision, false); };
     }
     el.querySelector(".open").onclick = () => { select(i, true); render(); ui.openViewer(it); };
     el.onclick = (e) => { if (!e.target.closest("button")) { select(i, true); render(); } };
@@ -98,21 +101,29 @@
     items.splice(i, 1);
     select(i, false);
     render();
-    try {
-      const r = await api("/api/v1/moderation/decisions", "POST", { image_id: id, decision, expected_status: it.status });
-      say(r.created ? `Image ${id} ${decision}.` : `Image ${id} was already ${decision}.`, r.created);
+    const body = { image_id: id, decision, expected_status: it.status };
+    sending = sending.then(() => api("/api/v1/moderation/decisions", "POST", body)).then((r) => {
+      if (r.created) undoable += 1;
+      say(r.created ? `Image ${id} ${decision}.` : `Image ${id} was already ${decision}.`);
       refreshPolicy();
-    } catch (e) {
+    }, (e) => {
       items.splice(Math.min(i, items.length), 0, it);
       render();
       say(`Image ${id} not ${decision}: ${e.message}`);
-    }
+    });
+    return sending;
   }
 
-  async function undoLast() {
+  function undoLast() {
+    sending = sending.then(undoNow);
+    return sending;
+  }
+
+  async function undoNow() {
     try {
       const r = await api("/api/v1/moderation/decisions/undo", "POST");
-      if (!r.undone) { say("Nothing to undo."); return; }
+      undoable = Math.max(0, undoable - 1);
+      if (!r.undone) { undoable = 0; say("Nothing to undo."); return; }
       await load();
       const back = items.findIndex((x) => x.id === r.image_id);
       if (back >= 0) { select(back, true); render(); }
@@ -205,6 +216,6 @@
     if (e.repeat) { say("Held key ignored: press it once per image."); return; }
     fn();
   });
-  window.doohableModeration = { items: () => items };
+  window.doohableModeration = { idle: () => sending.then(() => true) };
   load().then(loadPolicy).catch((e) => say(e.message));
 })();

@@ -34,6 +34,13 @@
     return t instanceof HTMLInputElement && !["range", "checkbox", "radio", "button", "submit"].includes(t.type);
   }
 
+  // an API error's reason: {"detail": "..."} or FastAPI's list of validation errors
+  function detail(data) {
+    const d = data && data.detail;
+    if (Array.isArray(d)) return d.map((x) => `${(x.loc || []).slice(1).join(".")}: ${x.msg}`).join("; ");
+    return typeof d === "string" ? d : null;
+  }
+
   let toastTimer = null;
   function toast(text, action) {
     const box = $("toast");
@@ -87,5 +94,5 @@
     else if ((e.key === "z" || e.key === "+" || e.key === "-") && $("viewer")?.open) { e.preventDefault(); zoom(); }
   }, true);
 
-  window.doohableUI = { plural, bytes, altText, partsText, typing, toast, openViewer };
+  window.doohableUI = { detail, plural, bytes, altText, partsText, typing, toast, openViewer };
 })();

@@ -98,7 +98,8 @@
   // Every action: show the next pair at once, then send the action; errors are shown.
   function act(kind, winnerSide, repeat = false) {
     const why = refusal(repeat);
-    if (why) { say(why); return; }
+    $("notice").textContent = why || "";
+    if (why) { ui.toast(why); return; }
     busy = true;
     const pair = current;
     if (winnerSide) sides[winnerSide].classList.add("picked");
