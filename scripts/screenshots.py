@@ -143,10 +143,7 @@ def main() -> None:
 
         with serve_in_thread(create_app()) as url:
             for path in shoot(url, tokens, args.out):
-                print(
-                    f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size // 1024} KB"
-                )
-
+                print(f"{path}: {path.stat().st_size // 1024} KB")
 
 if __name__ == "__main__":
     main()

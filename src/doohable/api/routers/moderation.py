@@ -134,10 +134,12 @@ def get_queue(
     details = decisions.card_details(session, [i.id for i in items])
     own = [k for k in QueueItemOut.model_fields if hasattr(items[0], k) and k != "url"] if items else []
     return [
-        QueueItemOut(
-            url=absolute_url(request, image_url(i.sha256, formats[i.id], settings)),
-            **{k: getattr(i, k) for k in own},
-            **{k: v for k, v in details[i.id].items() if k not in own},
+        QueueItemOut.model_validate(
+            {
+                **{k: v for k, v in details[i.id].items() if k not in own},
+                **{k: getattr(i, k) for k in own},
+                "url": absolute_url(request, image_url(i.sha256, formats[i.id], settings)),
+            }
         )
         for i in items
     ]

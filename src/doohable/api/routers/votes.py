@@ -59,7 +59,7 @@ def undo(user: VoterDep, session: SessionDep, request: Request) -> UndoOut:
     answer carries that pair again with a new token, to vote on it again."""
     undo_id = voting.undo_last(session, user.id, channel="api")
     if undo_id is None:
-        return UndoOut(undone=False, undo_id=None)
+        return UndoOut(undone=False, undo_id=None, pair=None)
     pair = voting_pages.undone_pair(session, user.id, undo_id)
     again = PairOut(**pair_out(pair, request, app_settings(request)))
     return UndoOut(undone=True, undo_id=undo_id, pair=again)
