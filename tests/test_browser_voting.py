@@ -70,6 +70,7 @@ def current_token(page) -> str:  # type: ignore[no-untyped-def]
 
 def act(page, do) -> None:  # type: ignore[no-untyped-def]
     """Do one action and wait until a new pair is on screen and the server has answered."""
+    page.evaluate("() => window.doohableReady()")  # a new pair takes a vote after a short look
     before = current_token(page)
     do()
     page.wait_for_function("t => document.getElementById('pair').dataset.token !== t", arg=before)
@@ -129,6 +130,7 @@ def test_vote_undo_skip_and_leaderboard(browser, server, size: str) -> None:  # 
     page.wait_for_function("() => document.getElementById('today').textContent === '10'")
 
     # undo the last vote (u), skip one pair (s), can't decide on one (↓)
+    page.evaluate("() => window.doohableReady()")
     page.keyboard.press("u")
     page.evaluate("() => window.doohableIdle()")
     page.wait_for_function("() => document.getElementById('today').textContent === '9'")

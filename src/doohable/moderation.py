@@ -32,6 +32,7 @@ THRESHOLD_KEY = "auto_approve_threshold"
 NSFW_KEY = "nsfw_threshold"
 RULE_THRESHOLD = "auto:threshold"
 RULE_NSFW = "auto:nsfw"
+UNDO_PREFIX = "undo:"  # rule of a row that takes back decision <id> (see doohable.decisions)
 HUMAN_DECISIONS = (Status.approved.value, Status.rejected.value)
 
 
@@ -334,16 +335,20 @@ def apply_policy(
 
 
 def human_decisions(session: Session) -> dict[int, bool]:
-    """image id → approved? from each image's latest decision by a person."""
+    """image id → approved? from each image's latest decision by a person (undone ones and
+    images a person put back to pending left out)."""
     q = (
-        select(Decision.image_id, Decision.decision)
-        .where(Decision.actor_id.is_not(None), Decision.decision.in_(HUMAN_DECISIONS))
+        select(Decision.id, Decision.image_id, Decision.decision, Decision.rule)
+        .where(Decision.actor_id.is_not(None), Decision.decision != "flagged")
         .order_by(Decision.created_at, Decision.id)
     )
-    out: dict[int, bool] = {}
-    for image_id, decision in session.execute(q):
-        out[image_id] = decision == Status.approved.value
-    return out
+    rows = session.execute(q).all()
+    undone = {int(r[len(UNDO_PREFIX) :]) for *_, r in rows if r and r.startswith(UNDO_PREFIX)}
+    latest: dict[int, str] = {}
+    for decision_id, image_id, decision, rule in rows:
+        if rule is None and decision_id not in undone:
+            latest[image_id] = decision
+    return {i: d == Status.approved.value for i, d in latest.items() if d in HUMAN_DECISIONS}
 
 
 def suggest_threshold(session: Session, model: str, version: str | None = None) -> ThresholdSuggestion:

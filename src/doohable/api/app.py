@@ -8,7 +8,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from doohable import __version__
+from doohable.api.docs_pages import install_docs
 from doohable.api.errors import install_error_handlers
+from doohable.api.page_errors import install_page_errors
 from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings, get_settings
 from doohable.signing import secret_key
@@ -30,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from doohable.api.routers import images, pages, pairs, ratings, votes
 
     settings = settings or get_settings()
-    app = FastAPI(title="doohable", version=__version__)
+    app = FastAPI(title="doohable", version=__version__, docs_url=None, redoc_url=None)
     app.state.settings = settings
 
     @app.get("/healthz", tags=["health"])
@@ -48,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, limit=lambda path: body_limit(settings, path))
     install_error_handlers(app)
+    install_page_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_docs(app)
 
     # Routers register here, one per resource (see doohable/api/routers/).
     app.include_router(images.router)

@@ -2,24 +2,40 @@
 
 Each stage keeps its commands in its own module here (``store_cmds``, ``ranking_cmds``,
 ``model_cmds``, ``serve_cmds``); they register on :data:`app` when imported. Commands are
-thin: parse, call a service, print with :func:`doohable.cli.common.emit`."""
+thin: parse, call a service, print with :func:`doohable.cli.common.emit`.
+
+``doohable users ...`` registers only the store commands: it starts without importing the
+ranking, model and scoring stacks (SciPy, ONNX Runtime, torch)."""
 
 from __future__ import annotations
 
-# ruff: noqa: I001  (imports register commands; their order is the order of `doohable --help`)
+import importlib
+import sys
+from typing import Any
 
-# importing registers the commands, in the order `doohable --help` lists them (data flow)
-from doohable.cli.common import app
-from doohable.cli import store_cmds  # noqa: F401
-from doohable.cli import ranking_cmds  # noqa: F401
-from doohable.cli import model_cmds  # noqa: F401
-from doohable.cli import loop_cmds  # noqa: F401
-from doohable.cli import score_cmds  # noqa: F401
-from doohable.cli import serve_cmds  # noqa: F401
-from doohable.cli import backup_cmds  # noqa: F401
+#: command modules, in the order `doohable --help` lists them (data flow)
+MODULES = ("store_cmds", "ranking_cmds", "model_cmds", "loop_cmds", "score_cmds", "serve_cmds", "backup_cmds")
+LIGHT = {"users": ("store_cmds",)}  # first argument → the only modules it needs
+
+
+def load(modules: tuple[str, ...] = MODULES) -> Any:
+    """Import command modules (each registers its commands) and return the Typer app."""
+    for name in modules:
+        importlib.import_module(f"doohable.cli.{name}")
+    from doohable.cli.common import app
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from doohable.cli import app`: every command registered
+        return load()
+    raise AttributeError(name)
 
 
 def main() -> None:
+    first = sys.argv[1] if len(sys.argv) > 1 else ""
+    app = load(LIGHT.get(first, MODULES))
     try:
         app()
     except Exception as e:  # an infrastructure fault: a clear reason, not a traceback
@@ -33,4 +49,4 @@ def main() -> None:
         raise SystemExit(3) from None
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "load", "main"]

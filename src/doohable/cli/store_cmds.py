@@ -74,6 +74,59 @@ def users_add(
     emit(out, as_json)
 
 
+def _user_row(user: Any) -> dict[str, Any]:
+    from doohable.store.users import is_revoked
+
+    return {"name": user.name, "role": user.role, "revoked": is_revoked(user),
+            "slack_user_id": user.slack_user_id, "created_at": user.created_at}
+
+
+@users_app.command("list")
+def users_list(as_json: bool = JsonOpt) -> None:
+    """List the users: name, role, whether revoked (JSON lines with --json)."""
+    from doohable.config import get_settings
+    from doohable.store.db import get_engine, session_scope
+    from doohable.store.users import list_users
+
+    with session_scope(get_engine(get_settings().resolved_database_url)) as session:
+        rows = [_user_row(u) for u in list_users(session)]
+    if as_json:
+        for row in rows:
+            emit_line(row)
+    else:
+        _print_table(rows)
+
+
+def _change_user(name: str, change: Any) -> Any:
+    from doohable.config import get_settings
+    from doohable.store.db import get_engine, session_scope
+    from doohable.store.users import UserError
+
+    try:
+        with session_scope(get_engine(get_settings().resolved_database_url)) as session:
+            return change(session, name)
+    except UserError as e:
+        raise fail(str(e)) from e
+
+
+@users_app.command("revoke")
+def users_revoke(name: str = typer.Argument(..., help="The user's name."), as_json: bool = JsonOpt) -> None:
+    """Revoke a user's token at once (their votes and decisions stay; `users token` restores access)."""
+    from doohable.store.users import revoke_user
+
+    user = _change_user(name, revoke_user)
+    emit({"name": user.name, "revoked": True}, as_json)
+
+
+@users_app.command("token")
+def users_token(name: str = typer.Argument(..., help="The user's name."), as_json: bool = JsonOpt) -> None:
+    """Give a user a new token (printed only this once); the old one stops working."""
+    from doohable.store.users import new_token
+
+    user, token = _change_user(name, new_token)
+    emit({"name": user.name, "token": token}, as_json)
+
+
 @app.command()
 def ingest(
     inputs: list[str] = typer.Argument(..., help="Files, folders, http(s) URLs, .txt/.csv lists of them."),

@@ -41,6 +41,42 @@ def add_user(session: Session, name: str, role: str = "voter") -> tuple[User, st
     return user, token
 
 
+REVOKED = "!"  # token_hash prefix of a revoked user: no SHA-256 hex digest starts with it
+
+
+def _named(session: Session, name: str) -> User:
+    user = session.scalar(select(User).where(User.name == name.strip()))
+    if user is None:
+        raise UserError(f"no user named {name!r}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    """Every user, oldest first."""
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def is_revoked(user: User) -> bool:
+    return user.token_hash.startswith(REVOKED)
+
+
+def revoke_user(session: Session, name: str) -> User:
+    """Make the user's token useless (votes and decisions stay); a new token brings them back."""
+    user = _named(session, name)
+    user.token_hash = REVOKED + secrets.token_hex(31)
+    session.flush()
+    return user
+
+
+def new_token(session: Session, name: str) -> tuple[User, str]:
+    """Give the user a new token; the old one stops working (shown only this once)."""
+    user = _named(session, name)
+    token = secrets.token_urlsafe(32)
+    user.token_hash = hash_token(token)
+    session.flush()
+    return user, token
+
+
 def user_for_token(session: Session, token: str) -> User | None:
     """The user holding ``token``, or None."""
     if not token:

@@ -45,6 +45,9 @@ class ImageOut(BaseModel):
     format: str
     status: str
     url: str
+    source: str | None = None
+    author: str | None = None
+    caption: str | None = None
 
 
 @router.post("/api/v1/images", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
@@ -74,9 +77,11 @@ def get_image(
     if img is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image {image_id}")
     url = absolute_url(request, image_url(img.sha256, img.format, settings))
+    src = img.sources[0] if img.sources else None
     return ImageOut(
         id=img.id, sha256=img.sha256, width=img.width, height=img.height, format=img.format,
-        status=img.status, url=url,
+        status=img.status, url=url, source=(src.network or src.kind) if src else None,
+        author=src.author if src else None, caption=src.caption if src else None,
     )
 
 

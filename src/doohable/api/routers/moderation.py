@@ -11,8 +11,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from doohable import moderation
+from doohable import decisions, moderation
 from doohable.api.deps import MAX_ID, IdField, ModeratorDep, SessionDep, SettingsDep
+from doohable.api.page_errors import error_page
 from doohable.api.routers.images import absolute_url
 from doohable.api.routers.pages import PageUser, render
 from doohable.batch import cached_scorer
@@ -47,17 +48,33 @@ class QueueItemOut(BaseModel):
     width: int
     height: int
     created_at: dt.datetime
+    size_bytes: int | None = None
+    posted_at: dt.datetime | None = None
+    decided_by: str | None = Field(None, description="who set the status: a user name, or auto (a rule)")
+    decided_rule: str | None = None
+    parts: dict[str, float] | None = Field(None, description="the score's parts, when the scorer gives them")
 
 
 class DecisionIn(BaseModel):
     image_id: IdField
     decision: Literal["approved", "rejected", "pending"]
+    expected_status: Literal["approved", "rejected", "pending"] | None = Field(
+        None, description="the status the decision was made on; another one now answers 409"
+    )
 
 
 class DecisionOut(BaseModel):
     decision_id: int
     image_id: int
     status: str
+    created: bool = True
+
+
+class UndoDecisionOut(BaseModel):
+    undone: bool
+    image_id: int | None = None
+    undone_decision: str | None = None
+    status: str | None = None
 
 
 class PolicyIn(BaseModel):
@@ -114,28 +131,63 @@ def get_queue(
     flt = moderation.QueueFilter(status_, source or None, since, until, min_score, max_score, limit, offset)
     items = moderation.queue(session, name, flt, moderation.get_policy(session, settings))
     formats = dict(session.query(Image.id, Image.format).filter(Image.id.in_([i.id for i in items])).all())
+    details = decisions.card_details(session, [i.id for i in items])
+    own = [k for k in QueueItemOut.model_fields if hasattr(items[0], k) and k != "url"] if items else []
     return [
-        QueueItemOut(
-            url=absolute_url(request, image_url(i.sha256, formats[i.id], settings)),
-            **{k: getattr(i, k) for k in QueueItemOut.model_fields if k != "url"},
+        QueueItemOut.model_validate(
+            {
+                **{k: v for k, v in details[i.id].items() if k not in own},
+                **{k: getattr(i, k) for k in own},
+                "url": absolute_url(request, image_url(i.sha256, formats[i.id], settings)),
+            }
         )
         for i in items
     ]
 
 
-@router.post("/api/v1/moderation/decisions", status_code=status.HTTP_201_CREATED, response_model=DecisionOut)
+@router.post(
+    "/api/v1/moderation/decisions", status_code=status.HTTP_201_CREATED, response_model=DecisionOut,
+    responses={200: {"model": DecisionOut, "description": "the image already had this decision"}},
+)
 def post_decision(
-    body: DecisionIn, user: ModeratorDep, session: SessionDep, settings: SettingsDep
+    body: DecisionIn, user: ModeratorDep, session: SessionDep, settings: SettingsDep, response: Response
 ) -> DecisionOut:
-    """A moderator approves, rejects, or puts an image back to pending (logged with its score)."""
+    """A moderator approves, rejects, or puts an image back to pending (logged with its score).
+
+    The same decision twice answers the first one (200, no second row); with
+    ``expected_status``, a decision on an image whose status changed since answers 409."""
     name, _ = model_name(settings)
     score = moderation.latest_scores(session, name).get(body.image_id)
     try:
-        row = moderation.record_decision(session, body.image_id, body.decision, actor=user, score=score)
+        out = decisions.decide_once(
+            session, body.image_id, body.decision, actor=user, score=score,
+            expected_status=body.expected_status,
+        )
+    except decisions.DecisionConflict as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
     except moderation.ModerationError as e:
         code = status.HTTP_404_NOT_FOUND if "no image" in str(e) else status.HTTP_400_BAD_REQUEST
         raise HTTPException(code, str(e)) from e
-    return DecisionOut(decision_id=row.id, image_id=row.image_id, status=body.decision)
+    if not out.created:
+        response.status_code = status.HTTP_200_OK
+    row = out.decision
+    return DecisionOut(decision_id=row.id, image_id=row.image_id, status=body.decision, created=out.created)
+
+
+@router.post("/api/v1/moderation/decisions/undo", response_model=UndoDecisionOut)
+def undo_decision(user: ModeratorDep, session: SessionDep) -> UndoDecisionOut:
+    """Take back the caller's last decision: the image gets its status from before it back
+    (a new row ``undo:<id>`` in the audit; 409 when the image was decided again since)."""
+    try:
+        done = decisions.undo_last_decision(session, user)
+    except decisions.DecisionConflict as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
+    if done is None:
+        return UndoDecisionOut(undone=False)
+    target, row = done
+    return UndoDecisionOut(
+        undone=True, image_id=target.image_id, undone_decision=target.decision, status=row.decision
+    )
 
 
 def _policy_out(session: SessionDep, settings: Settings, applied: dict[str, int] | None = None) -> PolicyOut:
@@ -210,5 +262,7 @@ def moderation_page(request: Request, user: PageUser) -> Response:
     if user is None:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=status.HTTP_303_SEE_OTHER)
     if not has_role(user, "moderator"):
-        return Response("this page needs the moderator role", status_code=status.HTTP_403_FORBIDDEN)
+        return error_page(
+            request, status.HTTP_403_FORBIDDEN, "The moderation page is for moderators and admins."
+        )
     return render(request, "moderation.html")

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from doohable import voting
 from doohable.api.deps import SessionDep, SettingsDep
@@ -21,6 +21,7 @@ from doohable.store.models import Image, User
 from doohable.store.users import user_for_token
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+STATIC = TEMPLATES.with_name("static")
 templates = Jinja2Templates(directory=TEMPLATES)
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -29,8 +30,22 @@ def render(
     request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
 ) -> Response:
     """Render a template with the CSRF token and signed-in user name available to it."""
-    ctx = {"csrf_token": csrf_token(request), "user_name": request.session.get("name")}
+    ctx = {
+        "csrf_token": csrf_token(request),
+        "user_name": request.session.get("name"),
+        "user_role": request.session.get("role"),
+    }
     return templates.TemplateResponse(request, name, {**ctx, **(context or {})}, status_code=status_code)
+
+
+def alt_text(image: Image) -> str:
+    """An image's alt text from its metadata: the caption, else who posted it where."""
+    src = image.sources[0] if image.sources else None
+    if src is not None and src.caption:
+        return src.caption[:200]
+    by = f" by {src.author}" if src is not None and src.author else ""
+    where = f" from {src.network or src.kind}" if src is not None else ""
+    return f"image {image.id}{by}{where}"
 
 
 def page_user(request: Request, session: SessionDep) -> User | None:
@@ -61,6 +76,11 @@ def _sign_in(request: Request, session: SessionDep, token: str, target: str | No
     request.session.update({"token": token.strip(), "name": user.name, "role": user.role})
     csrf_token(request)  # a fresh CSRF token for the new session
     return RedirectResponse(_safe_next(target), status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
 
 @router.get("/")
@@ -121,9 +141,8 @@ def leaderboard(request: Request, user: PageUser, session: SessionDep, settings:
         bt = {}
     order = list(bt) + [i for i in elo if i not in bt]
     order = [i for i in order if (elo.get(i) and elo[i].votes) or i in bt][:500]
-    images = {
-        img.id: img for img in session.query(Image).filter(Image.id.in_(order)).all()
-    } if order else {}
+    query = session.query(Image).options(selectinload(Image.sources)).filter(Image.id.in_(order))
+    images = {img.id: img for img in query.all()} if order else {}
     rows = [
         {
             "rank": k + 1,
@@ -131,6 +150,7 @@ def leaderboard(request: Request, user: PageUser, session: SessionDep, settings:
             "url": image_url(images[i].sha256, images[i].format, settings),
             "elo": elo.get(i),
             "bt": bt.get(i),
+            "alt": alt_text(images[i]),
         }
         for k, i in enumerate(order)
         if i in images

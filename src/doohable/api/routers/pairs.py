@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from doohable import voting
+from doohable import voting, voting_pages
 from doohable.api.deps import SessionDep, VoterDep, app_settings, in_transaction
 from doohable.api.routers.images import absolute_url
 from doohable.config import Settings
@@ -52,3 +52,10 @@ async def next_pair(user: VoterDep, request: Request) -> JSONResponse:
 def skip(pair_token: str, user: VoterDep, session: SessionDep) -> None:
     """Skip a pair without voting; its token can no longer be used."""
     voting.skip_pair(session, user.id, pair_token)
+
+
+@router.post("/{pair_token}/again", response_model=PairOut)
+def again(pair_token: str, user: VoterDep, session: SessionDep, request: Request) -> PairOut:
+    """The pair of a skipped token again, with a new token (the page's undo of a skip)."""
+    pair = voting_pages.pair_again(session, user.id, pair_token)
+    return PairOut(**pair_out(pair, request, app_settings(request)))

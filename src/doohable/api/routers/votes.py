@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from doohable import voting
+from doohable import voting, voting_pages
 from doohable.api.deps import IdField, SessionDep, VoterDep, app_settings, in_transaction
+from doohable.api.routers.pairs import PairOut, pair_out
 
 router = APIRouter(prefix="/api/v1/votes", tags=["votes"])
 
@@ -24,6 +25,7 @@ class VoteOut(BaseModel):
 class UndoOut(BaseModel):
     undone: bool
     undo_id: int | None
+    pair: PairOut | None = Field(None, description="the undone vote's pair with a new token, to vote again")
 
 
 class StatsOut(BaseModel):
@@ -31,6 +33,8 @@ class StatsOut(BaseModel):
     total: int
     settled: float
     mean_uncertainty: float | None
+    images_compared: int = Field(0, description="images with at least one vote")
+    images: int = Field(0, description="images that can be shown")
 
 
 @router.post(
@@ -50,16 +54,22 @@ async def cast_vote(body: VoteIn, user: VoterDep, request: Request) -> JSONRespo
 
 
 @router.post("/undo", response_model=UndoOut)
-def undo(user: VoterDep, session: SessionDep) -> UndoOut:
-    """Undo the calling voter's last vote (a new row in the log; nothing is deleted)."""
+def undo(user: VoterDep, session: SessionDep, request: Request) -> UndoOut:
+    """Undo the calling voter's last vote (a new row in the log; nothing is deleted); the
+    answer carries that pair again with a new token, to vote on it again."""
     undo_id = voting.undo_last(session, user.id, channel="api")
-    return UndoOut(undone=undo_id is not None, undo_id=undo_id)
+    if undo_id is None:
+        return UndoOut(undone=False, undo_id=None, pair=None)
+    pair = voting_pages.undone_pair(session, user.id, undo_id)
+    again = PairOut(**pair_out(pair, request, app_settings(request)))
+    return UndoOut(undone=True, undo_id=undo_id, pair=again)
 
 
 @router.get("/stats", response_model=StatsOut)
 def stats(user: VoterDep, session: SessionDep) -> StatsOut:
     """The calling voter's votes today and in total, and how settled the ranking is (0-1)."""
-    return StatsOut(**voting.voter_stats(session, user.id))
+    compared, images = voting_pages.compared_share(session)
+    return StatsOut(**voting.voter_stats(session, user.id), images_compared=compared, images=images)
 
 
 @router.get("/export", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}})
