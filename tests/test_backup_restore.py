@@ -113,6 +113,8 @@ def test_backup_refuses_corruption_and_a_used_folder(settings: Settings, tmp_pat
     summary = bk.backup(settings.resolved_database_url, blobs, snap)
     assert (summary.images, summary.votes) == (3, 0)
     assert not (tmp_path / "snap.partial").exists()
+    manifest = json.loads((snap / "manifest.json").read_text())
+    assert manifest.get("pg_dump", False) == (snap / "postgres.dump").is_file()  # PostgreSQL + pg_dump
     with pytest.raises(bk.BackupError, match="not empty"):
         bk.backup(settings.resolved_database_url, blobs, snap)
     table = snap / "tables" / "images.jsonl"
