@@ -153,6 +153,19 @@ def _skip(w: AuthApp, who: str) -> httpx.Response:
     return w.client.post(f"/api/v1/pairs/{w.pair_token(who)}/skip", headers=w.auth(who))
 
 
+def _skip_again(w: AuthApp, who: str) -> httpx.Response:
+    token = w.pair_token(who)
+    w.client.post(f"/api/v1/pairs/{token}/skip", headers=w.auth(who))  # 204, or 401 for no identity
+    return w.client.post(f"/api/v1/pairs/{token}/again", headers=w.auth(who))
+
+
+def _decide_and_undo(w: AuthApp, who: str) -> httpx.Response:
+    """The caller's own decision on an image nobody else decides, then its undo."""
+    body = {"image_id": w.images[-1], "decision": "rejected"}
+    w.client.post("/api/v1/moderation/decisions", headers=w.auth(who), json=body)
+    return w.client.post("/api/v1/moderation/decisions/undo", headers=w.auth(who))
+
+
 def _url_ingest(w: AuthApp, who: str) -> httpx.Response:
     w.seed += 1
     body = {"url": f"{w.files_url}/{w.seed}.jpg"}
@@ -167,6 +180,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/docs/oauth2-redirect"): Row("public", _get("/docs/oauth2-redirect")),
     ("GET", "/redoc"): Row("public", _get("/redoc")),
     ("MOUNT", "/static"): Row("public", _get("/static/app.css")),
+    ("MOUNT", "/static-docs"): Row("public", _get("/static-docs/swagger-ui.css")),
+    ("GET", "/favicon.ico"): Row("public", _get("/favicon.ico")),
     ("GET", "/userscript/doohable.user.js"): Row("public", _get("/userscript/doohable.user.js")),
     ("OPTIONS", "/api/v1/images/url"): Row(
         "public", lambda w, who: w.client.options("/api/v1/images/url", headers=w.auth(who)), 204
@@ -188,6 +203,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/images/url"): Row("voter", _url_ingest, 201),
     ("GET", "/api/v1/pairs/next"): Row("voter", _get("/api/v1/pairs/next")),
     ("POST", "/api/v1/pairs/{pair_token}/skip"): Row("voter", _skip, 204),
+    ("POST", "/api/v1/pairs/{pair_token}/again"): Row("voter", _skip_again),
     ("POST", "/api/v1/votes"): Row("voter", _vote, 201),
     ("POST", "/api/v1/votes/undo"): Row("voter", _post("/api/v1/votes/undo")),
     ("GET", "/api/v1/votes/stats"): Row("voter", _get("/api/v1/votes/stats")),
@@ -201,10 +217,12 @@ MATRIX: dict[tuple[str, str], Row] = {
         "moderator",
         lambda w, who: w.client.post(
             "/api/v1/moderation/decisions", headers=w.auth(who),
-            json={"image_id": w.images[1], "decision": "approved"},
+            # another decision each time: the same one again answers 200 (no second row)
+            json={"image_id": w.images[1], "decision": "approved" if who != "admin" else "rejected"},
         ),
         201,
     ),
+    ("POST", "/api/v1/moderation/decisions/undo"): Row("moderator", _decide_and_undo),
     ("GET", "/api/v1/moderation/policy"): Row("moderator", _get("/api/v1/moderation/policy")),
     ("PUT", "/api/v1/moderation/policy"): Row(
         "moderator",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -114,9 +114,14 @@ def install_docs(app: FastAPI) -> None:
                 swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
                 swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
                 swagger_favicon_url=FAVICON,
+            oauth2_redirect_url="/docs/oauth2-redirect",
                 swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
             )
         )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
