@@ -137,6 +137,7 @@ def test_score_command_json_csv_gallery(
     assert 'src="imgs/sub/g250.png"' in page
 
 
+@pytest.mark.slow
 def test_score_stores_scores_of_ingested_images(
     scorer_path: Path, tmp_path: Path, settings: Settings
 ) -> None:

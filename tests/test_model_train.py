@@ -94,6 +94,7 @@ def test_pairwise_head_from_vote_pairs() -> None:
     assert np.mean(pred[w] > pred[lo]) > 0.9 and pred.min() >= 1.0 and pred.max() <= 5.0
 
 
+@pytest.mark.slow
 def test_finetune_is_seeded_and_resumes(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     pix, scores = _images(12)
