@@ -29,6 +29,8 @@ from doohable.store.users import add_user
 from scoring_fixtures import brightness_model
 from voting_support import add_images
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("DOOHABLE_API_FUZZ_EXAMPLES", "30"))  # per operation; more for a long run
 RANDOM = bool(os.environ.get("DOOHABLE_API_FUZZ_RANDOM"))  # a new seed each run instead of a fixed one
 

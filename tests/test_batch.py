@@ -117,6 +117,7 @@ def _cli(*args: str, env_model: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*DOOHABLE, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_score_command_json_csv_gallery(
     folder: Path, scorer_path: Path, tmp_path: Path, settings: Settings
 ) -> None:
@@ -137,6 +138,7 @@ def test_score_command_json_csv_gallery(
     assert 'src="imgs/sub/g250.png"' in page
 
 
+@pytest.mark.slow
 def test_score_stores_scores_of_ingested_images(
     scorer_path: Path, tmp_path: Path, settings: Settings
 ) -> None:
@@ -164,6 +166,7 @@ def test_score_stores_scores_of_ingested_images(
         assert all(im.nsfw is not None for im in s.query(ImageRow))  # the gate ran
 
 
+@pytest.mark.slow
 def test_score_command_without_inputs_fails_clearly(scorer_path: Path, settings: Settings) -> None:
     p = _cli("score", env_model=scorer_path)
     assert p.returncode == 2 and "give image files" in p.stderr

@@ -14,6 +14,8 @@ from doohable.config import Settings
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Decision, Image, Score
 
+pytestmark = pytest.mark.slow
+
 DOOHABLE = str(Path(sys.executable).with_name("doohable"))
 
 

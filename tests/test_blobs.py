@@ -128,6 +128,7 @@ def test_open_blobs_urls(tmp_path: Path) -> None:
         S3BlobStore("", client=object())
 
 
+@pytest.mark.slow
 def test_ingest_onto_s3_is_atomic(
     settings: Settings, s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

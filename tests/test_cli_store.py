@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from doohable.config import Settings
@@ -23,6 +24,8 @@ from doohable.store.db import get_engine, head_revision, session_scope
 from doohable.store.models import Image, Source, User
 from doohable.store.users import user_for_token
 from samples import good_photos, hostile_files, write_all
+
+pytestmark = pytest.mark.slow
 
 DOOHABLE = str(Path(sys.executable).with_name("doohable"))
 BYTE_LIMIT = 4_000_000  # lowered for the test, so that the over-the-limit file stays small

@@ -25,6 +25,8 @@ from hostile import Case, corpus, huge_upload, write_corpus
 from scoring_fixtures import brightness_model
 from server_support import start_server, stop_server
 
+pytestmark = pytest.mark.slow
+
 BYTE_LIMIT = 2_000_000  # small, so that "just above the limit" stays cheap
 HUGE = "huge-100mb.jpg"
 MAX_RSS_GROWTH = 100 * 1024 * 1024  # less than the 100 MB upload: it is never held whole

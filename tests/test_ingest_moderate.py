@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from doohable.config import Settings
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Decision, Image, Score
 from scoring_fixtures import brightness_model, jpeg_of_gray
+
+pytestmark = pytest.mark.slow
 
 DOOHABLE = [str(Path(sys.executable).with_name("doohable"))]
 

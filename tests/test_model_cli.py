@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from doohable.cli import app
 from doohable.config import get_settings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def tiny_scut(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

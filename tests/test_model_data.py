@@ -45,6 +45,7 @@ def test_bad_label_line_is_named(tmp_path: Path) -> None:
         load_scut(tmp_path)
 
 
+@pytest.mark.slow
 def test_ava_real_file(shared_data: Path) -> None:
     ava = load_ava(shared_data / "ava" / "AVA_subset.txt")
     assert len(ava.image_ids) == 76944 and ava.counts.shape == (76944, 10)

@@ -42,6 +42,7 @@ def test_the_file_holds_the_architecture_s_59_tensors() -> None:
     assert sum(p.size for p in params) == 5_614_592
 
 
+@pytest.mark.slow
 def test_onnx_network_gives_dlib_s_descriptors(chips: np.ndarray) -> None:
     sess = ort.InferenceSession(dlib_face_onnx(DAT).SerializeToString(), providers=["CPUExecutionProvider"])
     feats, desc = sess.run(None, {"chips": chips.transpose(0, 3, 1, 2).astype(np.float32)})
@@ -54,6 +55,7 @@ def test_onnx_network_gives_dlib_s_descriptors(chips: np.ndarray) -> None:
     assert np.linalg.norm(desc[0] - desc[3]) < 0.4
 
 
+@pytest.mark.slow
 def test_torch_module_gives_the_same_numbers(chips: np.ndarray) -> None:
     torch = pytest.importorskip("torch")
     from doohable.model.dlibnet_torch import DlibFaceNet

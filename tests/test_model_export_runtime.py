@@ -29,6 +29,7 @@ def tiny_model() -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
 def test_onnx_matches_pytorch(backbone: str, tmp_path: Path) -> None:
     model = build_model(backbone, "regression", pretrained=False, input_size=64).eval()
@@ -68,6 +69,7 @@ def _photos() -> list[np.ndarray]:
     return [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()]
 
 
+@pytest.mark.slow
 def test_ensemble_is_the_mean_of_its_members_and_fp16_weights_halve_it(tmp_path: Path) -> None:
     import onnx
 
@@ -121,6 +123,7 @@ def test_load_scorer_errors(tmp_path: Path) -> None:
         load_scorer(str(bad))
 
 
+@pytest.mark.slow
 def test_bundled_default_scores_without_importing_torch() -> None:
     code = (
         "import sys, numpy as np\n"

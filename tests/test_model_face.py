@@ -27,6 +27,7 @@ def crops() -> np.ndarray:
     return np.stack([_crop(skd.astronaut()), _crop(skd.chelsea()), _crop(skd.coffee())])
 
 
+@pytest.mark.slow
 def test_embedding_finds_the_face_and_only_the_face(crops: np.ndarray) -> None:
     emb = FaceEmbedder().embed(crops)
     assert emb.shape == (3, 128) and emb.dtype == np.float32
@@ -41,6 +42,7 @@ def test_embedding_finds_the_face_and_only_the_face(crops: np.ndarray) -> None:
     assert np.isnan(mirrored[1:]).all()
 
 
+@pytest.mark.slow
 def test_paddings_concatenate_descriptors_of_more_context(crops: np.ndarray) -> None:
     one = FaceEmbedder().embed_one(crops[0])
     multi = FaceEmbedder((0.25, 0.5, 0.8))
@@ -110,6 +112,7 @@ def test_regressor_equals_scikit_learn_and_saves_no_training_embedding(tmp_path:
         FaceBranch.load(tmp_path / "other.npz")
 
 
+@pytest.mark.slow
 def test_scorer_blends_the_face_branch_where_a_face_is_found(crops: np.ndarray, tmp_path: Path) -> None:
     model = shutil.copy(BUNDLED_DIR / "selfie-fast.onnx", tmp_path / "m.onnx")
     cnn_only = load_scorer(model)
@@ -134,6 +137,7 @@ def test_the_bundled_default_has_its_face_branch() -> None:
     assert load_scorer("selfie-fast").face is None  # the fast model stays CNN-only
 
 
+@pytest.mark.slow
 def test_threads_share_one_embedder_and_agree(crops: np.ndarray) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -196,6 +200,7 @@ def _synthetic(informative: bool, n: int = 160, seed: int = 0) -> dict[str, np.n
     return {"plain": plain, "flipped": flipped, "y": y, "cnn": cnn_oof, "folds": folds}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("informative", [True, False])
 def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
     from doohable.model.face import N_FEATURES, choose_face_branch, face_rows, fit_face_branch
@@ -233,6 +238,7 @@ def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
     assert branch.regressor.intercept == ref.intercept
 
 
+@pytest.mark.slow
 def test_blend_oof_beats_the_cnn_where_the_face_carries_signal() -> None:
     from doohable.model.face import blend_oof, fit_face_branch
 
@@ -259,6 +265,7 @@ def test_too_few_faces_is_a_clear_error() -> None:
         fit_face_branch(s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"], metadata={}, paddings=(0.25,))
 
 
+@pytest.mark.slow
 def test_embed_pairs_is_plain_and_mirror_embedding(crops: np.ndarray) -> None:
     emb = FaceEmbedder()
     ticks: list[tuple[int, int]] = []
@@ -278,6 +285,7 @@ def _tiny_branch(meta: dict[str, str]) -> FaceBranch:
     return FaceBranch(FaceRegressor.fit(x, 3 + x[:, 0], gamma=1.0, alpha=0.1, n_components=50), 0.2, meta)
 
 
+@pytest.mark.slow
 def test_chip_embeddings_are_embed_pairs_plus_the_pooled_features(crops: np.ndarray) -> None:
     from doohable.model.face import DEFAULT_PADDINGS, POOLED_SCALE
     from doohable.model.face_train import chip_embeddings, chip_pairs
@@ -344,6 +352,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     shared_data: Path, home: Path, tmp_path: Path, crops: np.ndarray
 ) -> None:
@@ -392,6 +401,7 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     assert load_scorer(model).face is None
 
 
+@pytest.mark.slow
 def test_train_face_net_stacks_a_fine_tuned_network_the_scorer_loads(
     shared_data: Path, home: Path, tmp_path: Path, crops: np.ndarray
 ) -> None:
@@ -464,6 +474,7 @@ def test_train_face_branch_without_folds_is_a_clear_error(
     assert not (home / "cache").exists()  # failed before any image was loaded
 
 
+@pytest.mark.slow
 def test_train_job_with_too_few_faces_fails_before_training(
     shared_data: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -491,6 +502,7 @@ def test_train_job_with_too_few_faces_fails_before_training(
         jobs.train_job(no_folds)
 
 
+@pytest.mark.slow
 def test_gamma_is_per_descriptor_when_paddings_are_concatenated() -> None:
     from doohable.model.face import GAMMAS, choose_face_branch
 
@@ -521,6 +533,7 @@ def test_one_fit_for_all_penalties_equals_one_fit_each() -> None:
     assert np.abs(together[0] - together[2]).max() > 0.01  # the penalties do differ
 
 
+@pytest.mark.slow
 def test_the_mirror_pass_can_be_forced() -> None:
     from doohable.model.face import fit_face_branch
 
@@ -568,6 +581,7 @@ def test_error_model_is_exact_for_its_own_cnn_and_gives_a_stronger_cnn_less_face
     assert stronger["rmse_at_best"] < own["rmse_at_best"]
 
 
+@pytest.mark.slow
 def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path) -> None:
     from doohable.model.face import blend_oof, fit_calibration, fit_face_branch
 

@@ -24,6 +24,8 @@ from doohable.model.face import (
 )
 from doohable.model.runtime import prepare_image
 
+pytestmark = pytest.mark.slow
+
 DAT = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
 PADDINGS = (0.25, 0.5, 0.8)
 

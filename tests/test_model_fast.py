@@ -53,6 +53,7 @@ def test_selfie_fast_is_int8_and_small() -> None:
     assert "research" in meta["licence"]
 
 
+@pytest.mark.slow
 def test_selfie_fast_ranks_like_selfie_on_samples() -> None:
     images = [Image.fromarray(np.asarray(getattr(skdata, n)())).convert("RGB") for n in SAMPLES]
     ref = load_scorer("selfie", threads=1).score_images(images)
@@ -96,6 +97,7 @@ def tiny_flip_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_onnx(model, tmp_path_factory.mktemp("tiny") / "flip.onnx", name="tiny")
 
 
+@pytest.mark.slow
 def test_drop_flip_tta_keeps_the_unmirrored_branch(tiny_flip_onnx: Path, tmp_path: Path) -> None:
     from doohable.model.export import drop_flip_tta
 
@@ -112,6 +114,7 @@ def test_drop_flip_tta_keeps_the_unmirrored_branch(tiny_flip_onnx: Path, tmp_pat
         drop_flip_tta(out, tmp_path / "again.onnx")
 
 
+@pytest.mark.slow
 def test_quantize_int8_keeps_metadata_and_scores(tiny_flip_onnx: Path, tmp_path: Path) -> None:
     from doohable.model.export import quantize_int8
 

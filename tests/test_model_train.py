@@ -67,6 +67,7 @@ def test_layerwise_learning_rates_decay_towards_the_input() -> None:
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters())) - 2  # minus ImageNet fc
 
 
+@pytest.mark.slow
 def test_head_on_features_learns_and_cv_reports_each_fold() -> None:
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(80, 1280)).astype(np.float32)
@@ -94,6 +95,7 @@ def test_pairwise_head_from_vote_pairs() -> None:
     assert np.mean(pred[w] > pred[lo]) > 0.9 and pred.min() >= 1.0 and pred.max() <= 5.0
 
 
+@pytest.mark.slow
 def test_finetune_is_seeded_and_resumes(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     pix, scores = _images(12)

@@ -18,7 +18,7 @@ from doohable.store.users import add_user
 from scoring_fixtures import brightness_model, expected_score, jpeg_of_gray
 from server_support import serve_in_thread
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 LEVELS = [60, 200, 120, 240]

@@ -24,7 +24,7 @@ from doohable.store.users import add_user
 from scoring_fixtures import brightness_model, photo_jpeg
 from server_support import serve_in_thread
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
