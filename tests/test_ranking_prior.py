@@ -41,19 +41,20 @@ def test_the_prior_weight_follows_the_votes(pearson: float, sign: int) -> None:
 
 
 def test_a_new_image_enters_at_the_model_estimate() -> None:
-    state = RatingState(4)
-    state.set_prior(np.array([1.0, 2.0, 3.0, np.nan]))
+    state = RatingState(9)
+    state.set_prior(np.array([*range(8), np.nan], dtype=float))
     assert state.prior is not None and state.prior.b == 0.0  # not trusted before any vote
-    for _ in range(30):  # votes that agree with the model
-        for a, b in [(1, 0), (2, 1), (2, 0)]:
-            state.record(a, b, 1.0)
+    for _ in range(10):  # votes that agree with the model
+        for a in range(7):
+            state.record(a + 1, a, 1.0)
+            state.record(min(a + 2, 7), a, 1.0)
     state.refit(crowd=False)
     assert state.prior.b > 0
-    assert state.mean[2] > state.mean[1] > state.mean[0]
+    assert list(np.argsort(state.mean[:8])) == list(range(8))
     fresh = RatingState.from_comparisons(state.comparisons(), crowd=False,
-                                         prior_scores=np.array([1.0, 2.0, 3.0, 4.0]))
-    assert fresh.mean[3] > fresh.mean[0]  # never compared, ranked by the model's opinion
-    with pytest.raises(ValueError, match="3 prior scores for 4 images"):
+                                         prior_scores=np.array([*range(8), 20.0]))
+    assert fresh.mean[8] > fresh.mean[0]  # never compared, ranked by the model's opinion
+    with pytest.raises(ValueError, match="3 prior scores for 9 images"):
         state.set_prior(np.ones(3))
 
 

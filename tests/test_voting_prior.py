@@ -51,7 +51,8 @@ def test_no_scores_no_prior(world) -> None:  # type: ignore[no-untyped-def]
 def test_scores_are_the_prior_and_its_weight_is_learned(world) -> None:  # type: ignore[no-untyped-def]
     engine, images, voter = world
     with session_scope(engine) as s:
-        store_scores(s, {i: float(k) for k, i in enumerate(images)}, "old", "v1")
+        old = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 2.4, 2.6]  # the last two: no votes, in the middle
+        store_scores(s, dict(zip(images, old, strict=True)), "old", "v1")
         store_scores(s, {i: float(-k) for k, i in enumerate(images)}, "new", "v2")  # the newest: the prior
         assert prior_model(s) == ("new", "v2")
         set_prior_model(s, "old", "v1")  # a promoted model wins over the newest scores
@@ -65,6 +66,6 @@ def test_scores_are_the_prior_and_its_weight_is_learned(world) -> None:  # type:
         assert list(np.argsort(fit.rating)) == list(range(6))
         state = live_states.live_state(s, "active").state
         assert state.prior is not None and state.prior.b > 0
-        # images 6 and 7 have no votes: they enter at the model's estimate, above the voted ones
-        assert state.mean[7] > state.mean[6] > state.mean[0]
+        # images 6 and 7 have no votes: they enter at the model's estimate
+        assert state.mean[5] > state.mean[7] > state.mean[6] > state.mean[0]
         assert voting.ratings(s, voting.BT)[0].image_id == images[5]  # served as before

@@ -58,11 +58,13 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     t0 = time.time()
-    jobs = [(k, s, args.images) for k in range(len(RUNS)) for s in range(args.seeds)]
+    jobs = [(k, s, args.images) for s in range(args.seeds) for k in range(len(RUNS))]
     got: dict[tuple[int, int], list[Point]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for k, s, pts in pool.map(one, jobs):
             got[k, s] = pts
+            print(json.dumps({"run": RUNS[k][0], "seed": s, "points": [
+                [p.votes_per_image, p.pairwise_accuracy, p.top_third_precision] for p in pts]}), flush=True)
     out: dict[str, Any] = {"seeds": args.seeds, "images": args.images, "runs": {}}
     for k, (label, *_rest) in enumerate(RUNS):
         curve = {}

@@ -220,7 +220,7 @@ def _fit_face_branch(faces: _Faces, data: ScoredImages, oof: np.ndarray) -> tupl
         "cv_blend": {"pearson": blend_m["pearson"], "rmse": blend_m["rmse"]},
         "note": "cv_*: pooled out-of-fold predictions of the CV above (the blend: the CNN's where no "
         "face is found); the face branch's values were chosen on these same folds, so cv_blend is "
-        "optimistic (benchmarks/bench_face_branch.py measures it with nested CV)",
+        "optimistic (benchmarks/recipes/bench_face_branch.py measures it with nested CV)",
     }
     return branch, report
 

@@ -13,8 +13,10 @@ the voters gets a large ``b`` and a small ``tau``; a useless one (Pearson 0) get
 and ``tau²`` the spread of the ratings, i.e. the plain prior; an inverted one a negative ``b``.
 
 The prior starts with ``b = 0`` and ``tau² = 1`` (the plain BT prior: the model is not
-trusted before the first votes); each refit of a :class:`~doohable.ranking.state.RatingState`
-runs :data:`EM_STEPS` E/M steps (warm-started), so the weight follows the votes as they come.
+trusted before the first votes) and stays there while the fitted slope is within
+:data:`Z_MIN` standard errors of 0, so a useless model changes nothing; each refit of a
+:class:`~doohable.ranking.state.RatingState` runs :data:`EM_STEPS` E/M steps (warm-started),
+so the weight follows the votes as they come.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from doohable.ranking.votes import Comparisons, FloatArray
 
 EM_STEPS = 3  # E/M steps per refit (each one a warm-started MAP fit)
 TAU2_MIN = 1e-3  # keeps the prior proper: a perfect-looking model is never trusted blindly
+Z_MIN = 3.0  # a slope this many standard errors from 0 before the model counts at all
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,17 @@ class ModelPrior:
         return 1.0 / self.tau2
 
     def m_step(self, mu: FloatArray, var: FloatArray) -> ModelPrior:
-        """The prior that maximises the expected complete-data likelihood given the posterior."""
+        """The prior that maximises the expected complete-data likelihood given the posterior;
+        the plain prior (``b = 0``, ``tau² = 1``) while the slope is within :data:`Z_MIN`
+        standard errors of 0 (images count by the share of their information from votes)."""
         s = self.scores
         design = np.column_stack([np.ones_like(s), s])
         (a, b), *_ = np.linalg.lstsq(design, mu, rcond=None)
         resid = mu - a - b * s
+        n_eff = float(np.clip(1.0 - var / self.tau2, 0.0, 1.0).sum())
+        se_b = np.sqrt(float(np.mean(resid**2)) / max(n_eff * float(np.var(s)), 1e-12))
+        if abs(b) < Z_MIN * se_b:
+            return replace(self, a=float(np.mean(mu)), b=0.0, tau2=1.0)
         tau2 = max(float(np.mean(resid**2 + var)), TAU2_MIN)
         return replace(self, a=float(a), b=float(b), tau2=tau2)
 
