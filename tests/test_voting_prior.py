@@ -30,7 +30,7 @@ def _vote(engine, voter: int, left: int, right: int, winner: int) -> None:  # ty
 
 
 @pytest.fixture
-def world(db_url: str):  # type: ignore[no-untyped-def]
+def scored_voting_db(db_url: str):  # type: ignore[no-untyped-def]
     engine = get_engine(db_url)
     with session_scope(engine) as s:
         images = add_images(s, 8)
@@ -39,8 +39,8 @@ def world(db_url: str):  # type: ignore[no-untyped-def]
     return engine, images, voter_id
 
 
-def test_no_scores_no_prior(world) -> None:  # type: ignore[no-untyped-def]
-    engine, images, voter = world
+def test_no_scores_no_prior(scored_voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, images, voter = scored_voting_db
     _vote(engine, voter, images[0], images[1], images[0])
     with session_scope(engine) as s:
         assert prior_model(s) is None
@@ -48,8 +48,8 @@ def test_no_scores_no_prior(world) -> None:  # type: ignore[no-untyped-def]
         assert live_states.live_state(s, "active").state.prior is None
 
 
-def test_scores_are_the_prior_and_its_weight_is_learned(world) -> None:  # type: ignore[no-untyped-def]
-    engine, images, voter = world
+def test_scores_are_the_prior_and_its_weight_is_learned(scored_voting_db) -> None:  # type: ignore[no-untyped-def]
+    engine, images, voter = scored_voting_db
     with session_scope(engine) as s:
         old = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 2.4, 2.6]  # the last two: no votes, in the middle
         store_scores(s, dict(zip(images, old, strict=True)), "old", "v1")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from doohable import datasets
 from doohable.model import train as T
 from doohable.model.data import load_images_cached, load_scut
 from doohable.model.runtime import resize_side
@@ -71,7 +72,7 @@ def cv_pearson(x: np.ndarray, labels: np.ndarray, truth: np.ndarray, seed: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/scut-fbp5500"))
+    ap.add_argument("--data", type=Path, default=datasets.scut_fbp5500())
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=None)
