@@ -82,10 +82,9 @@ def tiny_flip_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from doohable.model.scorer import build_model
 
     torch.manual_seed(0)
-    model = build_model("mobilenet_v2", "regression", pretrained=False, input_size=64, tta_flip=True)
-    for m in model.modules():  # He init: activations that differ between images and their mirrors
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    # ImageNet features (bundled weights) and a random head: activations in the ranges int8 is
+    # calibrated for, unlike a randomly initialised backbone, whose int8 copy ranks the photos at chance
+    model = build_model("mobilenet_v2", "regression", pretrained=True, input_size=64, tta_flip=True)
     model.eval()
     with torch.no_grad():  # rescale the head: scores vary inside the scale instead of clipping
         raw = model(torch.from_numpy(_photos(64)).permute(0, 3, 1, 2).float()).flatten()
@@ -131,7 +130,7 @@ def test_quantize_int8_keeps_metadata_and_scores(tiny_flip_onnx: Path, tmp_path:
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     got, want = q.score(photos), ref.score(photos)
     assert float(np.std(want)) > 0.2 and np.all((got >= 1.0) & (got <= 5.0))
-    # random weights quantise worse than trained ones: measured r = 0.86 here (0.99 on selfie)
-    assert np.corrcoef(got, want)[0, 1] > 0.7
+    # measured r = 0.986 here (ImageNet features, random head; 0.99 on selfie)
+    assert np.corrcoef(got, want)[0, 1] > 0.9
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(tiny_flip_onnx, [], tmp_path / "none.onnx")

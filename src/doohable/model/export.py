@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,7 @@ def quantize_int8(
     out.parent.mkdir(parents=True, exist_ok=True)
     source = onnx.load(str(src))
     meta = {p.key: p.value for p in source.metadata_props}
-    exclude: list[str] = []
+    exclude = _float_tail(source.graph.node)
     if fp32_stem:
         for node in source.graph.node:
             exclude.append(node.name)
@@ -221,6 +222,19 @@ def quantize_int8(
         model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(out))
     return out
+
+
+def _float_tail(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+    """Names of the nodes downstream of a Gemm: the head's mapping to the score scale and its clip
+    stay in float (quantised, the clip's output range is lost and scores leave the scale)."""
+    tail: set[str] = set()
+    names: list[str] = []
+    for n in nodes:  # ONNX graphs are topologically sorted
+        if n.op_type in ("Gemm", "MatMul") or tail.intersection(n.input):
+            if n.op_type not in ("Gemm", "MatMul"):
+                names.append(n.name)
+            tail.update(n.output)
+    return names
 
 
 def _ancestors(nodes: list[onnx.NodeProto], tensor: str) -> set[int]:
