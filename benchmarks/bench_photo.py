@@ -63,7 +63,8 @@ def evaluate(
 
 
 def inference_ms(backbone: str, size: int, *, batch: int = 16, runs: int = 5) -> float:
-    """ONNX Runtime (2 threads) ms per image of the whole photo graph at input size ``size``."""
+    """ONNX Runtime (2 threads) CPU ms per image (both threads' CPU time, so it does not depend on
+    how busy a shared machine is) of the whole photo graph at input size ``size``, median of runs."""
     from doohable.model.export import export_photo
     from doohable.model.runtime import load_scorer
 
@@ -79,9 +80,9 @@ def inference_ms(backbone: str, size: int, *, batch: int = 16, runs: int = 5) ->
         scorer.score(x)
         times = []
         for _ in range(runs):
-            t = time.perf_counter()
+            t = time.process_time()
             scorer.score(x)
-            times.append((time.perf_counter() - t) / batch * 1000)
+            times.append((time.process_time() - t) / batch * 1000)
     return float(np.median(times))
 
 
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
     ap.add_argument("--heads", nargs="*", default=["regression", "nima"])
     ap.add_argument("--protocols", nargs="*", default=["folds", "random80"])
+    ap.add_argument("--speed-only", action="store_true", help="only the cost column")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -113,17 +115,20 @@ def main() -> None:
     protocols = {k: v for k, v in protocols.items() if k in args.protocols}
     results: dict[str, Any] = {"n": len(labels), "candidates": [], "speed_ms": {}}
     xb = brisque_matrix(labels, args.cache)
-    for proto, split in protocols.items():
+    for proto, split in protocols.items() if not args.speed_only else ():
         r = evaluate(xb, labels, svr_fitter, [1.0, 10.0, 100.0, 1000.0], split)
         results["candidates"].append({"model": "BRISQUE (36 features) + RBF SVR", "protocol": proto, **r})
         print("brisque", proto, {k: r[k] for k in ("srcc", "plcc", "rmse")}, flush=True)
     for bb in args.backbones:
         for pol in args.policies:
-            x = features(labels, bb, pol, args.cache)
             size = POLICIES[pol][1]
             key = f"{bb}@{size}"
             if key not in results["speed_ms"]:
                 results["speed_ms"][key] = inference_ms(bb, size)
+                print(key, f"{results['speed_ms'][key]:.1f} CPU-ms/image", flush=True)
+            if args.speed_only:
+                continue
+            x = features(labels, bb, pol, args.cache)
             for head in args.heads:
                 for proto, split in protocols.items():
                     r = evaluate(x, labels, pt.head_fitter(head), pt.GRIDS[head], split)
