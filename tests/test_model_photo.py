@@ -110,10 +110,11 @@ def test_export_equals_torch_on_real_photos(live: Path, tmp_path: Path) -> None:
     assert np.all((onnx_scores >= 1) & (onnx_scores <= 5)) and np.ptp(onnx_scores) > 0
 
 
-def test_bundled_photo_model_scores_real_photos_sensibly(live: Path) -> None:
-    scorer = load_scorer("photo", threads=1)
+@pytest.mark.parametrize("name", ["photo", "photo-hq"])
+def test_bundled_photo_model_scores_real_photos_sensibly(live: Path, name: str) -> None:
+    scorer = load_scorer(name, threads=1)
     meta = scorer.metadata
-    assert scorer.name == "photo" and json.loads(meta["scale"]) == [1.0, 5.0]
+    assert scorer.name == name and json.loads(meta["scale"]) == [1.0, 5.0]
     assert short_side_policy(meta["resize_policy"]) is not None
     assert {"backbone", "head", "features", "cv_fixed_folds"} <= set(meta)
     labels = photo.load_live(live)
