@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from photo_features import POLICIES, crops, features
 
 from doohable.model import photo
 from doohable.model import photo_train as pt
 from doohable.model.export import export_photo
 from doohable.model.runtime import BUNDLED_DIR, load_scorer
+from photo_features import POLICIES, crops, features
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ reported figures of every outer split are honest estimates for unseen photos.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,13 @@ def head_fitter(kind: str) -> Fitter:
     """Fit a :class:`~doohable.model.photo.PhotoHead` of ``kind``; predictions on the MOS scale."""
 
     def fit(x: np.ndarray, mos: np.ndarray, std: np.ndarray, grid: list[float]) -> list[Predictor]:
-        heads = photo.fit_heads(x, mos, std, kind, grid)
-        return [lambda z, h=h: photo.score_to_mos(photo.predict_head(h, z)) for h in heads]
+        return [functools.partial(_predict_mos, h) for h in photo.fit_heads(x, mos, std, kind, grid)]
 
     return fit
+
+
+def _predict_mos(head: photo.PhotoHead, feats: np.ndarray) -> np.ndarray:
+    return photo.score_to_mos(photo.predict_head(head, feats))
 
 
 def choose(
