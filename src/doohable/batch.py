@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from doohable.images import ImageError, decode, read_limited
-from doohable.model.runtime import resize_side
+from doohable.model.runtime import RESIZE_POLICY, decode_side
 
 if TYPE_CHECKING:
     from doohable.config import Settings
@@ -92,7 +92,8 @@ def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScoreRe
 
 def prepare_bytes(data: bytes, scorer: ScorerLike) -> np.ndarray:
     """Bytes → the scorer's uint8 S×S×3 input, decoding JPEGs at reduced size (draft mode)."""
-    side = resize_side(scorer.input_size)  # what prepare() first resizes to
+    policy = getattr(scorer, "metadata", {}).get("resize_policy", RESIZE_POLICY)
+    side = decode_side(policy, scorer.input_size)  # what prepare() first resizes to
     decoded = decode(data, draft=(side, side))
     return scorer.prepare(decoded.image)
 

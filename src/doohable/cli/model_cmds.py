@@ -60,12 +60,42 @@ def _db_labels(method: str, pairwise: bool) -> dict[str, Any]:
     return {"data": data, "sources": blob_sources(data.paths, blobs)}
 
 
+def _photo_dataset(data: Path) -> Path | None:
+    """``data`` (or the shared live-challenge folder for the name ``live-challenge``) when its
+    labels.csv has a ``mos`` column, else ``None``."""
+    from doohable import datasets
+    from doohable.model.photo import is_photo_labels
+
+    if str(data) == "live-challenge" and not data.exists():
+        data = datasets.live_challenge()
+    return data if is_photo_labels(data) else None
+
+
+def _train_photo(
+    data: Path, backbone: str, head: str, folds: bool, device: str, out: Path, as_json: bool
+) -> None:
+    """The photo quality model: frozen multi-level features, a head, nested CV on the folds."""
+    from doohable.model.data import LabelError
+    from doohable.model.photo_train import PhotoTrainOptions, train_photo_job
+
+    opts = PhotoTrainOptions(data=data, out=out, backbone=backbone, head=head, folds=folds, device=device)
+    try:
+        with progress(disable=as_json) as bar:
+            result = train_photo_job(opts, _tick_factory(bar))
+    except (LabelError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    for e in result["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {e['source']}: {e['error']}")
+    emit(result, as_json)
+
+
 @app.command()
 def train(
     data: Path = typer.Option(
         SHARED_SCUT,
         "--data",
-        help="Folder with labels.csv (image,score,subset,fold) and images/ (SCUT-FBP5500 layout).",
+        help="Folder with labels.csv and images/: SCUT-FBP5500 layout (image,score,subset,fold) trains a "
+        "face scorer; a quality dataset (image,mos,std,fold, e.g. live-challenge) trains the photo model.",
     ),
     from_db: bool = typer.Option(False, "--from-db", help="Train on in-house labels from the database."),
     method: str = typer.Option(
@@ -144,6 +174,12 @@ def train(
     from doohable.model.train import FinetuneConfig
 
     settings = get_settings()
+    photo_root = None if from_db else _photo_dataset(data)
+    if photo_root is not None:  # a quality dataset (labels.csv with mos): the photo model
+        _train_photo(
+            photo_root, backbone, head, folds, device, out or settings.home / "models" / "photo.onnx", as_json
+        )
+        return
     cfg = FinetuneConfig(
         backbone=backbone,
         head=head,

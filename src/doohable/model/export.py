@@ -12,6 +12,7 @@ import onnx
 import torch
 from torch import nn
 
+from doohable.model.photo import SCALE, PhotoScorer
 from doohable.model.runtime import RESIZE_POLICY, load_scorer
 from doohable.model.scorer import ScoringModel
 
@@ -52,7 +53,6 @@ def export_onnx(
             output_names=["score"],
             dynamic_axes={"image": {0: "N"}, "score": {0: "N"}},
         )
-    proto = onnx.load(str(path))
     meta = {
         "name": name,
         "input_size": str(s),
@@ -62,6 +62,13 @@ def export_onnx(
         "head": model.head.kind,
         "tta_flip": json.dumps(model.tta_flip),
     }
+    return _set_metadata(path, meta, extra)
+
+
+def _set_metadata(path: Path, meta: dict[str, str], extra: dict[str, Any] | None) -> Path:
+    """Replace the metadata_props of the ONNX file at ``path`` by ``meta`` + ``extra`` (JSON-encoded
+    unless a string)."""
+    proto = onnx.load(str(path))
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     del proto.metadata_props[:]
@@ -69,6 +76,39 @@ def export_onnx(
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(path))
     return path
+
+
+def export_photo(
+    model: PhotoScorer, path: str | Path, *, name: str, policy: str, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write a :class:`~doohable.model.photo.PhotoScorer` to ``path`` as ONNX (dynamic batch):
+    input ``image`` uint8 (N, S, S, 3), output ``score`` (N,) on 1..5; metadata as
+    :func:`export_onnx` with ``resize_policy`` = ``policy`` (a ``short-side-R-center-crop-S``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = model.input_size
+    with torch.no_grad():
+        torch.onnx.export(
+            model.cpu().eval(),
+            (torch.zeros(1, s, s, 3, dtype=torch.uint8),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=["score"],
+            dynamic_axes={"image": {0: "N"}, "score": {0: "N"}},
+        )
+    meta = {
+        "name": name,
+        "input_size": str(s),
+        "scale": json.dumps(list(SCALE)),
+        "resize_policy": policy,
+        "backbone": model.features.backbone.name,
+        "features": "multi-level mean+std pooling, blocks " + json.dumps(list(model.features.taps)),
+        "head": model.head.kind,
+        "tta_flip": "false",
+    }
+    return _set_metadata(path, meta, extra)
 
 
 def max_abs_diff(model: ScoringModel, path: str | Path, batch: np.ndarray) -> float:

@@ -2,8 +2,9 @@
 
 The ONNX graph takes ``image``: uint8 (N, S, S, 3) RGB and returns ``score``: float32 (N,) on
 the model's scale; normalisation happens inside the graph. Its ``metadata_props`` carry
-``name``, ``input_size``, ``scale`` and ``resize_policy``. :meth:`Scorer.prepare` is the one
-resize policy, used by training, batch scoring and the API alike.
+``name``, ``input_size``, ``scale`` and ``resize_policy``. :meth:`Scorer.prepare` applies the
+model's resize policy, used by training, batch scoring and the API alike: the squash
+(``squash-center-crop-0.875``, the default) or, for quality models, ``short-side-R-center-crop-S``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,36 @@ def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
 def prepare_image(img: Image.Image, input_size: int) -> np.ndarray:
     """The resize policy: squash to ``resize_side(S)``, centre-crop S -> uint8 (S, S, 3)."""
     return np.ascontiguousarray(center_crop(squash(img, resize_side(input_size)), input_size))
+
+
+def short_side_policy(policy: str) -> tuple[int, int] | None:
+    """``short-side-R-center-crop-S`` -> (R, S); any other policy name -> ``None``."""
+    parts = policy.split("-")
+    if len(parts) == 6 and parts[:2] == ["short", "side"] and parts[3:5] == ["center", "crop"]:
+        r, s = int(parts[2]), int(parts[5])
+        if r >= s > 0:
+            return r, s
+    return None
+
+
+def decode_side(policy: str, input_size: int) -> int:
+    """Smallest side a decoder may reduce an image to (JPEG draft) before ``policy`` applies."""
+    short = short_side_policy(policy)
+    return short[0] if short is not None else resize_side(input_size)
+
+
+def prepare_short_side(img: Image.Image, short_side: int, size: int) -> np.ndarray:
+    """Aspect kept: resize so the short side is ``short_side`` (antialiased bilinear; a photo
+    already at that scale is left untouched), then the centre S x S crop -> uint8 (S, S, 3).
+
+    Quality models see pixels near the training photos' scale, so blur and noise survive.
+    """
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    w, h = rgb.size
+    if min(w, h) != short_side:
+        k = short_side / min(w, h)
+        rgb = rgb.resize((max(size, round(w * k)), max(size, round(h * k))), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(center_crop(np.asarray(rgb, dtype=np.uint8), size))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> Path:
@@ -90,7 +121,10 @@ class Scorer:
     face: Any = field(default=None, repr=False)  # doohable.model.face.FaceBranch | None
 
     def prepare(self, img: Image.Image) -> np.ndarray:
-        """PIL image -> uint8 (S, S, 3): the one resize policy."""
+        """PIL image -> uint8 (S, S, 3) by the model's ``resize_policy`` (default: the squash)."""
+        short = short_side_policy(self.metadata.get("resize_policy", RESIZE_POLICY))
+        if short is not None:
+            return prepare_short_side(img, short[0], self.input_size)
         return prepare_image(img, self.input_size)
 
     def score(self, batch: np.ndarray) -> np.ndarray:
