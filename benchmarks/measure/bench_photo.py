@@ -10,7 +10,7 @@ BRISQUE (36 features written from the paper, brisque_features.py, RBF SVR tuned 
 runs on the same splits. The cost column is ONNX Runtime inference (2 threads, batch 16) of the
 whole exported graph at the policy's input size, ms per image, median of 5 timed runs.
 
-    PYTHONPATH=src:benchmarks/measure nice .venv/bin/python benchmarks/measure/bench_photo.py \
+    PYTHONPATH=src:benchmarks/measure nice .venv/bin/python benchmarks/measure/bench_photo.py \\
         --json-out benchmarks/results/photo.json
 """
 
