@@ -32,8 +32,8 @@ SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fb
 def prepare(out: Path, n: int = 32) -> None:
     from PIL import Image
 
-    from doohable.model.face import DEFAULT_PADDINGS, FaceEmbedder
-    from doohable.model.face_train import chip_pairs, dlib_net_path
+    from doohable.model.face.embed import DEFAULT_PADDINGS, FaceEmbedder
+    from doohable.model.face.train import chip_pairs, dlib_net_path
     from doohable.model.runtime import prepare_image
 
     rows = list(csv.DictReader((SCUT / "labels.csv").open()))[:: 4400 // n][:n]
@@ -50,7 +50,7 @@ def prepare(out: Path, n: int = 32) -> None:
 def check(data: Path) -> int:
     import torch
 
-    from doohable.model.dlibnet_torch import face_scores, finetune_face_scorer
+    from doohable.model.face.dlibnet_torch import face_scores, finetune_face_scorer
 
     if not torch.cuda.is_available():
         print("no CUDA device")

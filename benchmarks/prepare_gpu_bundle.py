@@ -25,7 +25,7 @@ from PIL import Image
 
 from doohable.model.backbones import REGISTRY, weights_path
 from doohable.model.data import load_images_cached, load_scut
-from doohable.model.runtime import resize_side
+from doohable.model.preprocess import resize_side
 
 SCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scut-fbp5500"
 

@@ -18,34 +18,25 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from doohable.model.face.branch import FaceBranch
+from doohable.model.preprocess import (
+    CROP_FRACTION,
+    RESIZE_POLICY,
+    center_crop,
+    prepare_image,
+    resize_side,
+    squash,
+)
+from doohable.model.session import onnx_session
+
+__all__ = [
+    "BUNDLED_DIR", "CROP_FRACTION", "DEFAULT_MODEL", "RESIZE_POLICY", "Scorer", "center_crop",
+    "face_branch_path", "load_scorer", "onnx_session", "prepare_image", "read_metadata",
+    "resize_side", "resolve_model_path", "squash",
+]
+
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 DEFAULT_MODEL = "selfie"
-RESIZE_POLICY = "squash-center-crop-0.875"
-CROP_FRACTION = 0.875  # squash to round(S / 0.875) px square, then centre-crop S (224 <- 256)
-
-
-def resize_side(input_size: int) -> int:
-    """Side of the square the image is squashed to before cropping ``input_size``."""
-    return int(round(input_size / CROP_FRACTION))
-
-
-def squash(img: Image.Image, side: int) -> np.ndarray:
-    """RGB image -> uint8 (side, side, 3), aspect ratio ignored (as NIMA), antialiased bilinear."""
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    return np.asarray(rgb.resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop of an (H, W, ...) array."""
-    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
-    return arr[top : top + size, left : left + size]
-
-
-def prepare_image(img: Image.Image, input_size: int) -> np.ndarray:
-    """The resize policy: squash to ``resize_side(S)``, centre-crop S -> uint8 (S, S, 3)."""
-    return np.ascontiguousarray(center_crop(squash(img, resize_side(input_size)), input_size))
-
-
 def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> Path:
     """``None`` -> the bundled default; a bundled name (``selfie``) -> its file; else a path."""
     if name_or_path is None:
@@ -87,7 +78,7 @@ class Scorer:
     path: Path
     metadata: dict[str, str] = field(default_factory=dict)
     _session: Any = field(default=None, repr=False)
-    face: Any = field(default=None, repr=False)  # doohable.model.face.FaceBranch | None
+    face: FaceBranch | None = field(default=None, repr=False)
 
     def prepare(self, img: Image.Image) -> np.ndarray:
         """PIL image -> uint8 (S, S, 3): the one resize policy."""
@@ -146,8 +137,6 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     face = None
     sidecar = face_branch_path(path)
     if sidecar.is_file():
-        from doohable.model.face import FaceBranch
-
         face = FaceBranch.load(sidecar, threads=threads)
         digest.update(sidecar.read_bytes())
         meta["face_branch"] = sidecar.name
@@ -165,16 +154,6 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
         _session=session,
         face=face,
     )
-
-
-def onnx_session(model: bytes, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session of ``model`` with ``threads`` intra-op threads (0: its default,
-    the number of cores): the scorer's and the face branch's networks alike."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(0, int(threads))
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def face_branch_path(model_path: Path) -> Path:
