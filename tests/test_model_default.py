@@ -116,3 +116,21 @@ def test_score_cli_lines_carry_parts_and_skip_what_is_not_an_image(combination: 
     assert set(face) == {"path", "score", "parts", "model", "version"} and face["model"] == "mine"
     assert face["parts"]["face"] is not None and gray["parts"]["face"] is None
     assert gray["score"] == pytest.approx(0.1 + 0.9 * gray["parts"]["photo"], abs=1e-4)
+
+
+def test_face_part_loads_only_when_a_portrait_comes(combination: Path) -> None:
+    scorer = load_combined(combination, threads=1)
+    gray = Image.new("RGB", (300, 200), (90,) * 3)
+    scores, parts = scorer.score_parts(scorer.stack([scorer.prepare(gray)]))
+    assert scorer._face is None and np.isnan(parts["face"][0])
+    scorer.score_parts(scorer.stack([scorer.prepare(portrait())]))
+    assert scorer._face is not None and scorer.face.name == "selfie-fast"
+
+
+def test_a_face_model_that_takes_another_input_is_refused(tmp_path: Path) -> None:
+    standin_combination(tmp_path)
+    comb = Combination.load(tmp_path / "mine.json")
+    wrong = Combination(comb.photo_model, comb.face_model, face_input=(160, comb.face_input[1]))
+    scorer = load_combined(wrong.save(tmp_path / "wrong.json"), threads=1)
+    with pytest.raises(ValueError, match="face_input"):
+        scorer.warm()

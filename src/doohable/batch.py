@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from doohable.images import ImageError, decode, read_limited
 from doohable.model.preprocess import resize_side
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # SQLAlchemy loads only for stored images (`doohable score DIR` needs none)
+    from sqlalchemy.orm import Session
+
     from doohable.config import Settings
 
 # images per model call: bigger batches do not run faster on CPU (one ONNX Runtime thread per call)
@@ -319,6 +319,8 @@ def score_paths_ray(
 def stored_ids(session: Session, results: Iterable[ScoreResult]) -> dict[int, float]:
     """image id → score for the scored files that are also ingested images (same SHA-256)
     (their parts: :func:`stored_parts`)."""
+    from sqlalchemy import select
+
     from doohable.store.models import Image as ImageRow
 
     by_sha = {r.sha256: float(r.score) for r in results if r.sha256 and r.score is not None}
@@ -332,6 +334,8 @@ def stored_parts(
     ids: dict[int, float], results: Iterable[ScoreResult], session: Session
 ) -> dict[int, Parts | None]:
     """image id → a combined scorer's parts, for the ids of :func:`stored_ids`."""
+    from sqlalchemy import select
+
     from doohable.store.models import Image as ImageRow
 
     by_sha = {r.sha256: r.parts for r in results if r.sha256 and r.parts is not None}
@@ -365,6 +369,8 @@ def moderate_images(
 ) -> ModerationReport:
     """Score stored images (all when ``image_ids`` is None), run the NSFW gate on those not yet
     checked, store scores with the model version and apply the auto-approve policy."""
+    from sqlalchemy import select
+
     from doohable.store.models import Image as ImageRow
 
     q = select(ImageRow.id, ImageRow.sha256)
@@ -413,6 +419,8 @@ def moderate_scores(
 
 def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings: Settings) -> int:
     """Run the NSFW gate on the given images that have no NSFW probability yet; return how many."""
+    from sqlalchemy import select
+
     from doohable.nsfw import load_gate
     from doohable.store.models import Image as ImageRow
 

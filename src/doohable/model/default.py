@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from doohable.model.runtime import BUNDLED_DIR, Scorer, load_scorer
+from doohable.model.preprocess import RESIZE_POLICY, prepare_image
+from doohable.model.runtime import (
+    BUNDLED_DIR,
+    Scorer,
+    load_scorer,
+    model_version,
+    resolve_model_path,
+)
 
 NAME = "default"
 PHOTO_MODEL = "photo"  # the photo part's bundled model
@@ -42,7 +49,9 @@ COMBINATION_PATH = BUNDLED_DIR / f"{NAME}.json"
 @dataclass(frozen=True)
 class Combination:
     """How the parts make the score (see the module's docstring); ``fitted``: on what data and
-    with what result the coefficients were fitted (free-form, kept in the JSON)."""
+    with what result the coefficients were fitted (free-form, kept in the JSON).
+    ``face_input``: the face model's input side and resize policy, so that images are prepared
+    for it before it is loaded (checked against its metadata when it is)."""
 
     photo_model: str = PHOTO_MODEL
     face_model: str = FACE_MODEL
@@ -51,6 +60,7 @@ class Combination:
     other: tuple[float, float] = (0.0, 1.0)  # d0, d1 (photo)
     scale: tuple[float, float] = (1.0, 5.0)
     fitted: dict[str, Any] = field(default_factory=dict)
+    face_input: tuple[int, str] = (224, RESIZE_POLICY)
 
     def __post_init__(self) -> None:
         if len(self.portrait) != 3 or len(self.other) != 2:
@@ -88,6 +98,7 @@ class Combination:
                 tuple(float(v) for v in doc["portrait"]),  # type: ignore[arg-type]
                 tuple(float(v) for v in doc["other"]),  # type: ignore[arg-type]
                 (float(doc["scale"][0]), float(doc["scale"][1])), dict(doc.get("fitted", {})),
+                (int(doc["face_input"][0]), str(doc["face_input"][1])),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ValueError(f"{path}: bad combination ({e})") from e
@@ -110,7 +121,7 @@ def fit_combination(
         other = tuple(float(v) for v in np.linalg.lstsq(x, y[~has_face], rcond=None)[0])  # type: ignore[assignment]
     counts = {"portraits": int(has_face.sum()), "others": int((~has_face).sum())}
     return Combination(base.photo_model, base.face_model, base.gate_side, portrait, other, base.scale,
-                       {**fitted, **counts})
+                       {**fitted, **counts}, base.face_input)
 
 
 class FaceGate:
@@ -140,20 +151,46 @@ class FaceGate:
 class CombinedScorer:
     """The default scorer (module docstring); the same interface as :class:`Scorer`, plus
     :meth:`score_parts`. Its prepared input is the pair (photo input, face input), one array
-    when both models share the resize policy and size."""
+    when both models share the resize policy and size. The face model is loaded when the gate
+    first opens (or by :meth:`warm`): a folder without portraits never pays for it."""
 
     name: str
     version: str
     path: Path
     combination: Combination
     photo: Scorer
-    face: Scorer
+    face_path: Path
     gate: FaceGate = field(repr=False)
     metadata: dict[str, str] = field(default_factory=dict)
+    threads: int = 0
+    _face: Scorer | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def face(self) -> Scorer:
+        """The face part's scorer (loaded on first use)."""
+        if self._face is None:
+            with self._lock:
+                if self._face is None:
+                    face = load_scorer(self.face_path, threads=self.threads)
+                    got = (face.input_size, face.metadata.get("resize_policy", RESIZE_POLICY))
+                    if got != self.combination.face_input:
+                        raise ValueError(f"{self.path}: face_input {list(self.combination.face_input)} "
+                                         f"but {self.face_path.name} takes {list(got)}")
+                    self._face = face
+        return self._face
+
+    def warm(self) -> None:
+        """Load the face part now (a server does, so that no request waits for it)."""
+        _ = self.face
+
+    @property
+    def face_size(self) -> int:
+        return self.combination.face_input[0]
 
     @property
     def input_size(self) -> int:
-        return max(self.photo.input_size, self.face.input_size)
+        return max(self.photo.input_size, self.face_size)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -161,14 +198,14 @@ class CombinedScorer:
 
     @property
     def shared_input(self) -> bool:
-        policy = [s.metadata.get("resize_policy") for s in (self.photo, self.face)]
-        return self.photo.input_size == self.face.input_size and policy[0] == policy[1]
+        policy = self.photo.metadata.get("resize_policy", RESIZE_POLICY)
+        return (self.photo.input_size, policy) == self.combination.face_input
 
     def prepare(self, img: Image.Image) -> Any:
         """PIL image -> the photo model's input and the face model's (one array when shared)."""
         if self.shared_input:
-            return self.face.prepare(img)
-        return self.photo.prepare(img), self.face.prepare(img)
+            return self.photo.prepare(img)
+        return self.photo.prepare(img), prepare_image(img, self.face_size)
 
     def stack(self, prepared: list[Any]) -> Any:
         """Prepared images -> a batch for :meth:`score`."""
@@ -199,15 +236,13 @@ def load_combined(path: str | Path | None = None, *, threads: int = 0) -> Combin
     path = Path(path) if path is not None else COMBINATION_PATH
     comb = Combination.load(path)
 
-    def model(ref: str) -> Scorer:
-        p = Path(ref)
-        local = path.parent / p
-        return load_scorer(str(local) if not p.is_absolute() and local.suffix == ".onnx" and local.is_file()
-                           else ref, threads=threads)
+    def model_path(ref: str) -> Path:
+        local = path.parent / ref
+        return local if local.suffix == ".onnx" and local.is_file() else resolve_model_path(ref)
 
-    photo, face = model(comb.photo_model), model(comb.face_model)
+    photo, face_path = load_scorer(model_path(comb.photo_model), threads=threads), model_path(comb.face_model)
     digest = hashlib.sha256(json.dumps(comb.to_json(), sort_keys=True).encode())
-    digest.update(f"{photo.version}:{face.version}".encode())
-    meta = {"name": NAME, "photo_model": photo.name, "face_model": face.name, "combination": path.name}
+    digest.update(f"{photo.version}:{model_version(face_path)}".encode())
+    meta = {"name": NAME, "photo_model": photo.name, "face_model": face_path.stem, "combination": path.name}
     return CombinedScorer(NAME if path == COMBINATION_PATH else path.stem, digest.hexdigest()[:12], path,
-                          comb, photo, face, FaceGate(comb.gate_side), meta)
+                          comb, photo, face_path, FaceGate(comb.gate_side), meta, threads)

@@ -31,7 +31,7 @@ from doohable.model.session import onnx_session
 
 __all__ = [
     "BUNDLED_DIR", "CROP_FRACTION", "DEFAULT_MODEL", "RESIZE_POLICY", "Scorer", "center_crop",
-    "face_branch_path", "load_scorer", "onnx_session", "prepare_image", "read_metadata",
+    "face_branch_path", "load_scorer", "model_version", "onnx_session", "prepare_image", "read_metadata",
     "resize_side", "resolve_model_path", "squash",
 ]
 
@@ -133,12 +133,10 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     if missing:
         raise ValueError(f"{path}: not a doohable scorer (metadata lacks {', '.join(sorted(missing))})")
     lo, hi = json.loads(meta["scale"])
-    digest = hashlib.sha256(data)
     face = None
     sidecar = face_branch_path(path)
     if sidecar.is_file():
         face = FaceBranch.load(sidecar, threads=threads)
-        digest.update(sidecar.read_bytes())
         meta["face_branch"] = sidecar.name
         meta["face_weight"] = str(face.weight)
         meta["face_calibration"] = json.dumps(face.calibration)
@@ -146,7 +144,7 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
             meta["face_stack"] = json.dumps(face.stack)
     return Scorer(
         name=meta["name"],
-        version=digest.hexdigest()[:12],
+        version=model_version(path, data),
         input_size=int(meta["input_size"]),
         scale=(float(lo), float(hi)),
         path=path,
@@ -154,6 +152,16 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
         _session=session,
         face=face,
     )
+
+
+def model_version(path: Path, data: bytes | None = None) -> str:
+    """First 12 hex digits of the SHA-256 of the .onnx file (``data``: its bytes, if read) and
+    of its face branch, if any."""
+    digest = hashlib.sha256(path.read_bytes() if data is None else data)
+    sidecar = face_branch_path(path)
+    if sidecar.is_file():
+        digest.update(sidecar.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def face_branch_path(model_path: Path) -> Path:

@@ -37,7 +37,10 @@ async def _load_model(app: FastAPI) -> AsyncIterator[None]:
     """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
     settings: Settings = app.state.settings
     try:
-        await run_in_threadpool(cached_scorer, settings.model, settings.threads)
+        scorer = await run_in_threadpool(cached_scorer, settings.model, settings.threads)
+        warm = getattr(scorer, "warm", None)  # a combined scorer's lazily loaded parts
+        if warm is not None:
+            await run_in_threadpool(warm)
     except (FileNotFoundError, ValueError) as e:  # pragma: no cover - depends on the install
         log.warning("scoring disabled: %s", e)
     yield
