@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -140,12 +141,18 @@ def bench_candidates(rows: list[dict[str, str]]) -> dict[str, Any]:
     return {"faces": n, "results": out}
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> float:
+def run_cli(args: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Wall seconds of ``doohable ARGS``; its CPU seconds (user + system) appended to ``cpu``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run([EXE, *args], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-2000:])
-    return time.perf_counter() - t
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 def bench_startup(one: Path, srcs: dict[str, str], model: str | None, repeat: int) -> dict[str, Any]:
@@ -156,10 +163,13 @@ def bench_startup(one: Path, srcs: dict[str, str], model: str | None, repeat: in
         if model and label == "this tree":
             env["DOOHABLE_MODEL"] = model
         run_cli(["--help"], env)  # warm the file cache
-        helps = [run_cli(["--help"], env) for _ in range(repeat)]
-        ones = [run_cli(["score", str(one), "--json", "--no-store"], env) for _ in range(repeat)]
-        out[label] = {"help_s": statistics.median(helps), "score_one_s": statistics.median(ones),
-                      "help_all": helps, "score_one_all": ones}
+        help_cpu: list[float] = []
+        one_cpu: list[float] = []
+        helps = [run_cli(["--help"], env, help_cpu) for _ in range(repeat)]
+        ones = [run_cli(["score", str(one), "--json", "--no-store"], env, one_cpu) for _ in range(repeat)]
+        med = statistics.median
+        out[label] = {"help_s": med(helps), "score_one_s": med(ones), "help_cpu_s": med(help_cpu),
+                      "score_one_cpu_s": med(one_cpu), "help_all": helps, "score_one_all": ones}
         print("startup", label, out[label], flush=True)
     return out
 
