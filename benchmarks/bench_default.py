@@ -14,6 +14,8 @@
 4. ``cli``: the whole ``doohable score DIR --json`` process on ``--images`` 1080x1350 photos
    and on the SCUT faces, for ``--model`` (a name or a combination JSON), with the naive
    PIL + torch-eager baseline (``bench_scoring.bench_naive``) in the same run.
+5. ``api``: p50/p99 of ``POST /api/v1/score`` (one 1080x1350 JPEG), 8 concurrent clients
+   (``bench_scoring.bench_api``), for ``--model`` and for ``--baseline-src``'s default.
 
 Run: ``.venv/bin/python benchmarks/bench_default.py --baseline-src /tmp/base/src
 --model default`` (``--help`` for sizes and skips).
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench_scoring import bench_naive, make_photos
+from bench_scoring import bench_api, bench_naive, make_photos
 from doohable.batch import prepare_bytes
 from doohable.model.default import FaceGate
 from doohable.model.runtime import Scorer, load_scorer
@@ -185,6 +187,26 @@ def bench_cli(folder: Path, n: int, model: str | None, src: str | None = None) -
     return {"images": n, "seconds": wall, "images_per_s": n / wall}
 
 
+def bench_api_runs(photo: bytes, args: Any) -> dict[str, Any]:
+    """The API benchmark for this tree's ``--model`` and the baseline checkout's default."""
+    out: dict[str, Any] = {}
+    runs = {"this tree": (str(Path(__file__).resolve().parents[1] / "src"), args.model)}
+    if args.baseline_src:
+        runs["baseline"] = (args.baseline_src, None)
+    saved = os.environ.get("PYTHONPATH")
+    try:
+        for label, (src, model) in runs.items():
+            os.environ["PYTHONPATH"] = src
+            out[label] = bench_api(model, photo, 8, args.api_seconds, 1)
+            print("api", label, out[label], flush=True)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="the scorer of the CLI runs (name or combination JSON)")
@@ -195,7 +217,8 @@ def main() -> None:
     ap.add_argument("--parts-images", type=int, default=40)
     ap.add_argument("--naive-images", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["parts", "candidates", "startup", "cli"])
+    ap.add_argument("--api-seconds", type=float, default=15.0)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["parts", "candidates", "startup", "cli", "api"])
     args = ap.parse_args()
     report: dict[str, Any] = {"cores": os.cpu_count(), "load_before": os.getloadavg()}
     rows = scut_rows(args.faces)
@@ -232,6 +255,8 @@ def main() -> None:
                 for key, folder, n in runs:
                     report[f"cli_{key}_baseline"] = bench_cli(folder, n, None, args.baseline_src)
                     print(f"cli {key} baseline", report[f"cli_{key}_baseline"], flush=True)
+        if "api" not in args.skip:
+            report["api"] = bench_api_runs(photos[0].read_bytes(), args)
     report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=2, default=float))
 
