@@ -609,3 +609,17 @@ def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path)
     out = one.blend(cnn, np.zeros((2, 8, 8, 3), np.uint8))
     assert out[0] == pytest.approx(0.5 + 0.9 * (0.5 * 3.0 + 0.5 * want_face), abs=1e-5)
     assert out[1] == 2.0
+
+
+def test_bundled_detector_file_is_dlibs_frontal_face_detector(crops: np.ndarray) -> None:
+    import dlib
+
+    from doohable.model.face.embed import DETECTOR_PATH, frontal_face_detector
+
+    assert DETECTOR_PATH.is_file()
+    built, loaded = dlib.get_frontal_face_detector(), frontal_face_detector()
+    for crop in crops:
+        for up in (0, 1):
+            assert [(r.left(), r.top(), r.right(), r.bottom()) for r in built(crop, up)] == [
+                (r.left(), r.top(), r.right(), r.bottom()) for r in loaded(crop, up)
+            ]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from doohable.model.face.embed import frontal_face_detector
 from doohable.model.preprocess import RESIZE_POLICY, prepare_image
 from doohable.model.runtime import (
     BUNDLED_DIR,
@@ -135,11 +136,9 @@ class FaceGate:
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) crops -> (N,) bool."""
-        import dlib
-
         with self._lock:
             if self._detector is None:
-                self._detector = dlib.get_frontal_face_detector()
+                self._detector = frontal_face_detector()
             out = np.zeros(len(crops), bool)
             for i, crop in enumerate(crops):
                 small = Image.fromarray(crop).resize((self.side, self.side), Image.Resampling.BILINEAR)
