@@ -67,3 +67,14 @@ def photo_jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def standin_combination(folder: Path, portrait: tuple[float, float, float] = (0.5, 0.6, 0.3)) -> Path:
+    """A default-scorer combination JSON in ``folder`` whose photo part is a stand-in (the
+    brightness scorer at 224 px, next to the JSON) and whose face part is ``selfie-fast``."""
+    from doohable.model.default import Combination
+
+    brightness_model(folder / "standin-photo.onnx", input_size=224, name="standin-photo")
+    comb = Combination(photo_model="standin-photo.onnx", face_model="selfie-fast", portrait=portrait,
+                       other=(0.1, 0.9))
+    return comb.save(folder / "mine.json")

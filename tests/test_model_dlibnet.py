@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from skimage import data as skd
 
-from doohable.model.dlibnet import dlib_face_onnx, read_dat_params
-from doohable.model.face import FaceEmbedder, _model_dir
+from doohable.model.face.dlibnet import dlib_face_onnx, read_dat_params
+from doohable.model.face.embed import FaceEmbedder, _model_dir
 from doohable.model.runtime import prepare_image
 
 DAT = _model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
@@ -58,7 +58,7 @@ def test_onnx_network_gives_dlib_s_descriptors(chips: np.ndarray) -> None:
 @pytest.mark.slow
 def test_torch_module_gives_the_same_numbers(chips: np.ndarray) -> None:
     torch = pytest.importorskip("torch")
-    from doohable.model.dlibnet_torch import DlibFaceNet
+    from doohable.model.face.dlibnet_torch import DlibFaceNet
 
     net = DlibFaceNet.from_dat(DAT).eval()
     with torch.no_grad():

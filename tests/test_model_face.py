@@ -13,7 +13,8 @@ from sklearn.kernel_approximation import RBFSampler
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 
-from doohable.model.face import FaceBranch, FaceEmbedder, FaceRegressor, stack_scores
+from doohable.model.face.branch import FaceBranch, FaceRegressor, stack_scores
+from doohable.model.face.embed import FaceEmbedder
 from doohable.model.runtime import BUNDLED_DIR, face_branch_path, load_scorer, prepare_image
 
 
@@ -158,9 +159,9 @@ def _old_choose(
     but for the grids, now the library's): a plain grid search, one fit per value."""
     import itertools
 
-    from doohable.model.face import ALPHAS as _OLD_ALPHAS
-    from doohable.model.face import GAMMAS as _OLD_GAMMAS
-    from doohable.model.face import WEIGHTS as _OLD_WEIGHTS
+    from doohable.model.face.fit import ALPHAS as _OLD_ALPHAS
+    from doohable.model.face.fit import GAMMAS as _OLD_GAMMAS
+    from doohable.model.face.fit import WEIGHTS as _OLD_WEIGHTS
 
     best: tuple[float, tuple[bool, float, float, float]] | None = None
     for m, g, a in itertools.product(sorted(embs), _OLD_GAMMAS, _OLD_ALPHAS):
@@ -203,7 +204,8 @@ def _synthetic(informative: bool, n: int = 160, seed: int = 0) -> dict[str, np.n
 @pytest.mark.slow
 @pytest.mark.parametrize("informative", [True, False])
 def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
-    from doohable.model.face import N_FEATURES, choose_face_branch, face_rows, fit_face_branch
+    from doohable.model.face.branch import N_FEATURES
+    from doohable.model.face.fit import choose_face_branch, face_rows, fit_face_branch
 
     s = _synthetic(informative)
     plain, flipped, y, cnn, folds = s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"]
@@ -240,7 +242,7 @@ def test_choice_and_fit_equal_the_old_benchmark_code(informative: bool) -> None:
 
 @pytest.mark.slow
 def test_blend_oof_beats_the_cnn_where_the_face_carries_signal() -> None:
-    from doohable.model.face import blend_oof, fit_face_branch
+    from doohable.model.face.fit import blend_oof, fit_face_branch
 
     s = _synthetic(True)
     branch = fit_face_branch(
@@ -257,7 +259,7 @@ def test_blend_oof_beats_the_cnn_where_the_face_carries_signal() -> None:
 
 
 def test_too_few_faces_is_a_clear_error() -> None:
-    from doohable.model.face import fit_face_branch
+    from doohable.model.face.fit import fit_face_branch
 
     s = _synthetic(True, n=40)  # 8 without a face: 32 left, so drop more
     s["plain"][:25] = np.nan
@@ -287,8 +289,9 @@ def _tiny_branch(meta: dict[str, str]) -> FaceBranch:
 
 @pytest.mark.slow
 def test_chip_embeddings_are_embed_pairs_plus_the_pooled_features(crops: np.ndarray) -> None:
-    from doohable.model.face import DEFAULT_PADDINGS, POOLED_SCALE
-    from doohable.model.face_train import chip_embeddings, chip_pairs
+    from doohable.model.face.branch import POOLED_SCALE
+    from doohable.model.face.embed import DEFAULT_PADDINGS
+    from doohable.model.face.train import chip_embeddings, chip_pairs
 
     emb = FaceEmbedder(DEFAULT_PADDINGS)
     ticks: list[tuple[int, int]] = []
@@ -372,7 +375,8 @@ def test_train_face_branch_writes_a_sidecar_the_scorer_loads(
     sidecar = face_branch_path(model)
     assert model.is_file() and sidecar.is_file() and fb["path"] == str(sidecar)
     assert m["n_images"] == 32 and fb["n_images"] == 32 and 20 <= fb["faces_found"] <= 32
-    from doohable.model.face import DEFAULT_PADDINGS, GAMMAS, WEIGHTS
+    from doohable.model.face.embed import DEFAULT_PADDINGS
+    from doohable.model.face.fit import GAMMAS, WEIGHTS
 
     assert fb["paddings"] == list(DEFAULT_PADDINGS) and load_scorer(model).face.paddings == DEFAULT_PADDINGS
     assert fb["weight"] in WEIGHTS and len(fb["calibration"]) == 2
@@ -504,7 +508,7 @@ def test_train_job_with_too_few_faces_fails_before_training(
 
 @pytest.mark.slow
 def test_gamma_is_per_descriptor_when_paddings_are_concatenated() -> None:
-    from doohable.model.face import GAMMAS, choose_face_branch
+    from doohable.model.face.fit import GAMMAS, choose_face_branch
 
     s = _synthetic(True)
     found = ~np.isnan(s["plain"]).any(axis=1)
@@ -518,7 +522,7 @@ def test_gamma_is_per_descriptor_when_paddings_are_concatenated() -> None:
 
 
 def test_one_fit_for_all_penalties_equals_one_fit_each() -> None:
-    from doohable.model.face import face_oof_alphas
+    from doohable.model.face.fit import face_oof_alphas
 
     s = _synthetic(True)
     found = ~np.isnan(s["plain"]).any(axis=1)
@@ -535,7 +539,7 @@ def test_one_fit_for_all_penalties_equals_one_fit_each() -> None:
 
 @pytest.mark.slow
 def test_the_mirror_pass_can_be_forced() -> None:
-    from doohable.model.face import fit_face_branch
+    from doohable.model.face.fit import fit_face_branch
 
     s = _synthetic(True)
     args = (s["plain"], s["flipped"], s["y"], s["cnn"], s["folds"])
@@ -545,7 +549,8 @@ def test_the_mirror_pass_can_be_forced() -> None:
 
 
 def test_serving_needs_the_face_in_the_crop_itself_as_fitting_does() -> None:
-    from doohable.model.face import face_rows, mirrored
+    from doohable.model.face.embed import mirrored
+    from doohable.model.face.fit import face_rows
 
     plain = np.array([[np.nan] * 128, [0.1] * 128], np.float32)
     flipped = np.array([[0.2] * 128, [np.nan] * 128], np.float32)
@@ -557,7 +562,7 @@ def test_serving_needs_the_face_in_the_crop_itself_as_fitting_does() -> None:
 
 
 def test_error_model_is_exact_for_its_own_cnn_and_gives_a_stronger_cnn_less_face() -> None:
-    from doohable.model.face import WEIGHTS, blend_error_model
+    from doohable.model.face.fit import WEIGHTS, blend_error_model
 
     rng = np.random.default_rng(3)
     y = rng.uniform(1, 5, 2000)
@@ -583,7 +588,7 @@ def test_error_model_is_exact_for_its_own_cnn_and_gives_a_stronger_cnn_less_face
 
 @pytest.mark.slow
 def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path) -> None:
-    from doohable.model.face import blend_oof, fit_calibration, fit_face_branch
+    from doohable.model.face.fit import blend_oof, fit_calibration, fit_face_branch
 
     rng = np.random.default_rng(5)
     truth = rng.uniform(1, 5, 500)
@@ -618,3 +623,17 @@ def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path)
     out = one.blend(cnn, np.zeros((2, 8, 8, 3), np.uint8))
     assert out[0] == pytest.approx(0.5 + 0.9 * (0.5 * 3.0 + 0.5 * want_face), abs=1e-5)
     assert out[1] == 2.0
+
+
+def test_bundled_detector_file_is_dlibs_frontal_face_detector(crops: np.ndarray) -> None:
+    import dlib
+
+    from doohable.model.face.embed import DETECTOR_PATH, frontal_face_detector
+
+    assert DETECTOR_PATH.is_file()
+    built, loaded = dlib.get_frontal_face_detector(), frontal_face_detector()
+    for crop in crops:
+        for up in (0, 1):
+            assert [(r.left(), r.top(), r.right(), r.bottom()) for r in built(crop, up)] == [
+                (r.left(), r.top(), r.right(), r.bottom()) for r in loaded(crop, up)
+            ]

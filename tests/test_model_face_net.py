@@ -12,16 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from doohable.model.dlibnet_torch import DlibFaceNet, face_scorer_onnx, face_scores, finetune_face_scorer
-from doohable.model.face import (
-    POOLED_SCALE,
-    FaceBranch,
-    FaceEmbedder,
-    FaceRegressor,
-    _model_dir,
-    fit_stack,
-    stack_scores,
-)
+from doohable.model.face.branch import POOLED_SCALE, FaceBranch, FaceRegressor, stack_scores
+from doohable.model.face.dlibnet_torch import DlibFaceNet, face_scorer_onnx, face_scores, finetune_face_scorer
+from doohable.model.face.embed import FaceEmbedder, _model_dir
+from doohable.model.face.fit import fit_stack
 from doohable.model.runtime import prepare_image
 
 pytestmark = pytest.mark.slow
@@ -79,7 +73,7 @@ def test_a_training_set_smaller_than_a_batch_still_trains(faces: dict[str, np.nd
 
 
 def test_out_of_fold_network_skips_rows_without_a_target(faces: dict[str, np.ndarray]) -> None:
-    from doohable.model.face_train import face_net_oof
+    from doohable.model.face.train import face_net_oof
 
     target = faces["y"].copy()
     target[:4] = np.nan  # e.g. images the CNN's CV gave no prediction

@@ -24,7 +24,7 @@ import torch
 
 from doohable.datasets import scut_fbp5500
 from doohable.model.data import load_images, load_scut
-from doohable.model.runtime import resize_side
+from doohable.model.preprocess import resize_side
 from doohable.model.scorer import build_model
 from doohable.model.train import FinetuneConfig, crop_batch, param_groups
 

@@ -20,7 +20,7 @@ from doohable.datasets import scut_fbp5500
 from doohable.model.data import load_images_cached, load_scut
 from doohable.model.export import export_onnx
 from doohable.model.metrics import regression_metrics
-from doohable.model.runtime import resize_side
+from doohable.model.preprocess import resize_side
 from doohable.model.scorer import build_model
 from doohable.model.train import cross_validate_head, extract_features, fit_head, head_scores
 

@@ -31,8 +31,8 @@ def prepare(out: Path, n: int = 32) -> None:
     from PIL import Image
 
     from doohable.datasets import scut_fbp5500
-    from doohable.model.face import DEFAULT_PADDINGS, FaceEmbedder
-    from doohable.model.face_train import chip_pairs, dlib_net_path
+    from doohable.model.face.embed import DEFAULT_PADDINGS, FaceEmbedder
+    from doohable.model.face.train import chip_pairs, dlib_net_path
     from doohable.model.runtime import prepare_image
 
     scut = scut_fbp5500()
@@ -50,7 +50,7 @@ def prepare(out: Path, n: int = 32) -> None:
 def check(data: Path) -> int:
     import torch
 
-    from doohable.model.dlibnet_torch import face_scores, finetune_face_scorer
+    from doohable.model.face.dlibnet_torch import face_scores, finetune_face_scorer
 
     if not torch.cuda.is_available():
         print("no CUDA device")

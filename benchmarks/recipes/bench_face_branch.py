@@ -41,23 +41,20 @@ from rich.progress import Progress
 
 from doohable.datasets import scut_fbp5500
 from doohable.model.data import cache_key, load_images_cached, load_scut
-from doohable.model.face import (
-    DEFAULT_PADDINGS,
-    FaceEmbedder,
-    FaceRegressor,
+from doohable.model.face.branch import FaceRegressor, blend_scores, stack_scores
+from doohable.model.face.embed import DEFAULT_PADDINGS, FaceEmbedder
+from doohable.model.face.fit import (
     blend_error_model,
-    blend_scores,
     choose_face_branch,
     choose_pooled,
     face_rows,
     fit_calibration,
     fit_face_branch,
     fit_stack,
-    stack_scores,
 )
-from doohable.model.face import blend_oof as face_blend_oof
-from doohable.model.face import face_oof as face_oof_of
-from doohable.model.face_train import add_face_net, chip_embeddings, chip_pairs, face_net_oof, net_target
+from doohable.model.face.fit import blend_oof as face_blend_oof
+from doohable.model.face.fit import face_oof as face_oof_of
+from doohable.model.face.train import add_face_net, chip_embeddings, chip_pairs, face_net_oof, net_target
 from doohable.model.metrics import fold_metrics, mean_std_table, regression_metrics, top_fraction_roc
 from doohable.model.runtime import center_crop, resize_side
 

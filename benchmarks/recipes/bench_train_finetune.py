@@ -29,7 +29,7 @@ import torch
 from doohable.model.data import load_images, load_scut
 from doohable.model.export import export_onnx, max_abs_diff
 from doohable.model.metrics import fold_metrics, regression_metrics
-from doohable.model.runtime import resize_side
+from doohable.model.preprocess import resize_side
 from doohable.model.train import (
     FinetuneConfig,
     cross_validate,

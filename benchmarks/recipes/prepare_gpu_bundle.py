@@ -26,7 +26,7 @@ from PIL import Image
 from doohable.datasets import scut_fbp5500
 from doohable.model.backbones import REGISTRY, weights_path
 from doohable.model.data import load_images_cached, load_scut
-from doohable.model.runtime import resize_side
+from doohable.model.preprocess import resize_side
 
 SCUT = scut_fbp5500()
 

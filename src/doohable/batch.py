@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from doohable.images import ImageError, decode, read_limited
-from doohable.model.runtime import RESIZE_POLICY, decode_side
+from doohable.model.preprocess import RESIZE_POLICY, decode_side
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # SQLAlchemy loads only for stored images (`doohable score DIR` needs none)
+    from sqlalchemy.orm import Session
+
     from doohable.config import Settings
 
 # images per model call: bigger batches do not run faster on CPU (one ONNX Runtime thread per call)
@@ -45,12 +45,17 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 T = TypeVar("T")
 
 
+Parts = dict[str, float | None]  # {"photo": 3.1, "face": None}: None where a part does not apply
+
+
 class ScorerLike(Protocol):
     """What batch scoring needs from :class:`doohable.model.runtime.Scorer`."""
 
     name: str
     version: str
-    input_size: int
+
+    @property
+    def input_size(self) -> int: ...
 
     def prepare(self, img: Image.Image) -> np.ndarray: ...
 
@@ -65,12 +70,19 @@ class ScoreResult:
     score: float | None = None
     error: str | None = None
     sha256: str | None = None
+    parts: Parts | None = None  # a combined scorer's parts (None: a single model)
+    model: str | None = None
+    version: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The CLI's JSON line: ``{"path", "score"}`` or ``{"path", "error"}``."""
+        """The CLI's JSON line: ``{"path", "score"}`` or ``{"path", "error"}``; a combined
+        scorer's lines also have ``"parts"``, ``"model"`` and ``"version"``."""
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "score": self.score}
+        if self.parts is None:
+            return {"path": self.path, "score": self.score}
+        return {"path": self.path, "score": self.score, "parts": self.parts, "model": self.model,
+                "version": self.version}
 
 
 def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScoreResult]]:
@@ -90,7 +102,26 @@ def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScoreRe
     return files, errors
 
 
-def prepare_bytes(data: bytes, scorer: ScorerLike) -> np.ndarray:
+def score_batch(scorer: ScorerLike, prepared: Sequence[Any]) -> tuple[np.ndarray, list[Parts | None]]:
+    """Prepared images -> (scores, parts per image): a combined scorer (``stack`` and
+    ``score_parts``, :class:`doohable.model.default.CombinedScorer`) gives its parts, NaN parts
+    as None; a single model gives None."""
+    if not prepared:
+        return np.zeros(0, np.float32), []
+    stack = getattr(scorer, "stack", np.stack)
+    score_parts = getattr(scorer, "score_parts", None)
+    if score_parts is None:
+        scores = scorer.score(stack(prepared))
+        return scores, [None] * len(scores)
+    scores, parts = score_parts(stack(prepared))
+    names = sorted(parts)
+    return scores, [
+        {k: (None if np.isnan(parts[k][i]) else float(parts[k][i])) for k in names}
+        for i in range(len(scores))
+    ]
+
+
+def prepare_bytes(data: bytes, scorer: ScorerLike) -> Any:
     """Bytes → the scorer's uint8 S×S×3 input, decoding JPEGs at reduced size (draft mode)."""
     policy = getattr(scorer, "metadata", {}).get("resize_policy", RESIZE_POLICY)
     side = decode_side(policy, scorer.input_size)  # what prepare() first resizes to
@@ -103,12 +134,12 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _load_item(item: T, read: Callable[[T], bytes], scorer: ScorerLike) -> tuple[np.ndarray, str]:
+def _load_item(item: T, read: Callable[[T], bytes], scorer: ScorerLike) -> tuple[Any, str]:
     data = read(item)
     return prepare_bytes(data, scorer), hashlib.sha256(data).hexdigest()
 
 
-Row = tuple[T, float | None, str | None, str | None]
+Row = tuple[T, float | None, str | None, str | None, Parts | None]
 
 
 def score_items(
@@ -124,18 +155,18 @@ def score_items(
 ) -> Iterator[Row[T]]:
     """Score items read by ``read`` (path → bytes, image id → blob, ...), in input order.
 
-    Yields ``(item, score, error, sha256)``; an unreadable or undecodable item gets its error
-    and never stops the run. ``workers`` decode threads (0 = cores); ``inference_threads``
-    batches in the model at once (0 = cores; pair it with a one-thread scorer, see
-    :func:`cached_scorer`); ``window`` images decoding at most (0 = 4 batches). At most
+    Yields ``(item, score, error, sha256, parts)`` (parts: :func:`score_batch`); an unreadable
+    or undecodable item gets its error and never stops the run. ``workers`` decode threads
+    (0 = cores); ``inference_threads`` batches in the model at once (0 = cores; pair it with a
+    one-thread scorer, see :func:`cached_scorer`); ``window`` images decoding at most (0 = 4 batches). At most
     ``window + (inference_threads + 1) * batch_size`` images are held, however many items."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     workers = workers or default_workers()
     inference_threads = inference_threads or default_workers()
     window = window or 4 * batch_size
-    pending: deque[tuple[T, Future[tuple[np.ndarray, str]]]] = deque()
-    running: deque[tuple[list[Row[T]], Future[np.ndarray] | None]] = deque()
+    pending: deque[tuple[T, Future[tuple[Any, str]]]] = deque()
+    running: deque[tuple[list[Row[T]], Future[tuple[np.ndarray, list[Parts | None]]] | None]] = deque()
     it = iter(items)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
@@ -149,29 +180,34 @@ def score_items(
                     return
                 pending.append((item, pool.submit(_load_item, item, read, scorer)))  # type: ignore[arg-type]
 
-        def finish(rows: list[Row[T]], fut: Future[np.ndarray] | None) -> Iterator[Row[T]]:
-            scores = iter(fut.result()) if fut is not None else iter(())
-            for item, _, error, sha in rows:
-                yield (
-                    (item, None, error, None) if error is not None else (item, float(next(scores)), None, sha)
-                )
+        def finish(
+            rows: list[Row[T]], fut: Future[tuple[np.ndarray, list[Parts | None]]] | None
+        ) -> Iterator[Row[T]]:
+            scores, parts = fut.result() if fut is not None else (np.zeros(0), [])
+            done = iter(zip(scores, parts, strict=True))
+            for item, _, error, sha, _ in rows:
+                if error is not None:
+                    yield (item, None, error, None, None)
+                else:
+                    s, p = next(done)
+                    yield (item, float(s), None, sha, p)
             if on_progress is not None:
                 on_progress(len(rows))
 
         fill()
         while pending:
             rows: list[Row[T]] = []
-            arrays: list[np.ndarray] = []
+            arrays: list[Any] = []
             while pending and len(arrays) < batch_size:
                 item, fut = pending.popleft()
                 try:
                     arr, sha = fut.result()
-                    rows.append((item, None, None, sha))
+                    rows.append((item, None, None, sha, None))
                     arrays.append(arr)
                 except (ImageError, OSError, KeyError, ValueError) as e:
-                    rows.append((item, None, _reason(e), None))
+                    rows.append((item, None, _reason(e), None, None))
             fill()  # keep the decoders busy while the model runs
-            running.append((rows, infer.submit(scorer.score, np.stack(arrays)) if arrays else None))
+            running.append((rows, infer.submit(score_batch, scorer, arrays) if arrays else None))
             while len(running) > inference_threads:
                 yield from finish(*running.popleft())
         while running:
@@ -197,7 +233,7 @@ def score_paths(
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[ScoreResult]:
     """Score image files (local pipeline), in input order; see :func:`score_items`."""
-    for path, score, error, sha in score_items(
+    for path, score, error, sha, parts in score_items(
         paths,
         read_limited,
         scorer,
@@ -206,7 +242,8 @@ def score_paths(
         inference_threads=inference_threads,
         on_progress=on_progress,
     ):
-        yield ScoreResult(str(path), score, error, sha)
+        named = {"model": scorer.name, "version": scorer.version} if parts is not None else {}
+        yield ScoreResult(str(path), score, error, sha, parts, **named)
 
 
 def best_first(results: Iterable[ScoreResult]) -> list[ScoreResult]:
@@ -223,9 +260,9 @@ class RayScorerActor:
     """A Ray Data actor: loads the scorer once, then decodes and scores batches of paths."""
 
     def __init__(self, model: str | None = None, threads: int = 1) -> None:
-        from doohable.model.runtime import load_scorer
+        from doohable.model.load import load_any
 
-        self.scorer = load_scorer(model, threads=threads)
+        self.scorer = load_any(model, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
@@ -281,7 +318,10 @@ def score_paths_ray(
 
 
 def stored_ids(session: Session, results: Iterable[ScoreResult]) -> dict[int, float]:
-    """image id → score for the scored files that are also ingested images (same SHA-256)."""
+    """image id → score for the scored files that are also ingested images (same SHA-256)
+    (their parts: :func:`stored_parts`)."""
+    from sqlalchemy import select
+
     from doohable.store.models import Image as ImageRow
 
     by_sha = {r.sha256: float(r.score) for r in results if r.sha256 and r.score is not None}
@@ -289,6 +329,21 @@ def stored_ids(session: Session, results: Iterable[ScoreResult]) -> dict[int, fl
         return {}
     q = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(list(by_sha)))
     return {int(i): by_sha[sha] for sha, i in session.execute(q)}
+
+
+def stored_parts(
+    ids: dict[int, float], results: Iterable[ScoreResult], session: Session
+) -> dict[int, Parts | None]:
+    """image id → a combined scorer's parts, for the ids of :func:`stored_ids`."""
+    from sqlalchemy import select
+
+    from doohable.store.models import Image as ImageRow
+
+    by_sha = {r.sha256: r.parts for r in results if r.sha256 and r.parts is not None}
+    if not by_sha or not ids:
+        return {}
+    q = select(ImageRow.sha256, ImageRow.id).where(ImageRow.id.in_(list(ids)))
+    return {int(i): by_sha.get(sha) for sha, i in session.execute(q)}
 
 
 @dataclass(frozen=True)
@@ -315,6 +370,8 @@ def moderate_images(
 ) -> ModerationReport:
     """Score stored images (all when ``image_ids`` is None), run the NSFW gate on those not yet
     checked, store scores with the model version and apply the auto-approve policy."""
+    from sqlalchemy import select
+
     from doohable.store.models import Image as ImageRow
 
     q = select(ImageRow.id, ImageRow.sha256)
@@ -322,8 +379,9 @@ def moderate_images(
         q = q.where(ImageRow.id.in_(list(image_ids)))
     rows = [(int(i), str(s)) for i, s in session.execute(q.order_by(ImageRow.id))]
     scores: dict[int, float] = {}
+    parts_of: dict[int, Parts | None] = {}
     errors: list[dict[str, Any]] = []
-    for (image_id, _), score, error, _ in score_items(
+    for (image_id, _), score, error, _, parts in score_items(
         rows,
         lambda r: blobs.get(r[1]),
         scorer,
@@ -334,8 +392,8 @@ def moderate_images(
         if score is None:
             errors.append({"image_id": image_id, "error": error})
         else:
-            scores[image_id] = score
-    counts = moderate_scores(session, blobs, scorer, settings, scores, nsfw=nsfw)
+            scores[image_id], parts_of[image_id] = score, parts
+    counts = moderate_scores(session, blobs, scorer, settings, scores, nsfw=nsfw, parts=parts_of)
     return ModerationReport(len(scores), errors, counts["approved"], counts["flagged"], counts["pending"])
 
 
@@ -347,12 +405,14 @@ def moderate_scores(
     scores: dict[int, float],
     *,
     nsfw: bool = True,
+    parts: dict[int, Parts | None] | None = None,
 ) -> dict[str, int]:
-    """Store scores of stored images with the model version, run the NSFW gate on those not yet
-    checked (``nsfw``), then apply the auto-approve policy; return counts by outcome."""
+    """Store scores of stored images (and a combined scorer's ``parts``) with the model version,
+    run the NSFW gate on those not yet checked (``nsfw``), then apply the auto-approve policy;
+    return counts by outcome."""
     from doohable import moderation
 
-    moderation.store_scores(session, scores, scorer.name, scorer.version)
+    moderation.store_scores(session, scores, scorer.name, scorer.version, parts)
     if nsfw:
         check_nsfw(session, blobs, list(scores), settings)
     return moderation.apply_policy(session, list(scores), moderation.get_policy(session, settings), scores)
@@ -360,6 +420,8 @@ def moderate_scores(
 
 def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings: Settings) -> int:
     """Run the NSFW gate on the given images that have no NSFW probability yet; return how many."""
+    from sqlalchemy import select
+
     from doohable.nsfw import load_gate
     from doohable.store.models import Image as ImageRow
 
@@ -386,9 +448,9 @@ def cached_scorer(model: str | None = None, threads: int = 0) -> ScorerLike:
     ``threads`` is ``DOOHABLE_THREADS``: 0 means one ONNX Runtime thread per call, with
     parallelism from several batches (:func:`score_items`) or requests (the API) at once; on a
     small machine this wastes no CPU on intra-op thread synchronisation."""
-    from doohable.model.runtime import load_scorer
+    from doohable.model.load import load_any
 
-    return load_scorer(model, threads=threads or 1)
+    return load_any(model, threads=threads or 1)
 
 
 def inference_threads_for(threads: int) -> int:

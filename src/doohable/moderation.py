@@ -226,10 +226,15 @@ def set_policy(
 # --------------------------------------------------------------------------- scores
 
 
-def store_scores(session: Session, scores: dict[int, float], model: str, version: str) -> int:
-    """Save model scores for images (one row per image, model and version; updated if present)."""
+def store_scores(
+    session: Session, scores: dict[int, float], model: str, version: str,
+    parts: dict[int, dict[str, float | None] | None] | None = None,
+) -> int:
+    """Save model scores for images (one row per image, model and version; updated if present),
+    with a combined scorer's ``parts`` of each score when given."""
     if not scores:
         return 0
+    parts = parts or {}
     existing = {
         row.image_id: row
         for row in session.scalars(
@@ -241,9 +246,11 @@ def store_scores(session: Session, scores: dict[int, float], model: str, version
     for image_id, value in scores.items():
         row = existing.get(image_id)
         if row is None:
-            session.add(Score(image_id=image_id, model=model, model_version=version, score=float(value)))
+            session.add(Score(image_id=image_id, model=model, model_version=version, score=float(value),
+                              parts=parts.get(image_id)))
         else:
             row.score = float(value)
+            row.parts = parts.get(image_id)
     session.flush()
     return len(scores)
 

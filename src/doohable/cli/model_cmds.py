@@ -248,3 +248,34 @@ def evaluate(
     for e in result["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {e['source']}: {e['error']}")
     emit(result, as_json)
+
+
+@app.command()
+def calibrate(
+    from_votes: bool = typer.Option(
+        False, "--from-votes", help="Refit on the database's votes (Bradley-Terry) and stored parts."
+    ),
+    out: Path = typer.Option(..., "--out", help="Where to write the combination JSON."),
+    model: str | None = typer.Option(None, "--model", help="Combined scorer to refit (default: default)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Refit the default scorer's combination of parts; serve it with DOOHABLE_MODEL=OUT."""
+    from doohable.config import get_settings
+    from doohable.model.calibrate import fit_from_votes
+    from doohable.model.default import CombinedScorer
+    from doohable.model.load import load_any
+    from doohable.store.db import get_engine, session_scope
+
+    if not from_votes:
+        raise fail("say what to fit on: --from-votes (labelled sets: benchmarks/recipes/fit_default.py)")
+    settings = get_settings()
+    try:
+        scorer = load_any(model or "default", threads=settings.threads or 1)
+        if not isinstance(scorer, CombinedScorer):
+            raise ValueError(f"{scorer.name!r} is a single model, not a combined scorer")
+        with session_scope(get_engine(settings.resolved_database_url)) as session:
+            comb = fit_from_votes(session, scorer)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from e
+    comb.save(out)
+    emit({"model": str(out), "combination": comb.to_json()}, as_json)

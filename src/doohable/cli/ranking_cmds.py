@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from doohable.cli.common import JsonOpt, app, console, emit, fail, progress
-from doohable.ranking.scheduler import SCHEDULERS, create
-from doohable.ranking.simulate import RATINGS, CrowdConfig, SimulationResult, simulate
+
+if TYPE_CHECKING:  # the ranking modules (SciPy) load only when a command runs
+    from doohable.ranking.simulate import SimulationResult
 
 
 @app.command("simulate")
 def simulate_cmd(
     strategy: list[str] = typer.Option(["report"], "--strategy", "-s",
-                                       help=f"Scheduler name, repeatable: {', '.join(SCHEDULERS)}."),
+                                       help="Scheduler name, repeatable (random, report, ...)."),
     images: int = typer.Option(1000, "--images", help="Number of images."),
     votes_per_image: float = typer.Option(20.0, "--votes-per-image", help="Total votes / images."),
     voter_accuracy: float = typer.Option(0.75, "--voter-accuracy",
@@ -27,7 +28,7 @@ def simulate_cmd(
     voters: int = typer.Option(20, "--voters", help="Voters in the simulated crowd."),
     left_bias: float = typer.Option(0.2, "--left-bias", help="Voters' bonus for the left image (logit)."),
     rating: str = typer.Option("auto", "--rating",
-                               help=f"Ranking method: auto (the strategy's own) or {', '.join(RATINGS)}."),
+                               help="Ranking method: auto (the strategy's own), elo, bt, crowd, ..."),
     random_share: float = typer.Option(0.75, "--random-share", help="'report': share of random pairs."),
     points: int = typer.Option(0, "--points", help="Also measure at this many evenly spaced budgets "
                                "(default: 10 when --csv or --plot is given)."),
@@ -40,6 +41,9 @@ def simulate_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Simulate labelling campaigns and measure how well each strategy ranks the images."""
+    from doohable.ranking.scheduler import SCHEDULERS, create
+    from doohable.ranking.simulate import RATINGS, CrowdConfig, simulate
+
     try:
         for name in strategy:
             create(name)

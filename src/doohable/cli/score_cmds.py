@@ -105,7 +105,7 @@ def _run(
 
 def _store(results: list[ScoreResult], model: str | None) -> None:
     """Save the scores of files that are ingested images (by SHA-256), then apply the policy."""
-    from doohable.batch import cached_scorer, moderate_scores, stored_ids
+    from doohable.batch import cached_scorer, moderate_scores, stored_ids, stored_parts
     from doohable.config import get_settings
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
@@ -118,7 +118,8 @@ def _store(results: list[ScoreResult], model: str | None) -> None:
         scores = stored_ids(session, results)
         if scores:
             counts = moderate_scores(
-                session, open_blobs(settings.resolved_blob_url), scorer, settings, scores
+                session, open_blobs(settings.resolved_blob_url), scorer, settings, scores,
+                parts=stored_parts(scores, results, session),
             )
             console.print(f"{len(scores)} ingested image(s) scored in the database: {counts}")
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from doohable.model.runtime import squash
+from doohable.model.preprocess import squash
 
 SUBSETS = ("AF", "AM", "CF", "CM")
 

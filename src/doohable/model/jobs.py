@@ -99,7 +99,7 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
         if not use_folds:
             raise ValueError(FACE_BRANCH_NEEDS_FOLDS + f" (these {len(data)} images have too few folds)")
         faces = _face_embeddings(arr.pixels, cfg.input_size, tick, chips=opts.face_net)
-        from doohable.model.face import require_faces
+        from doohable.model.face.fit import require_faces
 
         require_faces(~np.isnan(faces.plain).any(axis=1), data.folds)  # before any training
     if opts.finetune:
@@ -154,7 +154,7 @@ class _Faces:
 def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None, *, chips: bool) -> _Faces:
     """Face descriptors of the training images' prepared centre crops and of their mirror
     images; ``chips``: keep the chips too (~0.4 MB an image) and the pooled features."""
-    from doohable.model.face import DEFAULT_PADDINGS, FaceEmbedder
+    from doohable.model.face.embed import DEFAULT_PADDINGS, FaceEmbedder
 
     crops = [center_crop(p, input_size) for p in pixels]
 
@@ -168,7 +168,7 @@ def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None, *, 
     emb = FaceEmbedder(DEFAULT_PADDINGS)
     if not chips:
         return _Faces(*emb.embed_pairs(crops, tick=ticker("face embeddings")))
-    from doohable.model.face_train import chip_embeddings, chip_pairs
+    from doohable.model.face.train import chip_embeddings, chip_pairs
 
     c, found = chip_pairs(emb, crops, tick=ticker("face chips"))
     plain, flipped, pooled = chip_embeddings(c, found, DEFAULT_PADDINGS, tick=ticker("face embeddings"))
@@ -177,7 +177,8 @@ def _face_embeddings(pixels: np.ndarray, input_size: int, tick: Tick | None, *, 
 
 def _fit_face_branch(faces: _Faces, data: ScoredImages, oof: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """Fit the face branch on the CV's out-of-fold CNN predictions; (branch, report)."""
-    from doohable.model.face import DEFAULT_PADDINGS, blend_oof, fit_face_branch
+    from doohable.model.face.embed import DEFAULT_PADDINGS
+    from doohable.model.face.fit import blend_oof, fit_face_branch
 
     plain, flipped = faces.plain, faces.flipped
     found = ~np.isnan(plain).any(axis=1)
@@ -232,7 +233,7 @@ def _add_face_net(
     """The branch with dlib's face network fine-tuned for it and the stack (``face_train``);
     ``report`` gains the stack and its out-of-fold figures (``cv_stack``, optimistic as
     ``cv_blend``)."""
-    from doohable.model.face_train import add_face_net, face_net_oof, net_target
+    from doohable.model.face.train import add_face_net, face_net_oof, net_target
 
     assert faces.chips is not None and faces.found is not None
     y, folds = data.scores, data.folds

@@ -19,64 +19,28 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from doohable.model.face.branch import FaceBranch
+from doohable.model.preprocess import (
+    CROP_FRACTION,
+    RESIZE_POLICY,
+    center_crop,
+    decode_side,
+    prepare_image,
+    prepare_short_side,
+    resize_side,
+    short_side_policy,
+    squash,
+)
+from doohable.model.session import onnx_session
+
+__all__ = [
+    "BUNDLED_DIR", "CROP_FRACTION", "DEFAULT_MODEL", "RESIZE_POLICY", "Scorer", "center_crop",
+    "face_branch_path", "load_scorer", "model_version", "onnx_session", "prepare_image", "read_metadata",
+    "resize_side", "resolve_model_path", "squash", "decode_side", "prepare_short_side", "short_side_policy",
+]
+
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 DEFAULT_MODEL = "selfie"
-RESIZE_POLICY = "squash-center-crop-0.875"
-CROP_FRACTION = 0.875  # squash to round(S / 0.875) px square, then centre-crop S (224 <- 256)
-
-
-def resize_side(input_size: int) -> int:
-    """Side of the square the image is squashed to before cropping ``input_size``."""
-    return int(round(input_size / CROP_FRACTION))
-
-
-def squash(img: Image.Image, side: int) -> np.ndarray:
-    """RGB image -> uint8 (side, side, 3), aspect ratio ignored (as NIMA), antialiased bilinear."""
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    return np.asarray(rgb.resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop of an (H, W, ...) array."""
-    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
-    return arr[top : top + size, left : left + size]
-
-
-def prepare_image(img: Image.Image, input_size: int) -> np.ndarray:
-    """The resize policy: squash to ``resize_side(S)``, centre-crop S -> uint8 (S, S, 3)."""
-    return np.ascontiguousarray(center_crop(squash(img, resize_side(input_size)), input_size))
-
-
-def short_side_policy(policy: str) -> tuple[int, int] | None:
-    """``short-side-R-center-crop-S`` -> (R, S); any other policy name -> ``None``."""
-    parts = policy.split("-")
-    if len(parts) == 6 and parts[:2] == ["short", "side"] and parts[3:5] == ["center", "crop"]:
-        r, s = int(parts[2]), int(parts[5])
-        if r >= s > 0:
-            return r, s
-    return None
-
-
-def decode_side(policy: str, input_size: int) -> int:
-    """Smallest side a decoder may reduce an image to (JPEG draft) before ``policy`` applies."""
-    short = short_side_policy(policy)
-    return short[0] if short is not None else resize_side(input_size)
-
-
-def prepare_short_side(img: Image.Image, short_side: int, size: int) -> np.ndarray:
-    """Aspect kept: resize so the short side is ``short_side`` (antialiased bilinear; a photo
-    already at that scale is left untouched), then the centre S x S crop -> uint8 (S, S, 3).
-
-    Quality models see pixels near the training photos' scale, so blur and noise survive.
-    """
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    w, h = rgb.size
-    if min(w, h) != short_side:
-        k = short_side / min(w, h)
-        rgb = rgb.resize((max(size, round(w * k)), max(size, round(h * k))), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(center_crop(np.asarray(rgb, dtype=np.uint8), size))
-
-
 def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> Path:
     """``None`` -> the bundled default; a bundled name (``selfie``) -> its file; else a path."""
     if name_or_path is None:
@@ -118,7 +82,7 @@ class Scorer:
     path: Path
     metadata: dict[str, str] = field(default_factory=dict)
     _session: Any = field(default=None, repr=False)
-    face: Any = field(default=None, repr=False)  # doohable.model.face.FaceBranch | None
+    face: FaceBranch | None = field(default=None, repr=False)
 
     def prepare(self, img: Image.Image) -> np.ndarray:
         """PIL image -> uint8 (S, S, 3) by the model's ``resize_policy`` (default: the squash)."""
@@ -176,14 +140,10 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     if missing:
         raise ValueError(f"{path}: not a doohable scorer (metadata lacks {', '.join(sorted(missing))})")
     lo, hi = json.loads(meta["scale"])
-    digest = hashlib.sha256(data)
     face = None
     sidecar = face_branch_path(path)
     if sidecar.is_file():
-        from doohable.model.face import FaceBranch
-
         face = FaceBranch.load(sidecar, threads=threads)
-        digest.update(sidecar.read_bytes())
         meta["face_branch"] = sidecar.name
         meta["face_weight"] = str(face.weight)
         meta["face_calibration"] = json.dumps(face.calibration)
@@ -191,7 +151,7 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
             meta["face_stack"] = json.dumps(face.stack)
     return Scorer(
         name=meta["name"],
-        version=digest.hexdigest()[:12],
+        version=model_version(path, data),
         input_size=int(meta["input_size"]),
         scale=(float(lo), float(hi)),
         path=path,
@@ -201,14 +161,14 @@ def load_scorer(name_or_path: str | os.PathLike[str] | None = None, *, threads: 
     )
 
 
-def onnx_session(model: bytes, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session of ``model`` with ``threads`` intra-op threads (0: its default,
-    the number of cores): the scorer's and the face branch's networks alike."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(0, int(threads))
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+def model_version(path: Path, data: bytes | None = None) -> str:
+    """First 12 hex digits of the SHA-256 of the .onnx file (``data``: its bytes, if read) and
+    of its face branch, if any."""
+    digest = hashlib.sha256(path.read_bytes() if data is None else data)
+    sidecar = face_branch_path(path)
+    if sidecar.is_file():
+        digest.update(sidecar.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def face_branch_path(model_path: Path) -> Path:

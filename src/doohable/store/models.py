@@ -154,6 +154,8 @@ class Score(Base):
     model: Mapped[str] = mapped_column(String(100))
     model_version: Mapped[str] = mapped_column(String(64))
     score: Mapped[float] = mapped_column(Float, index=True)
+    # a combined scorer's parts, {"photo": 3.2, "face": 4.1 or null}; null for a single model
+    parts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
@@ -23,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from doohable import moderation
 from doohable.api.deps import MAX_ID, SettingsDep, VoterDep, in_transaction
-from doohable.batch import ScorerLike, cached_scorer, prepare_bytes
+from doohable.batch import Parts, ScorerLike, cached_scorer, prepare_bytes
+from doohable.batch import score_batch as score_prepared
 from doohable.config import Settings
 from doohable.images import ImageError, decode
 from doohable.store.models import Image
@@ -37,7 +37,10 @@ async def _load_model(app: FastAPI) -> AsyncIterator[None]:
     """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
     settings: Settings = app.state.settings
     try:
-        await run_in_threadpool(cached_scorer, settings.model, settings.threads)
+        scorer = await run_in_threadpool(cached_scorer, settings.model, settings.threads)
+        warm = getattr(scorer, "warm", None)  # a combined scorer's lazily loaded parts
+        if warm is not None:
+            await run_in_threadpool(warm)
     except (FileNotFoundError, ValueError) as e:  # pragma: no cover - depends on the install
         log.warning("scoring disabled: %s", e)
     yield
@@ -48,6 +51,7 @@ router = APIRouter(tags=["score"], lifespan=_load_model)
 
 class ScoreOut(BaseModel):
     score: float
+    parts: Parts | None = None  # a combined scorer's parts (photo, face: null where it does not apply)
     model: str
     version: str
     percentile: float | None
@@ -59,6 +63,7 @@ class ScoreOut(BaseModel):
 class BatchItemOut(BaseModel):
     index: int
     score: float | None = None
+    parts: Parts | None = None
     error: str | None = None
     percentile: float | None = None
     decision: str | None = None
@@ -116,18 +121,17 @@ def _evaluate(
     session: Session,
     settings: Settings,
     scorer: ScorerLike,
-    arrays: list[np.ndarray],
+    arrays: list[Any],
     nsfw: list[float | None],
-) -> list[tuple[float, float | None, str]]:
-    """Scores, percentiles and policy decisions for prepared images."""
-    scores = scorer.score(np.stack(arrays)) if arrays else np.zeros(0, np.float32)
+) -> list[tuple[float, Parts | None, float | None, str]]:
+    """Scores, their parts, percentiles and policy decisions for prepared images."""
+    scores, parts = score_prepared(scorer, arrays)
     policy = moderation.get_policy(session, settings)
     out = []
-    for s, p in zip(scores, nsfw, strict=True):
+    for s, part, p in zip(scores, parts, nsfw, strict=True):
         pct = moderation.collection_percentile(session, float(s), scorer.name, scorer.version)
-        out.append(
-            (float(s), pct, moderation.decide(float(s), p, policy, require_nsfw_check=False) or "pending")
-        )
+        decision = moderation.decide(float(s), p, policy, require_nsfw_check=False) or "pending"
+        out.append((float(s), part, pct, decision))
     return out
 
 
@@ -152,9 +156,10 @@ def _score_one(
         p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
     except ImageError as e:
         raise _image_error(e, len(data), settings) from e
-    ((score, pct, decision),) = _evaluate(session, settings, scorer, [arr], [p])
+    ((score, parts, pct, decision),) = _evaluate(session, settings, scorer, [arr], [p])
     return ScoreOut(
         score=score,
+        parts=parts,
         model=scorer.name,
         version=scorer.version,
         percentile=pct,
@@ -247,7 +252,7 @@ def _score_many(
         [("file", f) for f in files] + [("id", i) for i in ids] + [("url", u) for u in urls]
     )
     items: list[BatchItemOut] = []
-    ready: list[tuple[int, np.ndarray, float | None]] = []
+    ready: list[tuple[int, Any, float | None]] = []
     for index, (kind, value) in enumerate(sources):
         image: Image | None = None
         try:
@@ -268,7 +273,7 @@ def _score_many(
         items.append(BatchItemOut(index=index, image_id=image.id if image is not None else None, nsfw=p))
         ready.append((index, arr, p))
     evaluated = _evaluate(session, settings, scorer, [a for _, a, _ in ready], [p for _, _, p in ready])
-    for (index, _, _), (score, pct, decision) in zip(ready, evaluated, strict=True):
+    for (index, _, _), (score, parts, pct, decision) in zip(ready, evaluated, strict=True):
         item = items[index]
-        item.score, item.percentile, item.decision = score, pct, decision
+        item.score, item.parts, item.percentile, item.decision = score, parts, pct, decision
     return BatchOut(model=scorer.name, version=scorer.version, results=items)

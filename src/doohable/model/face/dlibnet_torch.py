@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from doohable.model.dlibnet import MEAN_RGB, STAGES, _check, read_dat_params
+from doohable.model.face.dlibnet import MEAN_RGB, STAGES, _check, read_dat_params
 
 
 class _Block(nn.Module):

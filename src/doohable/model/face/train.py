@@ -22,19 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from doohable.model.face import (
-    POOLED_SCALE,
-    FaceBranch,
-    FaceEmbedder,
-    FaceRegressor,
-    _model_dir,
-    choose_pooled,
-    face_oof,
-    face_rows,
-    fit_stack,
-    mirrored,
-    stack_scores,
-)
+from doohable.model.face.branch import POOLED_SCALE, FaceBranch, FaceRegressor, stack_scores
+from doohable.model.face.embed import FaceEmbedder, _model_dir, mirrored
+from doohable.model.face.fit import choose_pooled, face_oof, face_rows, fit_stack
 
 NET_EPOCHS = 10
 NET_TARGET_WEIGHT = 0.5  # the network learns (y - (1 - w) * cnn) / w: what a blend at w needs from it
@@ -106,7 +96,7 @@ def face_net_oof(
     """Out-of-fold scores of the fine-tuned face network (NaN where the crop has no face): for
     each fold, ``finetune_face_scorer`` on the other folds' images whose crop has a face (and
     whose target is finite)."""
-    from doohable.model.dlibnet_torch import face_scores, finetune_face_scorer
+    from doohable.model.face.dlibnet_torch import face_scores, finetune_face_scorer
 
     oof = np.full(len(target), np.nan)
     for k in sorted(set(folds.tolist())):
@@ -145,8 +135,8 @@ def add_face_net(
     same folds). The metadata records the network's training and ``net_onnx_vs_torch``: the
     largest difference between the ONNX network (float16 weights) and the trained torch model
     on up to 64 training images' scores."""
-    from doohable.model.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
-    from doohable.model.runtime import onnx_session
+    from doohable.model.face.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
+    from doohable.model.session import onnx_session
 
     target = net_target(y, cnn, target_weight)
     train = np.flatnonzero(found[:, 0] & np.isfinite(target))

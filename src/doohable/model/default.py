@@ -1,0 +1,247 @@
+"""The default scorer: photo quality for every image, face beauty where a portrait fills the frame.
+
+Per image:
+
+1. the photo part: the ``photo`` model's score (technical quality, 1-5);
+2. the gate: dlib's HOG face detector on the face model's prepared crop shrunk to
+   ``gate_side`` px (112: a few ms), without upsampling, so it finds only faces at least ~65 %
+   as wide as the crop: a portrait that fills the frame;
+3. the face part, only where the gate opens: the ``selfie`` model's score (its CNN ensemble and
+   face branch);
+4. the score, on 1-5: ``c0 + c1 * face + c2 * photo`` where the face part applies,
+   ``d0 + d1 * photo`` elsewhere, clipped to the scale.
+
+The coefficients and the gate live in a small JSON file beside the models
+(``bundled/default.json``, :class:`Combination`); :func:`fit_combination` fits them by least
+squares on scored images with targets on the 1-5 scale (a labelled data set, or in-house votes:
+``doohable.model.calibrate``). The scorer's version hashes both models and the JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from doohable.model.face.embed import frontal_face_detector
+from doohable.model.preprocess import RESIZE_POLICY, prepare_image
+from doohable.model.runtime import (
+    BUNDLED_DIR,
+    Scorer,
+    load_scorer,
+    model_version,
+    resolve_model_path,
+)
+
+NAME = "default"
+PHOTO_MODEL = "photo"  # the photo part's bundled model
+FACE_MODEL = "selfie"  # the face part's bundled model
+FORMAT = "doohable-default-1"
+GATE_SIDE = 112
+COMBINATION_PATH = BUNDLED_DIR / f"{NAME}.json"
+
+
+@dataclass(frozen=True)
+class Combination:
+    """How the parts make the score (see the module's docstring); ``fitted``: on what data and
+    with what result the coefficients were fitted (free-form, kept in the JSON).
+    ``face_input``: the face model's input side and resize policy, so that images are prepared
+    for it before it is loaded (checked against its metadata when it is)."""
+
+    photo_model: str = PHOTO_MODEL
+    face_model: str = FACE_MODEL
+    gate_side: int = GATE_SIDE
+    portrait: tuple[float, float, float] = (0.0, 1.0, 0.0)  # c0, c1 (face), c2 (photo)
+    other: tuple[float, float] = (0.0, 1.0)  # d0, d1 (photo)
+    scale: tuple[float, float] = (1.0, 5.0)
+    fitted: dict[str, Any] = field(default_factory=dict)
+    face_input: tuple[int, str] = (224, RESIZE_POLICY)
+
+    def __post_init__(self) -> None:
+        if len(self.portrait) != 3 or len(self.other) != 2:
+            raise ValueError("a combination has 3 portrait and 2 other coefficients")
+        if not 32 <= int(self.gate_side) <= 1024:
+            raise ValueError(f"gate_side must be in [32, 1024], got {self.gate_side}")
+
+    def combine(self, photo: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """(N,) photo and face parts (NaN: no portrait) -> (N,) scores on ``scale``."""
+        photo, face = np.asarray(photo, np.float64), np.asarray(face, np.float64)
+        c0, c1, c2 = self.portrait
+        d0, d1 = self.other
+        out = np.where(np.isnan(face), d0 + d1 * photo, c0 + c1 * np.nan_to_num(face) + c2 * photo)
+        return np.clip(out, *self.scale).astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Combination:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable combination ({e})") from e
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a doohable combination (format {FORMAT})")
+        try:
+            return cls(
+                str(doc["photo_model"]), str(doc["face_model"]), int(doc["gate_side"]),
+                tuple(float(v) for v in doc["portrait"]),  # type: ignore[arg-type]
+                tuple(float(v) for v in doc["other"]),  # type: ignore[arg-type]
+                (float(doc["scale"][0]), float(doc["scale"][1])), dict(doc.get("fitted", {})),
+                (int(doc["face_input"][0]), str(doc["face_input"][1])),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"{path}: bad combination ({e})") from e
+
+
+def fit_combination(
+    photo: np.ndarray, face: np.ndarray, y: np.ndarray, base: Combination, *, fitted: dict[str, Any]
+) -> Combination:
+    """Least-squares coefficients on scored images: ``y ~ c0 + c1 face + c2 photo`` on the rows
+    with a face part, ``y ~ d0 + d1 photo`` on the others (each needs 3+ rows, else ``base``'s
+    coefficients stay). ``y`` on the combination's scale."""
+    photo, face, y = (np.asarray(a, np.float64) for a in (photo, face, y))
+    has_face = ~np.isnan(face)
+    portrait, other = base.portrait, base.other
+    if has_face.sum() >= 3:
+        x = np.column_stack([np.ones(has_face.sum()), face[has_face], photo[has_face]])
+        portrait = tuple(float(v) for v in np.linalg.lstsq(x, y[has_face], rcond=None)[0])  # type: ignore[assignment]
+    if (~has_face).sum() >= 3:
+        x = np.column_stack([np.ones((~has_face).sum()), photo[~has_face]])
+        other = tuple(float(v) for v in np.linalg.lstsq(x, y[~has_face], rcond=None)[0])  # type: ignore[assignment]
+    counts = {"portraits": int(has_face.sum()), "others": int((~has_face).sum())}
+    return Combination(base.photo_model, base.face_model, base.gate_side, portrait, other, base.scale,
+                       {**fitted, **counts}, base.face_input)
+
+
+class FaceGate:
+    """Is there a face at least ~65 % as wide as the crop? dlib's HOG detector on the crop
+    shrunk to ``side`` px, without upsampling (its smallest face is ~80 px)."""
+
+    def __init__(self, side: int = GATE_SIDE) -> None:
+        self.side = int(side)
+        self._lock = threading.Lock()  # dlib holds Python's lock while it computes
+        self._detector: Any = None
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) crops -> (N,) bool."""
+        with self._lock:
+            if self._detector is None:
+                self._detector = frontal_face_detector()
+            out = np.zeros(len(crops), bool)
+            for i, crop in enumerate(crops):
+                small = Image.fromarray(crop).resize((self.side, self.side), Image.Resampling.BILINEAR)
+                out[i] = len(self._detector(np.asarray(small), 0)) > 0
+        return out
+
+
+@dataclass
+class CombinedScorer:
+    """The default scorer (module docstring); the same interface as :class:`Scorer`, plus
+    :meth:`score_parts`. Its prepared input is the pair (photo input, face input), one array
+    when both models share the resize policy and size. The face model is loaded when the gate
+    first opens (or by :meth:`warm`): a folder without portraits never pays for it."""
+
+    name: str
+    version: str
+    path: Path
+    combination: Combination
+    photo: Scorer
+    face_path: Path
+    gate: FaceGate = field(repr=False)
+    metadata: dict[str, str] = field(default_factory=dict)
+    threads: int = 0
+    _face: Scorer | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def face(self) -> Scorer:
+        """The face part's scorer (loaded on first use)."""
+        if self._face is None:
+            with self._lock:
+                if self._face is None:
+                    face = load_scorer(self.face_path, threads=self.threads)
+                    got = (face.input_size, face.metadata.get("resize_policy", RESIZE_POLICY))
+                    if got != self.combination.face_input:
+                        raise ValueError(f"{self.path}: face_input {list(self.combination.face_input)} "
+                                         f"but {self.face_path.name} takes {list(got)}")
+                    self._face = face
+        return self._face
+
+    def warm(self) -> None:
+        """Load the face part now (a server does, so that no request waits for it)."""
+        _ = self.face
+
+    @property
+    def face_size(self) -> int:
+        return self.combination.face_input[0]
+
+    @property
+    def input_size(self) -> int:
+        return max(self.photo.input_size, self.face_size)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.combination.scale
+
+    @property
+    def shared_input(self) -> bool:
+        policy = self.photo.metadata.get("resize_policy", RESIZE_POLICY)
+        return (self.photo.input_size, policy) == self.combination.face_input
+
+    def prepare(self, img: Image.Image) -> Any:
+        """PIL image -> the photo model's input and the face model's (one array when shared)."""
+        if self.shared_input:
+            return self.photo.prepare(img)
+        return self.photo.prepare(img), prepare_image(img, self.face_size)
+
+    def stack(self, prepared: list[Any]) -> Any:
+        """Prepared images -> a batch for :meth:`score`."""
+        if self.shared_input:
+            return np.stack(prepared)
+        return np.stack([p[0] for p in prepared]), np.stack([p[1] for p in prepared])
+
+    def score_parts(self, batch: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A batch -> ((N,) scores, {"photo": (N,), "face": (N,) NaN where no portrait})."""
+        photo_in, face_in = (batch, batch) if self.shared_input else batch
+        photo = self.photo.score(photo_in).astype(np.float64)
+        face = np.full(len(photo), np.nan)
+        portrait = self.gate(face_in)
+        if portrait.any():
+            face[portrait] = self.face.score(np.ascontiguousarray(face_in[portrait]))
+        return self.combination.combine(photo, face), {"photo": photo, "face": face}
+
+    def score(self, batch: Any) -> np.ndarray:
+        return self.score_parts(batch)[0]
+
+    def score_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.score(self.stack([self.prepare(i) for i in images]))
+
+
+def load_combined(path: str | Path | None = None, *, threads: int = 0) -> CombinedScorer:
+    """The combined scorer of a combination JSON (None: the bundled ``default.json``); its models
+    are bundled names or paths (relative paths: from the JSON's folder)."""
+    path = Path(path) if path is not None else COMBINATION_PATH
+    comb = Combination.load(path)
+
+    def model_path(ref: str) -> Path:
+        local = path.parent / ref
+        return local if local.suffix == ".onnx" and local.is_file() else resolve_model_path(ref)
+
+    photo, face_path = load_scorer(model_path(comb.photo_model), threads=threads), model_path(comb.face_model)
+    digest = hashlib.sha256(json.dumps(comb.to_json(), sort_keys=True).encode())
+    digest.update(f"{photo.version}:{model_version(face_path)}".encode())
+    meta = {"name": NAME, "photo_model": photo.name, "face_model": face_path.stem, "combination": path.name}
+    return CombinedScorer(NAME if path == COMBINATION_PATH else path.stem, digest.hexdigest()[:12], path,
+                          comb, photo, face_path, FaceGate(comb.gate_side), meta, threads)

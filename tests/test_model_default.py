@@ -1,0 +1,136 @@
+"""The default scorer: the combination of parts, the face gate, its fitting, and its parts in
+the CLI's JSON lines. The photo part is a stand-in here (a tiny exported scorer of brightness),
+the face part the bundled ``selfie-fast``; the gate is dlib's detector on real photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skd
+
+from doohable.model.default import Combination, FaceGate, fit_combination, load_combined
+from doohable.model.load import default_name, load_any
+from doohable.model.preprocess import prepare_image
+from doohable.model.runtime import BUNDLED_DIR, Scorer
+from scoring_fixtures import expected_score, jpeg_of_gray, standin_combination
+
+DOOHABLE = [str(Path(sys.executable).with_name("doohable"))]
+
+
+def portrait() -> Image.Image:
+    """The astronaut's face filling the frame."""
+    return Image.fromarray(skd.astronaut()[40:220, 150:330])
+
+
+def jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def combination(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return standin_combination(tmp_path_factory.mktemp("default"))
+
+
+def test_combine_applies_the_face_part_only_where_there_is_one() -> None:
+    comb = Combination(portrait=(0.5, 0.6, 0.3), other=(0.1, 0.9))
+    out = comb.combine(np.array([3.0, 3.0, 9.0]), np.array([np.nan, 4.0, np.nan]))
+    assert out.tolist() == pytest.approx([0.1 + 0.9 * 3.0, 0.5 + 0.6 * 4.0 + 0.3 * 3.0, 5.0])  # clipped
+
+
+def test_combination_round_trips_and_refuses_bad_files(tmp_path: Path) -> None:
+    comb = Combination(portrait=(0.1, 0.8, 0.2), fitted={"data": "x"})
+    assert Combination.load(comb.save(tmp_path / "c.json")) == comb
+    (tmp_path / "bad.json").write_text('{"format": "doohable-default-1", "portrait": [1]}')
+    (tmp_path / "other.json").write_text("[1, 2]")
+    for name in ("bad.json", "other.json", "missing.json"):
+        with pytest.raises(ValueError, match=name):
+            Combination.load(tmp_path / name)
+
+
+def test_bundled_combination_is_readable_and_names_the_parts() -> None:
+    comb = Combination.load(BUNDLED_DIR / "default.json")
+    assert (comb.photo_model, comb.face_model) == ("photo", "selfie")
+    expected = "default" if (BUNDLED_DIR / "photo.onnx").is_file() else "selfie"
+    assert default_name() == expected
+
+
+def test_fit_recovers_the_coefficients_of_each_kind_of_image() -> None:
+    rng = np.random.default_rng(0)
+    photo = rng.uniform(1, 5, 400)
+    face = np.where(rng.random(400) < 0.5, rng.uniform(1, 5, 400), np.nan)
+    y = np.where(np.isnan(face), 0.3 + 0.8 * photo, 0.2 + 0.7 * np.nan_to_num(face) + 0.1 * photo)
+    noisy = y + rng.normal(0, 0.01, 400)
+    comb = fit_combination(photo, face, noisy, Combination(), fitted={"data": "synthetic"})
+    assert comb.portrait == pytest.approx((0.2, 0.7, 0.1), abs=0.02)
+    assert comb.other == pytest.approx((0.3, 0.8), abs=0.02)
+    assert comb.fitted["portraits"] == int((~np.isnan(face)).sum()) and comb.fitted["data"] == "synthetic"
+
+
+def test_gate_opens_on_a_portrait_that_fills_the_frame_only() -> None:
+    crops = np.stack([prepare_image(i, 224) for i in (portrait(), Image.fromarray(skd.astronaut()),
+                                                      Image.fromarray(skd.chelsea()))])
+    assert FaceGate()(crops).tolist() == [True, False, False]
+
+
+def test_combined_scorer_gives_the_parts_and_their_combination(combination: Path) -> None:
+    scorer = load_any(combination, threads=1)
+    assert not isinstance(scorer, Scorer) and scorer.name == "mine" and len(scorer.version) == 12
+    gray = Image.new("RGB", (300, 200), (120,) * 3)
+    batch = scorer.stack([scorer.prepare(i) for i in (portrait(), gray)])
+    scores, parts = scorer.score_parts(batch)
+    face_alone = scorer.face.score(batch[:1])[0]
+    assert parts["photo"][1] == pytest.approx(expected_score(120), abs=0.02)
+    assert np.isnan(parts["face"][1]) and parts["face"][0] == pytest.approx(face_alone, abs=1e-5)
+    assert scores[0] == pytest.approx(0.5 + 0.6 * face_alone + 0.3 * parts["photo"][0], abs=1e-4)
+    assert scores[1] == pytest.approx(0.1 + 0.9 * parts["photo"][1], abs=1e-4)
+    # another combination of the same models is another version
+    other = Combination.load(combination)
+    moved = Combination(other.photo_model, other.face_model, portrait=(0.0, 1.0, 0.0))
+    assert load_combined(moved.save(combination.with_name("moved.json"))).version != scorer.version
+
+
+def test_score_cli_lines_carry_parts_and_skip_what_is_not_an_image(combination: Path, tmp_path: Path) -> None:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "face.jpg").write_bytes(jpeg(portrait()))
+    (d / "gray.jpg").write_bytes(jpeg_of_gray(200))
+    (d / "text.jpg").write_text("not an image at all")
+    (d / "cut.jpg").write_bytes(jpeg_of_gray(90)[:200])
+    env_home = {"DOOHABLE_HOME": str(tmp_path / "home")}
+    out = subprocess.run([*DOOHABLE, "score", str(d), "--json", "--no-store", "--model", str(combination)],
+                         capture_output=True, text=True, check=True, env={**os.environ, **env_home})
+    lines = {Path(x["path"]).name: x for x in map(json.loads, out.stdout.splitlines())}
+    assert set(lines) == {"face.jpg", "gray.jpg", "text.jpg", "cut.jpg"}
+    assert "error" in lines["text.jpg"] and "error" in lines["cut.jpg"]
+    face, gray = lines["face.jpg"], lines["gray.jpg"]
+    assert set(face) == {"path", "score", "parts", "model", "version"} and face["model"] == "mine"
+    assert face["parts"]["face"] is not None and gray["parts"]["face"] is None
+    assert gray["score"] == pytest.approx(0.1 + 0.9 * gray["parts"]["photo"], abs=1e-4)
+
+
+def test_face_part_loads_only_when_a_portrait_comes(combination: Path) -> None:
+    scorer = load_combined(combination, threads=1)
+    gray = Image.new("RGB", (300, 200), (90,) * 3)
+    scores, parts = scorer.score_parts(scorer.stack([scorer.prepare(gray)]))
+    assert scorer._face is None and np.isnan(parts["face"][0])
+    scorer.score_parts(scorer.stack([scorer.prepare(portrait())]))
+    assert scorer._face is not None and scorer.face.name == "selfie-fast"
+
+
+def test_a_face_model_that_takes_another_input_is_refused(tmp_path: Path) -> None:
+    standin_combination(tmp_path)
+    comb = Combination.load(tmp_path / "mine.json")
+    wrong = Combination(comb.photo_model, comb.face_model, face_input=(160, comb.face_input[1]))
+    scorer = load_combined(wrong.save(tmp_path / "wrong.json"), threads=1)
+    with pytest.raises(ValueError, match="face_input"):
+        scorer.warm()
