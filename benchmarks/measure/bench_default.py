@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 from bench_scoring import bench_api, bench_naive, make_photos
 
+from doohable import datasets
 from doohable.batch import prepare_bytes
 from doohable.model.default import FaceGate
 from doohable.model.runtime import Scorer, load_scorer
 
-SCUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scut-fbp5500"
+SCUT = datasets.scut_fbp5500()
 EXE = str(Path(sys.executable).with_name("doohable"))
 
 
@@ -191,7 +192,7 @@ def bench_cli(folder: Path, n: int, model: str | None, src: str | None = None) -
 def bench_api_runs(photo: bytes, args: Any) -> dict[str, Any]:
     """The API benchmark for this tree's ``--model`` and the baseline checkout's default."""
     out: dict[str, Any] = {}
-    runs = {"this tree": (str(Path(__file__).resolve().parents[1] / "src"), args.model)}
+    runs = {"this tree": (str(Path(__file__).resolve().parents[2] / "src"), args.model)}
     if args.baseline_src:
         runs["baseline"] = (args.baseline_src, None)
     saved = os.environ.get("PYTHONPATH")
@@ -237,7 +238,7 @@ def main() -> None:
         if "candidates" not in args.skip:
             report["candidates"] = bench_candidates(rows)
         if "startup" not in args.skip:
-            srcs = {"this tree": str(Path(__file__).resolve().parents[1] / "src")}
+            srcs = {"this tree": str(Path(__file__).resolve().parents[2] / "src")}
             if args.baseline_src:
                 srcs["baseline"] = args.baseline_src
             report["startup"] = bench_startup(photos[0], srcs, args.model, args.repeat)
