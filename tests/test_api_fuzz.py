@@ -20,7 +20,6 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from doohable import ingest
 from doohable.api.app import create_app
 from doohable.config import Settings
 from doohable.store.blobs import open_blobs
@@ -60,7 +59,7 @@ def admin_headers() -> Iterator[dict[str, Any]]:
         add_images(session, 6, blobs=open_blobs(SETTINGS.resolved_blob_url))
         _, token = add_user(session, "fuzz-admin", "admin")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ingest.socket, "getaddrinfo", _no_dns)
+        mp.setattr(socket, "getaddrinfo", _no_dns)
         yield {"headers": {"Authorization": f"Bearer {token}"}}
     shutil.rmtree(ROOT, ignore_errors=True)
 

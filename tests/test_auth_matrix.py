@@ -25,9 +25,9 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from starlette.routing import Mount
 
-from doohable import ingest
 from doohable.api.app import create_app
 from doohable.config import Settings
+from doohable.ingest import fetch
 from doohable.signing import _serializer, image_url
 from doohable.store.blobs import open_blobs
 from doohable.store.db import get_engine, session_scope
@@ -415,7 +415,7 @@ def _fake_dns(monkeypatch: pytest.MonkeyPatch, names: dict[str, str], pinned: di
     """``names``: host → address the resolver answers (checked as usual); ``pinned``: host →
     address used without the check (a "public" name that is really the local test server)."""
     real_getaddrinfo = socket.getaddrinfo
-    real_resolve = ingest.resolve_public
+    real_resolve = fetch.resolve_public
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
         if host in names:
@@ -426,8 +426,8 @@ def _fake_dns(monkeypatch: pytest.MonkeyPatch, names: dict[str, str], pinned: di
     def resolve(host: str, port: int, allow_private: bool) -> list[str]:
         return [pinned[host]] if host in pinned else real_resolve(host, port, allow_private)
 
-    monkeypatch.setattr(ingest.socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(ingest, "resolve_public", resolve)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(fetch, "resolve_public", resolve)
 
 
 class _Redirect(BaseHTTPRequestHandler):

@@ -134,7 +134,7 @@ def test_ingest_onto_s3_is_atomic(
 ) -> None:
     """The whole ingest path with blobs on the S3 server: stored, de-duplicated, and no orphan
     object when the row insert fails."""
-    import doohable.ingest as ingest_mod
+    import doohable.ingest.store as ingest_store
 
     jpeg, png = (encode(Image.fromarray(a), f) for a, f in ((skd.astronaut(), "JPEG"), (skd.coffee(), "PNG")))
     (tmp_path / "a.jpg").write_bytes(jpeg)
@@ -148,7 +148,7 @@ def test_ingest_onto_s3_is_atomic(
     def fail(*_: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(ingest_mod, "_insert_image", fail)
+    monkeypatch.setattr(ingest_store, "_insert_image", fail)
     failed = ingest_inputs([str(tmp_path / "b.png")], on_s3)
     assert failed.added == 0 and "database went away" in failed.rejected[0]["error"]
     assert not store.exists(sha(png))

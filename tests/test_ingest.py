@@ -15,6 +15,7 @@ from skimage import data as skd
 from sqlalchemy import func, select
 
 import doohable.ingest as ingest_mod
+import doohable.ingest.store as ingest_store
 from doohable.config import Settings
 from doohable.images import ImageError
 from doohable.ingest import (
@@ -108,7 +109,7 @@ def test_failure_between_blob_and_row_leaves_neither(
         seen.append(blobs.exists(sha))  # the blob was written before the rows
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(ingest_mod, "_insert_image", fail_after_blob)
+    monkeypatch.setattr(ingest_store, "_insert_image", fail_after_blob)
     with pytest.raises(RuntimeError, match="database went away"):
         _ingest(settings, ASTRONAUT)
     assert seen == [True]
@@ -136,7 +137,7 @@ def test_a_blob_that_was_there_before_is_kept_on_failure(
     def boom(*_: object) -> Image:
         raise RuntimeError("insert failed")
 
-    monkeypatch.setattr(ingest_mod, "_insert_image", boom)
+    monkeypatch.setattr(ingest_store, "_insert_image", boom)
     with pytest.raises(RuntimeError):
         _ingest(settings, ASTRONAUT)
     assert blobs.exists(sha)
@@ -336,7 +337,7 @@ def test_a_concurrent_insert_of_the_same_bytes_becomes_a_duplicate(
     SHA-256 refuses our row, and the retry records a duplicate instead of an error."""
     path = tmp_path / "a.jpg"
     path.write_bytes(ASTRONAUT)
-    real_insert = ingest_mod._insert_image
+    real_insert = ingest_store._insert_image
     calls: list[int] = []
 
     def racing_insert(session: object, image: Image, source: SourceInfo) -> Image:
@@ -345,7 +346,7 @@ def test_a_concurrent_insert_of_the_same_bytes_becomes_a_duplicate(
             _ingest(settings, ASTRONAUT, "the other process")  # commits in its own transaction
         return real_insert(session, image, source)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ingest_mod, "_insert_image", racing_insert)
+    monkeypatch.setattr(ingest_store, "_insert_image", racing_insert)
     report = ingest_inputs([str(path)], settings)
     assert (report.added, report.duplicates, report.rejected) == (0, 1, [])
     assert _count(settings, Image) == 1 and _count(settings, Source) == 2
@@ -365,7 +366,7 @@ def test_fetch_tries_each_checked_address(
         (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
     ]
-    monkeypatch.setattr(ingest_mod.socket, "getaddrinfo", lambda *a, **k: answers)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answers)
     allowed = url_settings.model_copy(update={"url_allow_private": True})
     assert fetch_url(f"http://images.test:{port}/a.jpg", allowed) == ASTRONAUT
     with pytest.raises(IngestError, match=r"images.test resolves to ::1, a loopback address"):
@@ -382,6 +383,6 @@ def test_a_name_with_one_private_answer_is_refused(
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 80)),
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 80)),
     ]
-    monkeypatch.setattr(ingest_mod.socket, "getaddrinfo", lambda *a, **k: answers)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answers)
     with pytest.raises(IngestError, match=r"mixed.test resolves to 10\.0\.0\.7, a private address"):
         fetch_url("http://mixed.test/a.jpg", url_settings)

@@ -238,12 +238,7 @@ def quantize_int8(
     out.parent.mkdir(parents=True, exist_ok=True)
     source = onnx.load(str(src))
     meta = {p.key: p.value for p in source.metadata_props}
-    exclude = _float_tail(source.graph.node)
-    if fp32_stem:
-        for node in source.graph.node:
-            exclude.append(node.name)
-            if node.op_type == "Conv":
-                break
+    exclude = _float_tail(source.graph.node) + (_stem(source.graph.node) if fp32_stem else [])
     with tempfile.TemporaryDirectory(prefix="doohable-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
@@ -252,16 +247,22 @@ def quantize_int8(
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
         )  # fmt: skip
-    model = onnx.load(str(out))
     meta["name"] = name or f"{meta.get('name', src.stem)}-int8"
     meta["quantization"] = "int8 static QDQ, per-channel weights, uint8 activations, MinMax" + (
         ", fp32 stem" if fp32_stem else ""
     )
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(out))
-    return out
+    return _set_metadata(out, meta, None)
+
+
+def _stem(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+    """Names of the nodes up to and including the first convolution (the in-graph normalisation
+    and the first Conv)."""
+    stem = []
+    for node in nodes:
+        stem.append(node.name)
+        if node.op_type == "Conv":
+            break
+    return stem
 
 
 def _float_tail(nodes: Sequence[onnx.NodeProto]) -> list[str]:

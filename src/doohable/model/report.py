@@ -167,29 +167,16 @@ def _grid(run: Run, idx: np.ndarray, title: str) -> str:
     return _png(fig)
 
 
-def build_report(
-    path: str | Path, runs: Sequence[Run], *, title: str = "doohable scorer report", notes: str = ""
-) -> Path:
-    """Write a self-contained HTML report comparing ``runs`` (the first is the main one)."""
-    if not runs:
-        raise ValueError("a report needs at least one run")
-    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(notes)}</p>" if notes else ""]
+_METRICS = ("pearson", "rmse", "mae", "spearman")
+
+
+def _comparison(runs: Sequence[Run]) -> list[str]:
     comp = []
     for r in runs:
         m = regression_metrics(r.y_true, r.y_pred, r.scale)
-        comp.append(
-            [
-                r.name,
-                m["n"],
-                m["pearson"],
-                m["spearman"],
-                m["rmse"],
-                m["mae"],
-                m["rmse_normalised"],
-                m["mae_normalised"],
-            ]
-        )
-    parts += [
+        keys = ("n", "pearson", "spearman", "rmse", "mae", "rmse_normalised", "mae_normalised")
+        comp.append([r.name, *(m[k] for k in keys)])
+    return [
         "<h2>Backbone comparison (all predictions pooled)</h2>",
         _table(
             ["run", "n", "Pearson", "Spearman", "RMSE", "MAE", "RMSE (normalised)", "MAE (normalised)"], comp
@@ -197,65 +184,42 @@ def build_report(
         "<p>Published (SCUT-FBP5500, 5-fold): ResNeXt-50 PC 0.8997, RMSE 0.3017, MAE 0.2291; "
         "the report (DenseNet201) PC 0.90, RMSE 0.30, MAE 0.224.</p>",
     ]
-    for r in runs:
-        if r.folds:
-            rows = [
-                [f["fold"], f["pearson"], f["rmse"], f["mae"], f.get("spearman", float("nan"))]
-                for f in r.folds
-            ]
-            for stat in ("mean", "std"):
-                rows.append(
-                    [
-                        stat,
-                        *[
-                            float(np.mean([f[k] for f in r.folds]))
-                            if stat == "mean"
-                            else float(np.std([f[k] for f in r.folds], ddof=1))
-                            if len(r.folds) > 1
-                            else 0.0
-                            for k in ("pearson", "rmse", "mae", "spearman")
-                        ],
-                    ]
-                )
-            parts += [
-                f"<h2>k-fold table: {html.escape(r.name)}</h2>",
-                _table(["fold", "Pearson", "RMSE", "MAE", "Spearman"], rows),
-            ]
-        if r.histories:
-            parts += [f"<h3>Learning curves: {html.escape(r.name)}</h3>", _learning_curves(r)]
-    main = runs[0]
-    parts += [
-        "<h2>Score distributions and scatter</h2>",
-        _distributions(main),
-        "<h2>Error per score bin</h2>",
-        _error_bins(runs),
+
+
+def _fold_table(r: Run) -> list[str]:
+    """Per-fold metrics, their mean and their standard deviation (0 with one fold)."""
+    rows: list[list[Any]] = [
+        [f["fold"], f["pearson"], f["rmse"], f["mae"], f.get("spearman", float("nan"))] for f in r.folds
     ]
+    columns = {k: [f[k] for f in r.folds] for k in _METRICS}
+    rows.append(["mean", *(float(np.mean(columns[k])) for k in _METRICS)])
+    rows.append(["std", *(float(np.std(columns[k], ddof=1)) if len(r.folds) > 1 else 0.0 for k in _METRICS)])
+    return [
+        f"<h2>k-fold table: {html.escape(r.name)}</h2>",
+        _table(["fold", "Pearson", "RMSE", "MAE", "Spearman"], rows),
+    ]
+
+
+def _roc_section(runs: Sequence[Run]) -> list[str]:
     roc_png, roc_rows = _roc(runs)
-    parts += [
-        "<h2>Top third: ROC and the Youden threshold</h2>",
-        roc_png,
-        _table(
-            [
-                "run",
-                "threshold",
-                "AUC",
-                "sensitivity",
-                "specificity",
-                "precision (top third)",
-                "precision (rest)",
-            ],
-            roc_rows,
-        ),
+    headers = [
+        "run", "threshold", "AUC", "sensitivity", "specificity", "precision (top third)", "precision (rest)"
     ]
-    if main.paths:
-        order = np.argsort(main.y_pred)
-        err = np.abs(main.y_pred - main.y_true)
-        parts += [
-            "<h2>Best- and worst-scored images</h2>",
-            _grid(main, order[::-1][:8], "highest predicted scores"),
-            _grid(main, order[:8], "lowest predicted scores"),
-            _grid(main, np.argsort(err)[::-1][:8], "largest errors"),
-        ]
+    return ["<h2>Top third: ROC and the Youden threshold</h2>", roc_png, _table(headers, roc_rows)]
+
+
+def _image_grids(main: Run) -> list[str]:
+    order = np.argsort(main.y_pred)
+    err = np.abs(main.y_pred - main.y_true)
+    return [
+        "<h2>Best- and worst-scored images</h2>",
+        _grid(main, order[::-1][:8], "highest predicted scores"),
+        _grid(main, order[:8], "lowest predicted scores"),
+        _grid(main, np.argsort(err)[::-1][:8], "largest errors"),
+    ]
+
+
+def _write_page(path: str | Path, title: str, parts: list[str]) -> Path:
     style = (
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style>"
@@ -267,3 +231,29 @@ def build_report(
         f"{style}</head><body>{''.join(parts)}</body></html>"
     )
     return out
+
+
+def build_report(
+    path: str | Path, runs: Sequence[Run], *, title: str = "doohable scorer report", notes: str = ""
+) -> Path:
+    """Write a self-contained HTML report comparing ``runs`` (the first is the main one)."""
+    if not runs:
+        raise ValueError("a report needs at least one run")
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(notes)}</p>" if notes else ""]
+    parts += _comparison(runs)
+    for r in runs:
+        if r.folds:
+            parts += _fold_table(r)
+        if r.histories:
+            parts += [f"<h3>Learning curves: {html.escape(r.name)}</h3>", _learning_curves(r)]
+    main = runs[0]
+    parts += [
+        "<h2>Score distributions and scatter</h2>",
+        _distributions(main),
+        "<h2>Error per score bin</h2>",
+        _error_bins(runs),
+    ]
+    parts += _roc_section(runs)
+    if main.paths:
+        parts += _image_grids(main)
+    return _write_page(path, title, parts)

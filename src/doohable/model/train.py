@@ -3,7 +3,7 @@
 Library code only (the CLI in ``doohable.cli.model_cmds`` and ``benchmarks/`` call it). Images
 arrive as uint8 (N, R, R, 3) arrays squashed to ``runtime.resize_side(S)``; they are put on the
 training device once, and cropped/flipped there (NIMA augmentation: 256 -> random 224 crop,
-horizontal flip), so an epoch on a GPU takes seconds.
+horizontal flip, :mod:`doohable.model.device`), so an epoch on a GPU takes seconds.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,77 +21,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from doohable.model.device import (
+    autocast,
+    cpu_bf16_supported,
+    crop_batch,
+    pick_device,
+    predict,
+    seed_everything,
+)
 from doohable.model.metrics import mean_std_table, regression_metrics
 from doohable.model.scorer import ScoringModel, build_model
 
+__all__ = [
+    "CVResult", "FinetuneConfig", "FitResult", "Progress", "cpu_bf16_supported", "crop_batch",
+    "cross_validate", "cross_validate_head", "extract_features", "finetune", "fit_head",
+    "fit_head_pairs", "head_scores", "inner_split", "nn_param_count", "param_groups", "pick_device",
+    "predict", "save_checkpoint", "seed_everything",
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, info)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------- crops (on the device)
-
-
-def crop_batch(
-    x: torch.Tensor, size: int, *, train: bool, gen: torch.Generator | None = None
-) -> torch.Tensor:
-    """uint8 (B, R, R, 3) -> float NCHW (B, 3, S, S) on 0..255.
-
-    ``train``: a random S crop and a random horizontal flip per image; else the centre crop
-    (the serving policy, ``runtime.prepare_image``).
-    """
-    b, r = x.shape[0], x.shape[1]
-    if not train:
-        o = (r - size) // 2
-        return x[:, o : o + size, o : o + size].permute(0, 3, 1, 2).float()
-    dev = x.device
-    oy = torch.randint(0, r - size + 1, (b,), generator=gen, device="cpu").to(dev)
-    ox = torch.randint(0, r - size + 1, (b,), generator=gen, device="cpu").to(dev)
-    flip = (torch.rand(b, generator=gen, device="cpu") < 0.5).to(dev)
-    base = torch.arange(size, device=dev)
-    rows = oy[:, None] + base[None, :]
-    cols = torch.where(flip[:, None], ox[:, None] + size - 1 - base[None, :], ox[:, None] + base[None, :])
-    bi = torch.arange(b, device=dev)[:, None, None]
-    return x[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).float()
-
-
-@torch.no_grad()
-def predict(model: ScoringModel, pixels: torch.Tensor, *, batch: int = 128) -> np.ndarray:
-    """Scores (N,) of uint8 (N, R, R, 3) images (centre crop; flip-averaged if the model says so)."""
-    model.eval()
-    out = []
-    dev = next(model.parameters()).device
-    for i in range(0, len(pixels), batch):
-        xb = crop_batch(pixels[i : i + batch].to(dev, non_blocking=True), model.input_size, train=False)
-        with _autocast(dev):
-            out.append(model.score(xb).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def _autocast(dev: torch.device, cpu_bf16: bool = False) -> Any:
-    # bf16 keeps fp32 range (no loss scaling needed). On CPU only where the hardware has native
-    # bf16 kernels: elsewhere it is emulated and slower than fp32.
-    if dev.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16 and cpu_bf16_supported())
 
 
 # ---------------------------------------------------------------- head on cached features
@@ -294,6 +242,95 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+@dataclass
+class _Run:
+    """What a fine-tuning run carries from epoch to epoch, and saves in its checkpoint."""
+
+    cfg: FinetuneConfig
+    model: ScoringModel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    gen: torch.Generator
+    state: dict[str, Any]
+
+    @classmethod
+    def start(cls, cfg: FinetuneConfig, model: ScoringModel, steps_per_epoch: int) -> _Run:
+        """AdamW on :func:`param_groups`, linear warm-up then cosine, a seeded crop generator."""
+        total = steps_per_epoch * cfg.epochs
+        opt = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
+        warm = int(cfg.warmup_epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warm))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        state = {"epoch": 0, "history": [], "best": None, "best_epoch": -1, "best_rmse": math.inf}
+        return cls(cfg, model, opt, sched, gen, state)
+
+    def resume(self, path: Path) -> None:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved["cfg"] != asdict(self.cfg):
+            raise ValueError(f"{path} was written with other settings; remove it or use another path")
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["opt"])
+        self.sched.load_state_dict(saved["sched"])
+        self.gen.set_state(saved["gen"])
+        torch.set_rng_state(saved["torch_rng"])  # dropout draws from the global generator
+        self.state = saved["state"]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "cfg": asdict(self.cfg),
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(),
+                "gen": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "state": self.state,
+            },
+            path,
+        )
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, steps: int, dev: torch.device) -> float:
+        """``steps`` shuffled batches of random crops and flips; returns the mean training loss."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        perm = torch.randperm(len(x), generator=self.gen)
+        run_loss = torch.zeros((), device=dev)
+        for s in range(steps):
+            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].to(dev)
+            xb = crop_batch(x[idx], cfg.input_size, train=True, gen=self.gen)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(dev, cfg.cpu_bf16):
+                out = model(xb)
+            loss = model.head.loss(out.float(), y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            run_loss += loss.detach()
+        return float(run_loss) / steps
+
+    def validate(self, epoch: int, vx: torch.Tensor, val_scores: np.ndarray) -> dict[str, float]:
+        """Validation metrics of this epoch; its weights are kept when its RMSE is the best yet."""
+        m = regression_metrics(val_scores, predict(self.model, vx), self.cfg.scale)
+        if m["rmse"] < self.state["best_rmse"]:
+            best = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.state.update(best_rmse=m["rmse"], best_epoch=epoch, best=best)
+        return {"val_rmse": m["rmse"], "val_pearson": m["pearson"], "val_mae": m["mae"]}
+
+    def stop_early(self, epoch: int) -> bool:
+        return epoch - int(self.state["best_epoch"]) >= self.cfg.patience
+
+    def finish(self, t0: float) -> FitResult:
+        """The model on the CPU with the best validation epoch's weights (the last without one)."""
+        state = self.state
+        if state["best"] is not None:
+            self.model.load_state_dict(state["best"])
+        best_epoch = state["best_epoch"] if state["best"] is not None else state["epoch"] - 1
+        self.model.cpu().eval()
+        return FitResult(self.model, best_epoch, state["history"], time.perf_counter() - t0)
+
+
 def finetune(
     cfg: FinetuneConfig,
     train_pixels: np.ndarray,
@@ -315,11 +352,7 @@ def finetune(
     seed_everything(cfg.seed)
     if model is None:
         model = build_model(
-            cfg.backbone,
-            cfg.head,
-            scale=cfg.scale,
-            input_size=cfg.input_size,
-            dropout=cfg.dropout,
+            cfg.backbone, cfg.head, scale=cfg.scale, input_size=cfg.input_size, dropout=cfg.dropout,
             tta_flip=cfg.tta_flip,
         )
     model.to(dev)
@@ -327,77 +360,25 @@ def finetune(
     x = torch.from_numpy(train_pixels).to(dev)
     y = model.head.target_from_score(torch.from_numpy(np.asarray(train_scores, np.float32))).to(dev)
     vx = torch.from_numpy(val_pixels) if val_pixels is not None and len(val_pixels) else None
-    steps_per_epoch = max(1, len(x) // cfg.batch_size)  # drop the last partial batch (BatchNorm)
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg.weight_decay)
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warm))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": -1, "best_rmse": math.inf}
+    steps = max(1, len(x) // cfg.batch_size)  # drop the last partial batch (BatchNorm)
+    run = _Run.start(cfg, model, steps)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if saved["cfg"] != asdict(cfg):
-            raise ValueError(f"{ckpt} was written with other settings; remove it or use another path")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["torch_rng"])  # dropout draws from the global generator
-        state = saved["state"]
+        run.resume(ckpt)
     t0 = time.perf_counter()
-    for epoch in range(state["epoch"], cfg.epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        run_loss = torch.zeros((), device=dev)
-        for s in range(steps_per_epoch):
-            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size].to(dev)
-            xb = crop_batch(x[idx], cfg.input_size, train=True, gen=gen)
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, cfg.cpu_bf16):
-                out = model(xb)
-            loss = model.head.loss(out.float(), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            run_loss += loss.detach()
-        rec: dict[str, float] = {"epoch": epoch, "train_loss": float(run_loss) / steps_per_epoch}
+    for epoch in range(run.state["epoch"], cfg.epochs):
+        rec: dict[str, float] = {"epoch": epoch, "train_loss": run.train_epoch(x, y, steps, dev)}
         if vx is not None and val_scores is not None:
-            pv = predict(model, vx)
-            m = regression_metrics(val_scores, pv, cfg.scale)
-            rec.update(val_rmse=m["rmse"], val_pearson=m["pearson"], val_mae=m["mae"])
-            if m["rmse"] < state["best_rmse"]:
-                state.update(
-                    best_rmse=m["rmse"],
-                    best_epoch=epoch,
-                    best={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                )
-        state["history"].append(rec)
-        state["epoch"] = epoch + 1
+            rec.update(run.validate(epoch, vx, val_scores))
+        run.state["history"].append(rec)
+        run.state["epoch"] = epoch + 1
         if ckpt:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "cfg": asdict(cfg),
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "gen": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "state": state,
-                },
-                ckpt,
-            )
+            run.save(ckpt)
         if progress:
             progress("epoch", epoch + 1, cfg.epochs, rec)
-        if vx is not None and epoch - state["best_epoch"] >= cfg.patience:
+        if vx is not None and run.stop_early(epoch):
             break
-    if state["best"] is not None:
-        model.load_state_dict(state["best"])
-    best_epoch = state["best_epoch"] if state["best"] is not None else state["epoch"] - 1
-    model.cpu().eval()
-    return FitResult(model, best_epoch, state["history"], time.perf_counter() - t0)
+    return run.finish(t0)
 
 
 def inner_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

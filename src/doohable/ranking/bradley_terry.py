@@ -197,31 +197,18 @@ def fit(
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0 (prior precision), got {alpha}")
-    n = comps.n_items
-    m = np.zeros(n) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
-    pri = Priors(alpha, priors.reliability if priors else Priors.reliability,
-                 None if prior_mean is None else m)
+    m = np.zeros(comps.n_items) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
+    pri = Priors(alpha, (priors or Priors()).reliability, None if prior_mean is None else m)
     fit_bias = (comps.positions_known if bias is None else bias) and len(comps) > 0
     theta = m.copy() if init is None else np.array(init, dtype=np.float64)
     b = 0.0
-    eta_v = None
-    if crowd:
-        start = np.full(comps.n_voters, 0.9) if init_reliability is None else np.asarray(init_reliability)
-        eta_v = np.clip(start.astype(np.float64), 0.05, 0.99)  # the prior keeps the answer inside (0, 1)
+    eta_v = _start_reliability(comps, init_reliability) if crowd else None
     converged = len(comps) == 0
     pattern = _FisherPattern(comps, fit_bias)
     for _ in range(max_iter if len(comps) else 0):
         x = theta[comps.left] - theta[comps.right] + b
-        eta_moved = 0.0
-        if eta_v is not None:
-            new_eta = _reliability_newton(comps, x, eta_v, pri, steps=4)
-            eta_moved, eta_v = float(np.abs(new_eta - eta_v).max()), new_eta
-        g, w = _vote_terms(comps, x, None if eta_v is None else eta_v[comps.voter])
-        grad = np.bincount(comps.left, g, n) - np.bincount(comps.right, g, n) - alpha * (theta - m)
-        if fit_bias:
-            grad = np.append(grad, g.sum() - b)
-        h = pattern.matrix(comps, w, alpha)
-        step, _ = cg(h, grad, rtol=1e-8, maxiter=500, M=sparse.diags(1.0 / h.diagonal()))
+        eta_v, eta_moved = _update_reliability(comps, x, eta_v, pri)
+        step = _scoring_step(comps, x, theta, b, eta_v, pattern, pri)
         theta, b, moved = _line_search(comps, theta, b, eta_v, step, pri, fit_bias)
         if max(moved, eta_moved) < tol:
             converged = True
@@ -229,6 +216,36 @@ def fit(
     eta = eta_v if eta_v is not None else np.ones(comps.n_voters)
     std = posterior_std(comps, theta, b, eta, alpha, exact_std_max_items)
     return BTResult(theta, std, np.asarray(eta, dtype=np.float64), float(b), converged)
+
+
+def _start_reliability(c: Comparisons, init: FloatArray | None) -> np.ndarray:
+    """Each voter's starting reliability: ``init`` or 0.9, inside the prior's (0, 1)."""
+    start = np.full(c.n_voters, 0.9) if init is None else np.asarray(init)
+    return np.clip(start.astype(np.float64), 0.05, 0.99)  # the prior keeps the answer inside (0, 1)
+
+
+def _update_reliability(c: Comparisons, x: np.ndarray, eta_v: np.ndarray | None,
+                        pri: Priors) -> tuple[np.ndarray | None, float]:
+    """Crowd-BT's reliability half-step (none for plain BT) and how far it moved."""
+    if eta_v is None:
+        return None, 0.0
+    new = _reliability_newton(c, x, eta_v, pri, steps=4)
+    return new, float(np.abs(new - eta_v).max())
+
+
+def _scoring_step(c: Comparisons, x: np.ndarray, theta: np.ndarray, b: float, eta_v: np.ndarray | None,
+                  pattern: _FisherPattern, pri: Priors) -> np.ndarray:
+    """The Fisher scoring step of (ratings[, bias]) at logits ``x``: the expected Hessian's
+    system solved by Jacobi-preconditioned conjugate gradients."""
+    n = c.n_items
+    d = theta if pri.mean is None else theta - pri.mean
+    g, w = _vote_terms(c, x, None if eta_v is None else eta_v[c.voter])
+    grad = np.bincount(c.left, g, n) - np.bincount(c.right, g, n) - pri.alpha * d
+    if pattern.fit_bias:
+        grad = np.append(grad, g.sum() - b)
+    h = pattern.matrix(c, w, pri.alpha)
+    step, _ = cg(h, grad, rtol=1e-8, maxiter=500, M=sparse.diags(1.0 / h.diagonal()))
+    return np.asarray(step)
 
 
 def _line_search(c: Comparisons, theta: np.ndarray, b: float, eta_v: np.ndarray | None, step: np.ndarray,
