@@ -34,6 +34,7 @@ with atheris.instrument_imports(include=["doohable"]):
     from doohable import voting
     from doohable.api.routers.votes import VoteIn
     from doohable.config import Settings
+    from doohable.ranking import elo
     from doohable.signing import SignatureError, verify_image_token
     from doohable.slack.app import SlackVoting
     from doohable.store.db import get_engine, session_scope
@@ -82,9 +83,9 @@ def _operations(session: Session, fdp: atheris.FuzzedDataProvider) -> None:
                 voting.record_vote(session, voter, pair.token[: fdp.ConsumeIntInRange(0, 40)], pair.left.id)
         except voting.VotingError:
             pass
-    replay = voting.replay_elo(voting._log_rows(session))
+    replay = voting.replay_elo(voting.log_rows(session))
     for row in session.scalars(select(Rating).where(Rating.method == voting.ELO)):
-        want = replay.ratings.get(row.image_id, voting.ELO_START)
+        want = replay.ratings.get(row.image_id, elo.START)
         if abs(row.rating - want) > 1e-9 or row.votes != replay.votes.get(row.image_id, 0):
             raise AssertionError(f"image {row.image_id}: stored Elo {row.rating} != replay {want}")
 

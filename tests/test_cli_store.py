@@ -58,10 +58,10 @@ def test_init_reports_database_blobs_and_revision(settings: Settings) -> None:
         "blobs": settings.resolved_blob_url,
         "revision": head_revision(),
     }
-    assert out["revision"] == "0001"
+    assert out["revision"] == "0002"
     assert out["database"].split(":")[0] in ("sqlite", "postgresql")
     assert Path(settings.resolved_blob_url.removeprefix("file://")).is_dir()
-    assert run_json("init")["revision"] == "0001"  # idempotent
+    assert run_json("init")["revision"] == "0002"  # idempotent
 
 
 def test_init_hides_a_database_password(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def _image(n: int, **kw: object) -> Image:
 def test_schema_is_created_on_first_use(db_url: str) -> None:
     engine = get_engine(db_url)
     assert set(inspect(engine).get_table_names()) >= TABLES
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0002"
     assert get_engine(db_url) is engine  # one engine per URL, migrated once
 
 

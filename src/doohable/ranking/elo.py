@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from doohable.ranking.votes import Comparisons, FloatArray, LogRow
 
+START = 0.0  # the report's starting rating
 K = 10.0
 SCALE = 200.0
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 VOTES = cast(Table, Vote.__table__)
 RATINGS = cast(Table, Rating.__table__)
 TOKENS = cast(Table, PairToken.__table__)
-ELO_START = 0.0  # the report's starting rating
+ELO_START = elo.START
 _rng = np.random.default_rng()  # used under a lock (Generators are not thread-safe)
 
 # The hot path's statements, built once (no per-call construction; SQLAlchemy memoises their
