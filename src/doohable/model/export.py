@@ -28,6 +28,24 @@ class _Exported(nn.Module):
         return self.model.forward_uint8_nhwc(image)
 
 
+def _export_graph(module: nn.Module, size: int, path: str | Path) -> Path:
+    """``module`` (uint8 (N, S, S, 3) ``image`` -> (N,) ``score``) to ONNX at ``path``, dynamic batch."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=["score"],
+            dynamic_axes={"image": {0: "N"}, "score": {0: "N"}},
+        )
+    return path
+
+
 def export_onnx(
     model: ScoringModel, path: str | Path, *, name: str, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -37,22 +55,8 @@ def export_onnx(
     metadata_props: name, input_size, scale (JSON), resize_policy, backbone, head, tta_flip,
     plus ``extra`` (each value JSON-encoded unless it is a string).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _Exported(model.cpu().eval()).eval()
     s = model.input_size
-    dummy = torch.zeros(1, s, s, 3, dtype=torch.uint8)
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper,
-            (dummy,),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["image"],
-            output_names=["score"],
-            dynamic_axes={"image": {0: "N"}, "score": {0: "N"}},
-        )
+    path = _export_graph(_Exported(model.cpu().eval()).eval(), s, path)
     meta = {
         "name": name,
         "input_size": str(s),
@@ -84,20 +88,8 @@ def export_photo(
     """Write a :class:`~doohable.model.photo.PhotoScorer` to ``path`` as ONNX (dynamic batch):
     input ``image`` uint8 (N, S, S, 3), output ``score`` (N,) on 1..5; metadata as
     :func:`export_onnx` with ``resize_policy`` = ``policy`` (a ``short-side-R-center-crop-S``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     s = model.input_size
-    with torch.no_grad():
-        torch.onnx.export(
-            model.cpu().eval(),
-            (torch.zeros(1, s, s, 3, dtype=torch.uint8),),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["image"],
-            output_names=["score"],
-            dynamic_axes={"image": {0: "N"}, "score": {0: "N"}},
-        )
+    path = _export_graph(model.cpu().eval(), s, path)
     meta = {
         "name": name,
         "input_size": str(s),
