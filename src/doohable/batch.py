@@ -166,7 +166,7 @@ def score_items(
     inference_threads = inference_threads or default_workers()
     window = window or 4 * batch_size
     pending: deque[tuple[T, Future[tuple[Any, str]]]] = deque()
-    running: deque[tuple[list[Row[T]], Future[tuple[np.ndarray, list[Parts | None]]] | None]] = deque()
+    running: deque[tuple[list[Row[T]], _Scoring | None]] = deque()
     it = iter(items)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
@@ -174,47 +174,69 @@ def score_items(
     ):
 
         def fill() -> None:
-            while len(pending) < window:
-                item = next(it, _END)
-                if item is _END:
-                    return
-                pending.append((item, pool.submit(_load_item, item, read, scorer)))  # type: ignore[arg-type]
-
-        def finish(
-            rows: list[Row[T]], fut: Future[tuple[np.ndarray, list[Parts | None]]] | None
-        ) -> Iterator[Row[T]]:
-            scores, parts = fut.result() if fut is not None else (np.zeros(0), [])
-            done = iter(zip(scores, parts, strict=True))
-            for item, _, error, sha, _ in rows:
-                if error is not None:
-                    yield (item, None, error, None, None)
-                else:
-                    s, p = next(done)
-                    yield (item, float(s), None, sha, p)
-            if on_progress is not None:
-                on_progress(len(rows))
+            _fill(pending, it, window, lambda item: pool.submit(_load_item, item, read, scorer))
 
         fill()
         while pending:
-            rows: list[Row[T]] = []
-            arrays: list[Any] = []
-            while pending and len(arrays) < batch_size:
-                item, fut = pending.popleft()
-                try:
-                    arr, sha = fut.result()
-                    rows.append((item, None, None, sha, None))
-                    arrays.append(arr)
-                except (ImageError, OSError, KeyError, ValueError) as e:
-                    rows.append((item, None, _reason(e), None, None))
+            rows, arrays = _next_batch(pending, batch_size)
             fill()  # keep the decoders busy while the model runs
             running.append((rows, infer.submit(score_batch, scorer, arrays) if arrays else None))
             while len(running) > inference_threads:
-                yield from finish(*running.popleft())
+                yield from _finished(*running.popleft(), on_progress)
         while running:
-            yield from finish(*running.popleft())
+            yield from _finished(*running.popleft(), on_progress)
 
 
+_Scoring = Future[tuple[np.ndarray, list[Parts | None]]]  # a batch in the model (score_batch)
 _END: Any = object()
+
+
+def _fill(
+    pending: deque[tuple[T, Future[tuple[Any, str]]]],
+    items: Iterator[T],
+    window: int,
+    submit: Callable[[T], Future[tuple[Any, str]]],
+) -> None:
+    """Start decoding the next items until ``window`` are pending (or the items run out)."""
+    while len(pending) < window:
+        item = next(items, _END)
+        if item is _END:
+            return
+        pending.append((item, submit(item)))
+
+
+def _next_batch(
+    pending: deque[tuple[T, Future[tuple[Any, str]]]], batch_size: int
+) -> tuple[list[Row[T]], list[Any]]:
+    """(rows, arrays): the next pending items, waited for in input order until ``batch_size``
+    decoded; rows hold each item's sha256 or its error, arrays the decoded images."""
+    rows: list[Row[T]] = []
+    arrays: list[Any] = []
+    while pending and len(arrays) < batch_size:
+        item, fut = pending.popleft()
+        try:
+            arr, sha = fut.result()
+            rows.append((item, None, None, sha, None))
+            arrays.append(arr)
+        except (ImageError, OSError, KeyError, ValueError) as e:
+            rows.append((item, None, _reason(e), None, None))
+    return rows, arrays
+
+
+def _finished(
+    rows: list[Row[T]], fut: _Scoring | None, on_progress: Callable[[int], None] | None
+) -> Iterator[Row[T]]:
+    """The batch's rows with their scores and parts (once the model is done), in order."""
+    scores, parts = fut.result() if fut is not None else (np.zeros(0), [])
+    done = iter(zip(scores, parts, strict=True))
+    for item, _, error, sha, _ in rows:
+        if error is not None:
+            yield (item, None, error, None, None)
+        else:
+            s, p = next(done)
+            yield (item, float(s), None, sha, p)
+    if on_progress is not None:
+        on_progress(len(rows))
 
 
 def _reason(e: BaseException) -> str:

@@ -14,6 +14,7 @@ import torch
 
 from doohable.model import train as T
 from doohable.model.data import (
+    ImageArray,
     ScoredImages,
     VotePairs,
     load_images,
@@ -80,63 +81,93 @@ def train_job(opts: TrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     regressor and their stack with the CNN (``face_train``: one fine-tuning per fold, then one
     on every face).
     """
-    cfg = opts.config
-    if opts.face_net and not opts.face_branch:
-        raise ValueError(FACE_NET_NEEDS_BRANCH)
-    if opts.face_branch and not opts.folds:
-        raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
-    side = resize_side(cfg.input_size)
-    srcs = opts.sources if opts.sources is not None else opts.data.paths
-    if opts.sources is None:
-        arr = load_images_cached(opts.data.paths, side, opts.cache_dir)
-    else:
-        arr = load_images(srcs, side, names=opts.data.paths)
+    _check_face_options(opts)
+    arr = _training_images(opts)
     data = opts.data.subset(arr.kept)
     metrics: dict[str, Any] = {"n_images": len(data), "mode": "finetune" if opts.finetune else "head"}
     use_folds = opts.folds and len(set(data.folds.tolist()) - {0}) > 1
-    faces = None
-    if opts.face_branch:
-        if not use_folds:
-            raise ValueError(FACE_BRANCH_NEEDS_FOLDS + f" (these {len(data)} images have too few folds)")
-        faces = _face_embeddings(arr.pixels, cfg.input_size, tick, chips=opts.face_net)
-        from doohable.model.face.fit import require_faces
-
-        require_faces(~np.isnan(faces.plain).any(axis=1), data.folds)  # before any training
+    faces = _training_faces(opts, arr.pixels, data, use_folds, tick) if opts.face_branch else None
     if opts.finetune:
         model, info = _finetune(opts, arr.pixels, data, use_folds, tick)
     else:
         model, info = _head_only(opts, arr.pixels, data, arr.kept, use_folds, tick)
     oof = info.pop("oof", None)
     metrics.update(info)
-    branch = None
-    if faces is not None:
-        if oof is None:
-            raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
-        branch, metrics["face_branch"] = _fit_face_branch(faces, data, oof)
-        if opts.face_net:
-            report = metrics["face_branch"]
-            branch = _add_face_net(branch, faces, data, oof, opts.face_net_epochs, report, tick)
-    path = export_onnx(
-        model,
-        opts.out,
-        name=opts.name,
-        extra={
-            "training": json.dumps({"mode": metrics["mode"], "n_images": len(data), "config": asdict(cfg)}),
-            **(
-                {"cv_pearson": metrics["cv"]["pearson"]["mean"], "cv_rmse": metrics["cv"]["rmse"]["mean"]}
-                if "cv" in metrics
-                else {}
-            ),
-        },
-    )
-    sidecar = face_branch_path(Path(path))
+    branch = _train_face_branch(opts, faces, data, oof, metrics, tick) if faces is not None else None
+    extra = _export_metadata(metrics, len(data), opts.config)
+    path = export_onnx(model, opts.out, name=opts.name, extra=extra)
+    _save_face_branch(branch, Path(path), metrics)
+    return {"model": str(path), "metrics": metrics, "skipped": arr.errors}
+
+
+def _check_face_options(opts: TrainOptions) -> None:
+    if opts.face_net and not opts.face_branch:
+        raise ValueError(FACE_NET_NEEDS_BRANCH)
+    if opts.face_branch and not opts.folds:
+        raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
+
+
+def _training_images(opts: TrainOptions) -> ImageArray:
+    """The training images at the model's resize side: files through the cache, or ``opts.sources``."""
+    side = resize_side(opts.config.input_size)
+    if opts.sources is None:
+        return load_images_cached(opts.data.paths, side, opts.cache_dir)
+    return load_images(opts.sources, side, names=opts.data.paths)
+
+
+def _training_faces(
+    opts: TrainOptions, pixels: np.ndarray, data: ScoredImages, use_folds: bool, tick: Tick | None
+) -> _Faces:
+    """The face branch's embeddings, computed (and too few faces refused) before any training."""
+    if not use_folds:
+        raise ValueError(FACE_BRANCH_NEEDS_FOLDS + f" (these {len(data)} images have too few folds)")
+    faces = _face_embeddings(pixels, opts.config.input_size, tick, chips=opts.face_net)
+    from doohable.model.face.fit import require_faces
+
+    require_faces(~np.isnan(faces.plain).any(axis=1), data.folds)
+    return faces
+
+
+def _train_face_branch(
+    opts: TrainOptions,
+    faces: _Faces,
+    data: ScoredImages,
+    oof: np.ndarray | None,
+    metrics: dict[str, Any],
+    tick: Tick | None,
+) -> Any:
+    """The face branch fitted on the CNN's out-of-fold predictions (with the face network
+    where asked); ``metrics["face_branch"]`` reports it."""
+    if oof is None:
+        raise ValueError(FACE_BRANCH_NEEDS_FOLDS)
+    branch, metrics["face_branch"] = _fit_face_branch(faces, data, oof)
+    if opts.face_net:
+        report = metrics["face_branch"]
+        branch = _add_face_net(branch, faces, data, oof, opts.face_net_epochs, report, tick)
+    return branch
+
+
+def _export_metadata(metrics: dict[str, Any], n_images: int, cfg: T.FinetuneConfig) -> dict[str, Any]:
+    """The exported model's extra metadata: how it was trained and its CV figures."""
+    return {
+        "training": json.dumps({"mode": metrics["mode"], "n_images": n_images, "config": asdict(cfg)}),
+        **(
+            {"cv_pearson": metrics["cv"]["pearson"]["mean"], "cv_rmse": metrics["cv"]["rmse"]["mean"]}
+            if "cv" in metrics
+            else {}
+        ),
+    }
+
+
+def _save_face_branch(branch: Any, model_path: Path, metrics: dict[str, Any]) -> None:
+    """Save the branch beside the model, or remove an earlier model's branch left there."""
+    sidecar = face_branch_path(model_path)
     if branch is not None:
         branch.save(sidecar)
         metrics["face_branch"]["path"] = str(sidecar)
     elif sidecar.is_file():
         sidecar.unlink()  # an earlier model's face branch: its weight was chosen for that CNN
         metrics["removed_stale_face_branch"] = str(sidecar)
-    return {"model": str(path), "metrics": metrics, "skipped": arr.errors}
 
 
 @dataclass

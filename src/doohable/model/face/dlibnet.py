@@ -85,91 +85,129 @@ def _check(path: str | Path, flat: np.ndarray, n: int) -> None:
         raise ValueError(f"{path}: a parameter tensor of {flat.size} values where the architecture needs {n}")
 
 
+class _Graph:
+    """An ONNX graph being built from a dlib network's parameter tensors, taken in file order."""
+
+    def __init__(self, path: str | Path, params: list[np.ndarray]) -> None:
+        self.path = path
+        self.params = iter(params)
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.names = iter(range(10**6))
+
+    def const(self, a: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = f"c{next(self.names)}"
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(a, np.float32), name))
+        return name
+
+    def pads(self, ends: list[int]) -> str:  # ONNX Pad: the begins (none) then the ends of N, C, H, W
+        from onnx import numpy_helper
+
+        name = f"c{next(self.names)}"
+        self.inits.append(numpy_helper.from_array(np.array([0, 0, 0, 0, *ends], np.int64), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        from onnx import helper
+
+        out = f"t{next(self.names)}"
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def param(self, n: int) -> np.ndarray:
+        """The next parameter tensor, checked to hold ``n`` values."""
+        flat = next(self.params)
+        _check(self.path, flat, n)
+        return flat
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, pad: int) -> str:
+        flat = self.param(cout * cin * k * k + cout)
+        w, b = flat[: cout * cin * k * k].reshape(cout, cin, k, k), flat[cout * cin * k * k :]
+        return self.node(
+            "Conv",
+            [x, self.const(w), self.const(b)],
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+        )
+
+    def affine(self, x: str, c: int) -> str:
+        flat = self.param(2 * c)
+        return self.node(
+            "Add",
+            [
+                self.node("Mul", [x, self.const(flat[:c].reshape(1, c, 1, 1))]),
+                self.const(flat[c:].reshape(1, c, 1, 1)),
+            ],
+        )
+
+
+def _stem(g: _Graph, chip: int) -> tuple[str, int]:
+    """(output, side): ``(p - mean) / 256``, conv 7x7/2 + affine + relu, max pool 3x3/2."""
+    centred = g.node("Sub", ["chips", g.const(np.array(MEAN_RGB).reshape(1, 3, 1, 1))])
+    x = g.node("Div", [centred, g.const(np.array(256.0))])
+    x = g.node("Relu", [g.affine(g.conv(x, 3, 32, 7, 2, 0), 32)])
+    x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2])
+    return x, ((chip - 7) // 2 + 1 - 3) // 2 + 1
+
+
+def _residual_block(g: _Graph, x: str, side: int, cin: int, c: int, stride: int) -> tuple[str, int]:
+    """(output, side): two conv 3x3 + affine, added to the shortcut (a 2x2 average pool where
+    ``stride`` halves the size) the way dlib's add_prev does, then relu."""
+    y = g.node("Relu", [g.affine(g.conv(x, cin, c, 3, stride, 0 if stride > 1 else 1), c)])
+    y = g.affine(g.conv(y, c, c, 3, 1, 1), c)
+    short, ys, ss = x, side, side
+    if stride > 1:
+        short = g.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        ys, ss = (side - 3) // 2 + 1, (side - 2) // 2 + 1
+    out = max(ys, ss)
+    # dlib's add_prev: the sum over the larger size, missing elements taken as 0
+    if ys < out:
+        y = g.node("Pad", [y, g.pads([0, 0, out - ys, out - ys])])
+    if ss < out or cin < c:
+        short = g.node("Pad", [short, g.pads([0, c - cin, out - ss, out - ss])])
+    return g.node("Relu", [g.node("Add", [y, short])]), out
+
+
+def _head(g: _Graph, x: str) -> None:
+    """Global average pool to ``features``, and their projection to ``descriptor``."""
+    from onnx import helper
+
+    feats = g.node("Flatten", [g.node("GlobalAveragePool", [x])])
+    flat = g.param(256 * 128)
+    g.nodes.append(helper.make_node("MatMul", [feats, g.const(flat.reshape(256, 128))], ["descriptor"]))
+    g.nodes.append(helper.make_node("Identity", [feats], ["features"]))
+
+
 def dlib_face_onnx(path: str | Path, *, chip: int = CHIP) -> Any:
     """The network of a dlib ``.dat`` file as an ONNX model, built from its weights without torch:
     input ``chips`` (N, 3, chip, chip) float RGB in 0-255; outputs ``features`` (N, 256), the
     pooled features, and ``descriptor`` (N, 128), dlib's face descriptor."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     params = read_dat_params(path)
     if len(params) != N_TENSORS:
         raise ValueError(f"{path}: {len(params)} parameter tensors, the architecture has {N_TENSORS}")
-    nodes: list[Any] = []
-    inits: list[Any] = []
-    names = iter(range(10**6))
-
-    def const(a: np.ndarray) -> str:
-        name = f"c{next(names)}"
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(a, np.float32), name))
-        return name
-
-    def node(op: str, inputs: list[str], **attrs: Any) -> str:
-        out = f"t{next(names)}"
-        nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    it = iter(params)
-
-    def conv(x: str, cin: int, cout: int, k: int, stride: int, pad: int) -> str:
-        flat = next(it)
-        _check(path, flat, cout * cin * k * k + cout)
-        w, b = flat[: cout * cin * k * k].reshape(cout, cin, k, k), flat[cout * cin * k * k :]
-        return node(
-            "Conv", [x, const(w), const(b)], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4
-        )
-
-    def pads(ends: list[int]) -> str:  # ONNX Pad: the begins (none) then the ends of N, C, H, W
-        name = f"c{next(names)}"
-        inits.append(numpy_helper.from_array(np.array([0, 0, 0, 0, *ends], np.int64), name))
-        return name
-
-    def affine(x: str, c: int) -> str:
-        flat = next(it)
-        _check(path, flat, 2 * c)
-        return node(
-            "Add",
-            [node("Mul", [x, const(flat[:c].reshape(1, c, 1, 1))]), const(flat[c:].reshape(1, c, 1, 1))],
-        )
-
-    x = node(
-        "Div", [node("Sub", ["chips", const(np.array(MEAN_RGB).reshape(1, 3, 1, 1))]), const(np.array(256.0))]
-    )
-    x = node("Relu", [affine(conv(x, 3, 32, 7, 2, 0), 32)])
-    x = node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2])
-    side = ((chip - 7) // 2 + 1 - 3) // 2 + 1
+    g = _Graph(path, params)
+    x, side = _stem(g, chip)
     cin = 32
     for s, (c, n) in enumerate(STAGES):
         for b in range(n):
-            stride = 2 if s > 0 and b == 0 else 1
-            y = node("Relu", [affine(conv(x, cin, c, 3, stride, 0 if stride > 1 else 1), c)])
-            y = affine(conv(y, c, c, 3, 1, 1), c)
-            short, ys, ss = x, side, side
-            if stride > 1:
-                short = node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
-                ys, ss = (side - 3) // 2 + 1, (side - 2) // 2 + 1
-            out = max(ys, ss)
-            # dlib's add_prev: the sum over the larger size, missing elements taken as 0
-            if ys < out:
-                y = node("Pad", [y, pads([0, 0, out - ys, out - ys])])
-            if ss < out or cin < c:
-                short = node("Pad", [short, pads([0, c - cin, out - ss, out - ss])])
-            x = node("Relu", [node("Add", [y, short])])
-            side, cin = out, c
-    feats = node("Flatten", [node("GlobalAveragePool", [x])])
-    flat = next(it)
-    _check(path, flat, 256 * 128)
-    nodes.append(helper.make_node("MatMul", [feats, const(flat.reshape(256, 128))], ["descriptor"]))
-    nodes.append(helper.make_node("Identity", [feats], ["features"]))
+            x, side = _residual_block(g, x, side, cin, c, 2 if s > 0 and b == 0 else 1)
+            cin = c
+    _head(g, x)
     graph = helper.make_graph(
-        nodes,
+        g.nodes,
         "dlib_face_recognition_resnet",
         [helper.make_tensor_value_info("chips", TensorProto.FLOAT, ["N", 3, chip, chip])],
         [
             helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 256]),
             helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", 128]),
         ],
-        inits,
+        g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)

@@ -154,8 +154,6 @@ def finetune_face_scorer(
     bfloat16 autocast. ``progress(epoch, epochs, train_rmse)`` after each epoch. Returns the
     model on the CPU, in eval mode.
     """
-    from sklearn.linear_model import Ridge
-
     from doohable.model.train import cpu_bf16_supported, pick_device
 
     dev = pick_device(device)
@@ -171,7 +169,26 @@ def finetune_face_scorer(
     model = FaceScorer(DlibFaceNet.from_dat(dat), bf16=bf16).to(dev)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     t = torch.as_tensor(np.asarray(target, np.float32), device=dev)
-    # the head's start: ridge on the frozen network's features of every training chip
+    _start_head(model, chips, found, train, t, dev)
+    opt, sched = _optimizer(model, lr, head_lr, steps=epochs * (len(train) // batch))
+    for epoch in range(epochs):
+        rmse = _train_epoch(model, opt, sched, chips, found, train, t, batch, rng, dev)
+        if progress:
+            progress(epoch + 1, epochs, rmse)
+    return model.cpu().eval()
+
+
+def _start_head(
+    model: FaceScorer,
+    chips: np.ndarray,
+    found: np.ndarray,
+    train: np.ndarray,
+    t: torch.Tensor,
+    dev: torch.device,
+) -> None:
+    """The head's start: ridge on the frozen network's features of every training chip."""
+    from sklearn.linear_model import Ridge
+
     model.eval()
     with torch.no_grad():
         feats = np.concatenate([
@@ -184,35 +201,64 @@ def finetune_face_scorer(
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(ridge.coef_ / 0.6).float()[None])
         model.head.bias.fill_((float(ridge.intercept_) - 3.0) / 0.6)
+
+
+def _optimizer(
+    model: FaceScorer, lr: float, head_lr: float, *, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW with each network tensor's rate ``lr`` times its root mean square, the head's
+    ``head_lr``, under a one-cycle schedule of ``steps`` steps."""
     rates = [lr * float(p.detach().pow(2).mean().sqrt()) for p in model.net.parameters()]
     params = list(model.net.parameters())
     groups: list[dict[str, Any]] = [{"params": [p], "lr": r} for p, r in zip(params, rates, strict=True)]
     groups.append({"params": list(model.head.parameters()), "lr": head_lr})
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    steps = epochs * (len(train) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[*rates, head_lr], total_steps=max(1, steps), pct_start=0.15
     )
-    for epoch in range(epochs):
-        model.train()
-        order = rng.permutation(train)
-        total = 0.0
-        for a in range(0, len(order) - batch + 1, batch):
-            idx = np.sort(order[a:a + batch])
-            views_ = []
-            for i in idx:
-                m = int(rng.integers(2)) if found[i, 1] else 0
-                c = chips[i, m, int(rng.integers(chips.shape[2]))]
-                views_.append(np.roll(c, tuple(rng.integers(-6, 7, 2)), (0, 1)))
-            loss = F.mse_loss(model(_to_tensor(np.stack(views_), dev)), t[torch.from_numpy(idx).to(dev)])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        if progress:
-            progress(epoch + 1, epochs, (total / max(1, len(order) // batch * batch)) ** 0.5)
-    return model.cpu().eval()
+    return opt, sched
+
+
+def _train_epoch(
+    model: FaceScorer,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.OneCycleLR,
+    chips: np.ndarray,
+    found: np.ndarray,
+    train: np.ndarray,
+    t: torch.Tensor,
+    batch: int,
+    rng: np.random.Generator,
+    dev: torch.device,
+) -> float:
+    """One pass over ``train`` in shuffled batches (a last partial batch is left out); the
+    training RMSE."""
+    model.train()
+    order = rng.permutation(train)
+    total = 0.0
+    for a in range(0, len(order) - batch + 1, batch):
+        idx = np.sort(order[a:a + batch])
+        views = _to_tensor(_draw_views(chips, found, idx, rng), dev)
+        loss = F.mse_loss(model(views), t[torch.from_numpy(idx).to(dev)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(idx)
+    return float((total / max(1, len(order) // batch * batch)) ** 0.5)
+
+
+def _draw_views(
+    chips: np.ndarray, found: np.ndarray, idx: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One chip per image: a random padding, the mirror image half of the time (where it has a
+    face), shifted by up to 6 px."""
+    views = []
+    for i in idx:
+        m = int(rng.integers(2)) if found[i, 1] else 0
+        c = chips[i, m, int(rng.integers(chips.shape[2]))]
+        views.append(np.roll(c, tuple(rng.integers(-6, 7, 2)), (0, 1)))
+    return np.stack(views)
 
 
 def face_scores(model: FaceScorer, chips: np.ndarray, found: np.ndarray, *, batch: int = 50) -> np.ndarray:

@@ -19,12 +19,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from doohable.model.face.branch import POOLED_SCALE, FaceBranch, FaceRegressor, stack_scores
 from doohable.model.face.embed import FaceEmbedder, _model_dir, mirrored
 from doohable.model.face.fit import choose_pooled, face_oof, face_rows, fit_stack
+
+if TYPE_CHECKING:
+    from doohable.model.face.dlibnet_torch import FaceScorer
 
 NET_EPOCHS = 10
 NET_TARGET_WEIGHT = 0.5  # the network learns (y - (1 - w) * cnn) / w: what a blend at w needs from it
@@ -135,18 +139,14 @@ def add_face_net(
     same folds). The metadata records the network's training and ``net_onnx_vs_torch``: the
     largest difference between the ONNX network (float16 weights) and the trained torch model
     on up to 64 training images' scores."""
-    from doohable.model.face.dlibnet_torch import face_scorer_onnx, face_scores, finetune_face_scorer
-    from doohable.model.session import onnx_session
+    from doohable.model.face.dlibnet_torch import face_scorer_onnx, finetune_face_scorer
 
     target = net_target(y, cnn, target_weight)
     train = np.flatnonzero(found[:, 0] & np.isfinite(target))
     model = finetune_face_scorer(dlib_net_path(), chips, found, target, train,
                                  epochs=epochs, progress=_named(progress, "final"))
     net = face_scorer_onnx(model)
-    sample = train[:64]
-    x = np.asarray(chips[sample]).reshape(-1, 150, 150, 3).transpose(0, 3, 1, 2).astype(np.float32)
-    onnx_scores = onnx_session(net, 0).run(None, {"chips": x})[0].reshape(len(sample), -1).mean(axis=1)
-    torch_scores = face_scores(model, np.asarray(chips[sample]), np.ones((len(sample), 2), bool))
+    onnx_vs_torch = _onnx_vs_torch(model, net, np.asarray(chips[train[:64]]))
     fr, embs = face_rows(plain, flipped)
     use = fr & np.isfinite(cnn) & np.isfinite(net_oof)
     g, a = float(branch.metadata["gamma"]), float(branch.metadata["alpha"])
@@ -156,7 +156,7 @@ def add_face_net(
         **branch.metadata,
         "face_net": f"dlib's network fine-tuned {epochs} epochs on {len(train)} faces, target "
         f"(y - {1 - target_weight:g} * cnn) / {target_weight:g}",
-        "net_onnx_vs_torch": f"{float(np.max(np.abs(onnx_scores - torch_scores))):.4f}",
+        "net_onnx_vs_torch": f"{onnx_vs_torch:.4f}",
     }
     pooled_reg = None
     if pooled is not None:
@@ -169,6 +169,18 @@ def add_face_net(
     stacked = np.asarray(cnn, np.float64).copy()
     stacked[use] = stack_scores(st, *others)
     return dataclasses.replace(branch, metadata=meta, net=net, stack=st, pooled=pooled_reg), stacked
+
+
+def _onnx_vs_torch(model: FaceScorer, net: bytes, chips: np.ndarray) -> float:
+    """The largest difference between the ONNX network's and the torch model's scores of
+    these images' chips (every chip counted, as if each view had a face)."""
+    from doohable.model.face.dlibnet_torch import face_scores
+    from doohable.model.session import onnx_session
+
+    x = chips.reshape(-1, 150, 150, 3).transpose(0, 3, 1, 2).astype(np.float32)
+    onnx_scores = onnx_session(net, 0).run(None, {"chips": x})[0].reshape(len(chips), -1).mean(axis=1)
+    torch_scores = face_scores(model, chips, np.ones((len(chips), 2), bool))
+    return float(np.max(np.abs(onnx_scores - torch_scores)))
 
 
 def _named(progress: EpochTick | None, what: str) -> Callable[[int, int, float], None] | None:
