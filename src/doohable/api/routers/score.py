@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from doohable import moderation
-from doohable.api.deps import MAX_ID, SettingsDep, VoterDep, in_transaction
+from doohable.api.deps import MAX_ID, ScorerDep, SettingsDep, VoterDep, blob_store, in_transaction
 from doohable.batch import Parts, ScorerLike, cached_scorer, prepare_bytes
 from doohable.batch import score_batch as score_prepared
 from doohable.config import Settings
@@ -77,22 +77,12 @@ class BatchOut(BaseModel):
     results: list[BatchItemOut]
 
 
-def scorer_for(settings: Settings) -> ScorerLike:
-    """The app's scorer (503 when no model can be loaded)."""
-    try:
-        return cached_scorer(settings.model, settings.threads)
-    except (FileNotFoundError, ValueError) as e:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no scoring model: {e}") from e
-
-
 def _image_error(e: ImageError, size: int, settings: Settings) -> HTTPException:
     code = status.HTTP_413_CONTENT_TOO_LARGE if size > settings.max_image_bytes else 422
     return HTTPException(code, str(e))
 
 
 def _bytes_for_id(session: Session, settings: Settings, image_id: Any) -> tuple[bytes, Image]:
-    from doohable.api.routers.images import blob_store
-
     try:
         key = int(image_id)
     except (TypeError, ValueError) as e:
@@ -142,10 +132,14 @@ def _nsfw_of(data: bytes, settings: Settings) -> float:
 
 
 def _score_one(
-    session: Session, settings: Settings, data: bytes | None, image_id: Any, check_nsfw: bool
+    session: Session,
+    settings: Settings,
+    scorer: ScorerLike,
+    data: bytes | None,
+    image_id: Any,
+    check_nsfw: bool,
 ) -> ScoreOut:
     """Score uploaded/fetched ``data``, or the stored image ``image_id`` when ``data`` is None."""
-    scorer = scorer_for(settings)
     image: Image | None = None
     if data is None:
         data, image = _bytes_for_id(session, settings, image_id)
@@ -201,7 +195,7 @@ async def _read_request(request: Request, settings: Settings) -> dict[str, Any]:
 
 @router.post("/api/v1/score", response_model=ScoreOut)
 async def score_image(
-    request: Request, _user: VoterDep, settings: SettingsDep, nsfw: bool = False
+    request: Request, _user: VoterDep, settings: SettingsDep, scorer: ScorerDep, nsfw: bool = False
 ) -> ScoreOut:
     """Score one image (upload, stored image id or URL); bad input → 4xx with the reason.
 
@@ -217,12 +211,12 @@ async def score_image(
         data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
     else:
         raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
-    return await in_transaction(settings, _score_one, settings, data, body.get("image_id"), nsfw)
+    return await in_transaction(settings, _score_one, settings, scorer, data, body.get("image_id"), nsfw)
 
 
 @router.post("/api/v1/score/batch", response_model=BatchOut)
 async def score_batch(
-    request: Request, _user: VoterDep, settings: SettingsDep, nsfw: bool = False
+    request: Request, _user: VoterDep, settings: SettingsDep, scorer: ScorerDep, nsfw: bool = False
 ) -> BatchOut:
     """Score up to 64 images at once (multipart ``files``, or JSON ``image_ids`` / ``urls``);
     each item gets its score or its own error, in the order sent."""
@@ -236,18 +230,18 @@ async def score_batch(
         raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
     if count > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
-    return await in_transaction(settings, _score_many, settings, body["files"], ids, urls, nsfw)
+    return await in_transaction(settings, _score_many, settings, scorer, body["files"], ids, urls, nsfw)
 
 
 def _score_many(
     session: Session,
     settings: Settings,
+    scorer: ScorerLike,
     files: list[bytes],
     ids: list[Any],
     urls: list[Any],
     check_nsfw: bool,
 ) -> BatchOut:
-    scorer = scorer_for(settings)
     sources: list[tuple[str, Any]] = (
         [("file", f) for f in files] + [("id", i) for i in ids] + [("url", u) for u in urls]
     )
