@@ -105,8 +105,9 @@ def _run(
 
 def _store(results: list[ScoreResult], model: str | None) -> None:
     """Save the scores of files that are ingested images (by SHA-256), then apply the policy."""
-    from doohable.batch import cached_scorer, moderate_scores, stored_ids, stored_parts
+    from doohable.batch import cached_scorer
     from doohable.config import get_settings
+    from doohable.moderation_service import moderate_scores, stored_ids, stored_parts
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
 
@@ -133,8 +134,9 @@ def moderate_stored(
 ) -> dict[str, Any]:
     """Score stored images (all, or ``image_ids``), run the NSFW gate, apply the policy;
     return what was done as a JSON-ready dict. Used by ``score --ingested`` and ``ingest --moderate``."""
-    from doohable.batch import cached_scorer, moderate_images
+    from doohable.batch import cached_scorer
     from doohable.config import get_settings
+    from doohable.moderation_service import moderate_images
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
 
@@ -270,8 +272,9 @@ def demo(
 def run_demo(settings: Any, host: str, port: int, quiet: bool = True) -> dict[str, Any]:
     """The demo's work (no serving): returns the queue, the policy and the admin's login link."""
     from doohable import moderation
-    from doohable.batch import cached_scorer, moderate_images
+    from doohable.batch import cached_scorer
     from doohable.ingest import ingest_inputs
+    from doohable.moderation_service import moderate_images
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
     from doohable.store.users import UserError, add_user

@@ -117,9 +117,10 @@ async def add_by_url(request: Request, session: SessionDep, settings: SettingsDe
 
 def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) -> UrlOut:
     """Fetch, ingest, then score + NSFW + policy (moderation skipped if no model is available)."""
-    from doohable.batch import cached_scorer, moderate_images
+    from doohable.batch import cached_scorer
     from doohable.ingest import SourceInfo, fetch_url, ingest_bytes
     from doohable.moderation import latest_scores
+    from doohable.moderation_service import moderate_images
     from doohable.store.models import Image
 
     data = fetch_url(body.url, settings)
