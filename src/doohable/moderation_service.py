@@ -2,7 +2,8 @@
 model version and apply the auto-approve policy.
 
 :func:`moderate_images` is what ingest (``doohable ingest --moderate``, the userscript route),
-re-scoring (``doohable score --ingested``) and the demo call; :func:`moderate_scores` stores
+re-scoring (``doohable score --ingested``) and the demo call (the last two through
+:func:`moderate_ingested`, with the configured scorer); :func:`moderate_scores` stores
 scores already computed (``doohable score DIR`` on files that are ingested images)."""
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from doohable.batch import BATCH_SIZE, Parts, ScoreResult, ScorerLike, inference_threads_for, score_items
+from doohable.batch import (
+    BATCH_SIZE,
+    Parts,
+    ScoreResult,
+    ScorerLike,
+    cached_scorer,
+    inference_threads_for,
+    score_items,
+)
 from doohable.images import ImageError, decode
 
 if TYPE_CHECKING:
@@ -142,3 +151,12 @@ def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings:
         image.nsfw = gate.probability(img)
     session.flush()
     return len(todo)
+
+
+def moderate_ingested(
+    session: Session, blobs: Any, settings: Settings, image_ids: Sequence[int]
+) -> tuple[ScorerLike, ModerationReport]:
+    """Ingest, then moderate: the configured scorer (loaded once per process) over freshly
+    ingested images, with the NSFW gate and the policy (:func:`moderate_images`)."""
+    scorer = cached_scorer(settings.model, settings.threads)
+    return scorer, moderate_images(session, blobs, scorer, settings, image_ids)

@@ -272,20 +272,18 @@ def demo(
 def run_demo(settings: Any, host: str, port: int, quiet: bool = True) -> dict[str, Any]:
     """The demo's work (no serving): returns the queue, the policy and the admin's login link."""
     from doohable import moderation
-    from doohable.batch import cached_scorer
     from doohable.ingest import ingest_inputs
-    from doohable.moderation_service import moderate_images
+    from doohable.moderation_service import moderate_ingested
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
     from doohable.store.users import UserError, add_user
 
     samples = write_samples(Path(settings.home) / "samples")
     report = ingest_inputs([str(p) for p in samples], settings)
-    scorer = cached_scorer(settings.model, settings.threads)
     engine = get_engine(settings.resolved_database_url)
     with session_scope(engine) as session:
         ids = [int(i) for (i,) in session.query(moderation.Image.id).all()]
-        done = moderate_images(session, open_blobs(settings.resolved_blob_url), scorer, settings, ids)
+        scorer, done = moderate_ingested(session, open_blobs(settings.resolved_blob_url), settings, ids)
         scores = moderation.latest_scores(session, scorer.name, scorer.version)
         approved = done.approved
         if moderation.get_policy(session, settings).threshold is None and len(scores) >= 3:

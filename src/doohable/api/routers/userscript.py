@@ -117,10 +117,9 @@ async def add_by_url(request: Request, session: SessionDep, settings: SettingsDe
 
 def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) -> UrlOut:
     """Fetch, ingest, then score + NSFW + policy (moderation skipped if no model is available)."""
-    from doohable.batch import cached_scorer
     from doohable.ingest import SourceInfo, fetch_url, ingest_bytes
     from doohable.moderation import latest_scores
-    from doohable.moderation_service import moderate_images
+    from doohable.moderation_service import moderate_ingested
     from doohable.store.models import Image
 
     data = fetch_url(body.url, settings)
@@ -137,8 +136,7 @@ def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) ->
     result = ingest_bytes(session, blobs, data, source=source, settings=settings)
     score = None
     try:
-        scorer = cached_scorer(settings.model, settings.threads)
-        moderate_images(session, blobs, scorer, settings, [result.image_id])
+        scorer, _ = moderate_ingested(session, blobs, settings, [result.image_id])
         score = latest_scores(session, scorer.name, scorer.version).get(result.image_id)
     except (FileNotFoundError, OSError) as e:  # no model installed: store only
         log.warning("image %s stored unscored: %s", result.image_id, e)
