@@ -4,7 +4,9 @@ model version and apply the auto-approve policy.
 :func:`moderate_images` is what ingest (``doohable ingest --moderate``, the userscript route),
 re-scoring (``doohable score --ingested``) and the demo call (the last two through
 :func:`moderate_ingested`, with the configured scorer); :func:`moderate_scores` stores
-scores already computed (``doohable score DIR`` on files that are ingested images)."""
+scores already computed (``doohable score DIR`` on files that are ingested images);
+:func:`evaluate` gives the API's scoring routes the score, percentile and policy decision of
+images that need not be stored."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from doohable import moderation
 from doohable.batch import (
     BATCH_SIZE,
     Parts,
@@ -19,6 +22,7 @@ from doohable.batch import (
     ScorerLike,
     cached_scorer,
     inference_threads_for,
+    score_batch,
     score_items,
 )
 from doohable.images import ImageError, decode
@@ -122,8 +126,6 @@ def moderate_scores(
     """Store scores of stored images (and a combined scorer's ``parts``) with the model version,
     run the NSFW gate on those not yet checked (``nsfw``), then apply the auto-approve policy;
     return counts by outcome."""
-    from doohable import moderation
-
     moderation.store_scores(session, scores, scorer.name, scorer.version, parts)
     if nsfw:
         check_nsfw(session, blobs, list(scores), settings)
@@ -160,3 +162,28 @@ def moderate_ingested(
     ingested images, with the NSFW gate and the policy (:func:`moderate_images`)."""
     scorer = cached_scorer(settings.model, settings.threads)
     return scorer, moderate_images(session, blobs, scorer, settings, image_ids)
+
+
+def evaluate(
+    session: Session,
+    settings: Settings,
+    scorer: ScorerLike,
+    arrays: list[Any],
+    nsfw: list[float | None],
+) -> list[tuple[float, Parts | None, float | None, str]]:
+    """Scores, their parts, percentiles and policy decisions for prepared images."""
+    scores, parts = score_batch(scorer, arrays)
+    policy = moderation.get_policy(session, settings)
+    out = []
+    for s, part, p in zip(scores, parts, nsfw, strict=True):
+        pct = moderation.collection_percentile(session, float(s), scorer.name, scorer.version)
+        decision = moderation.decide(float(s), p, policy, require_nsfw_check=False) or "pending"
+        out.append((float(s), part, pct, decision))
+    return out
+
+
+def nsfw_probability(data: bytes, settings: Settings) -> float:
+    """The NSFW gate's probability for encoded image ``data`` (ImageError when unreadable)."""
+    from doohable.nsfw import load_gate
+
+    return load_gate(settings.threads).probability(decode(data, draft=(256, 256)).image)

@@ -20,12 +20,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from doohable import moderation
 from doohable.api.deps import MAX_ID, ScorerDep, SettingsDep, VoterDep, blob_store, in_transaction
 from doohable.batch import Parts, ScorerLike, cached_scorer, prepare_bytes
-from doohable.batch import score_batch as score_prepared
 from doohable.config import Settings
-from doohable.images import ImageError, decode
+from doohable.images import ImageError
+from doohable.moderation_service import evaluate, nsfw_probability
 from doohable.store.models import Image
 
 log = logging.getLogger(__name__)
@@ -107,30 +106,6 @@ def _bytes_for_url(settings: Settings, url: Any) -> bytes:
         raise HTTPException(400, f"cannot fetch {url}: {e}") from e
 
 
-def _evaluate(
-    session: Session,
-    settings: Settings,
-    scorer: ScorerLike,
-    arrays: list[Any],
-    nsfw: list[float | None],
-) -> list[tuple[float, Parts | None, float | None, str]]:
-    """Scores, their parts, percentiles and policy decisions for prepared images."""
-    scores, parts = score_prepared(scorer, arrays)
-    policy = moderation.get_policy(session, settings)
-    out = []
-    for s, part, p in zip(scores, parts, nsfw, strict=True):
-        pct = moderation.collection_percentile(session, float(s), scorer.name, scorer.version)
-        decision = moderation.decide(float(s), p, policy, require_nsfw_check=False) or "pending"
-        out.append((float(s), part, pct, decision))
-    return out
-
-
-def _nsfw_of(data: bytes, settings: Settings) -> float:
-    from doohable.nsfw import load_gate
-
-    return load_gate(settings.threads).probability(decode(data, draft=(256, 256)).image)
-
-
 def _score_one(
     session: Session,
     settings: Settings,
@@ -147,10 +122,10 @@ def _score_one(
         raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
     try:
         arr = prepare_bytes(data, scorer)
-        p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
+        p = nsfw_probability(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
     except ImageError as e:
         raise _image_error(e, len(data), settings) from e
-    ((score, parts, pct, decision),) = _evaluate(session, settings, scorer, [arr], [p])
+    ((score, parts, pct, decision),) = evaluate(session, settings, scorer, [arr], [p])
     return ScoreOut(
         score=score,
         parts=parts,
@@ -257,7 +232,7 @@ def _score_many(
             if len(data) > settings.max_image_bytes:
                 raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
             arr = prepare_bytes(data, scorer)
-            p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
+            p = nsfw_probability(data, settings) if check_nsfw else (image.nsfw if image else None)
         except HTTPException as e:
             items.append(BatchItemOut(index=index, error=str(e.detail)))
             continue
@@ -266,7 +241,7 @@ def _score_many(
             continue
         items.append(BatchItemOut(index=index, image_id=image.id if image is not None else None, nsfw=p))
         ready.append((index, arr, p))
-    evaluated = _evaluate(session, settings, scorer, [a for _, a, _ in ready], [p for _, _, p in ready])
+    evaluated = evaluate(session, settings, scorer, [a for _, a, _ in ready], [p for _, _, p in ready])
     for (index, _, _), (score, parts, pct, decision) in zip(ready, evaluated, strict=True):
         item = items[index]
         item.score, item.parts, item.percentile, item.decision = score, parts, pct, decision
