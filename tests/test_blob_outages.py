@@ -19,10 +19,10 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from doohable.batch import moderate_images
 from doohable.config import Settings
 from doohable.ingest import ingest_inputs, sweep_orphan_blobs
 from doohable.model.runtime import load_scorer
+from doohable.moderation_service import moderate_images
 from doohable.store.blobs import BlobStore, open_blobs
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Image, Score

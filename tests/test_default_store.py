@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from doohable import voting
 from doohable.api.app import create_app
-from doohable.batch import moderate_images
 from doohable.config import Settings, get_settings
 from doohable.model.calibrate import MIN_IMAGES, fit_from_votes
 from doohable.model.default import CombinedScorer
 from doohable.model.load import load_any
+from doohable.moderation_service import moderate_images
 from doohable.store.blobs import open_blobs
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Score

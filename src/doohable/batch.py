@@ -11,9 +11,8 @@ Cluster pipeline (:func:`score_paths_ray`): Ray Data ``map_batches`` over a pool
 actors; each actor loads the model once and decodes its own batch. Paths must be readable
 from every Ray worker (a shared file system).
 
-:func:`moderate_images` scores stored images (from the blob store), checks them with the NSFW
-gate, stores the scores with the model version and applies the auto-approve policy: it is what
-ingest, re-scoring (``doohable score --ingested``) and the demo call."""
+Moderation of stored images (scores stored with the model version, the NSFW gate, the
+auto-approve policy) builds on this pipeline in :mod:`doohable.moderation_service`."""
 
 from __future__ import annotations
 
@@ -34,9 +33,8 @@ from doohable.images import ImageError, decode, read_limited
 from doohable.model.preprocess import RESIZE_POLICY, decode_side
 
 if TYPE_CHECKING:  # SQLAlchemy loads only for stored images (`doohable score DIR` needs none)
-    from sqlalchemy.orm import Session
 
-    from doohable.config import Settings
+    pass
 
 # images per model call: bigger batches do not run faster on CPU (one ONNX Runtime thread per call)
 # but hold more activations (peak RSS, bundled model: 733 MiB at 8, 2.9 GiB at 32)
@@ -334,133 +332,6 @@ def score_paths_ray(
             yield ScoreResult(str(row["path"]), error=str(row["error"]))
         else:
             yield ScoreResult(str(row["path"]), score=score, sha256=str(row["sha256"]) or None)
-
-
-# --------------------------------------------------------------------------- stored images
-
-
-def stored_ids(session: Session, results: Iterable[ScoreResult]) -> dict[int, float]:
-    """image id → score for the scored files that are also ingested images (same SHA-256)
-    (their parts: :func:`stored_parts`)."""
-    from sqlalchemy import select
-
-    from doohable.store.models import Image as ImageRow
-
-    by_sha = {r.sha256: float(r.score) for r in results if r.sha256 and r.score is not None}
-    if not by_sha:
-        return {}
-    q = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(list(by_sha)))
-    return {int(i): by_sha[sha] for sha, i in session.execute(q)}
-
-
-def stored_parts(
-    ids: dict[int, float], results: Iterable[ScoreResult], session: Session
-) -> dict[int, Parts | None]:
-    """image id → a combined scorer's parts, for the ids of :func:`stored_ids`."""
-    from sqlalchemy import select
-
-    from doohable.store.models import Image as ImageRow
-
-    by_sha = {r.sha256: r.parts for r in results if r.sha256 and r.parts is not None}
-    if not by_sha or not ids:
-        return {}
-    q = select(ImageRow.sha256, ImageRow.id).where(ImageRow.id.in_(list(ids)))
-    return {int(i): by_sha.get(sha) for sha, i in session.execute(q)}
-
-
-@dataclass(frozen=True)
-class ModerationReport:
-    """What :func:`moderate_images` did."""
-
-    scored: int
-    errors: list[dict[str, Any]]
-    approved: int
-    flagged: int
-    pending: int
-
-
-def moderate_images(
-    session: Session,
-    blobs: Any,
-    scorer: ScorerLike,
-    settings: Settings,
-    image_ids: Sequence[int] | None = None,
-    *,
-    nsfw: bool = True,
-    batch_size: int = BATCH_SIZE,
-    on_progress: Callable[[int], None] | None = None,
-) -> ModerationReport:
-    """Score stored images (all when ``image_ids`` is None), run the NSFW gate on those not yet
-    checked, store scores with the model version and apply the auto-approve policy."""
-    from sqlalchemy import select
-
-    from doohable.store.models import Image as ImageRow
-
-    q = select(ImageRow.id, ImageRow.sha256)
-    if image_ids is not None:
-        q = q.where(ImageRow.id.in_(list(image_ids)))
-    rows = [(int(i), str(s)) for i, s in session.execute(q.order_by(ImageRow.id))]
-    scores: dict[int, float] = {}
-    parts_of: dict[int, Parts | None] = {}
-    errors: list[dict[str, Any]] = []
-    for (image_id, _), score, error, _, parts in score_items(
-        rows,
-        lambda r: blobs.get(r[1]),
-        scorer,
-        batch_size=batch_size,
-        inference_threads=inference_threads_for(settings.threads),
-        on_progress=on_progress,
-    ):
-        if score is None:
-            errors.append({"image_id": image_id, "error": error})
-        else:
-            scores[image_id], parts_of[image_id] = score, parts
-    counts = moderate_scores(session, blobs, scorer, settings, scores, nsfw=nsfw, parts=parts_of)
-    return ModerationReport(len(scores), errors, counts["approved"], counts["flagged"], counts["pending"])
-
-
-def moderate_scores(
-    session: Session,
-    blobs: Any,
-    scorer: ScorerLike,
-    settings: Settings,
-    scores: dict[int, float],
-    *,
-    nsfw: bool = True,
-    parts: dict[int, Parts | None] | None = None,
-) -> dict[str, int]:
-    """Store scores of stored images (and a combined scorer's ``parts``) with the model version,
-    run the NSFW gate on those not yet checked (``nsfw``), then apply the auto-approve policy;
-    return counts by outcome."""
-    from doohable import moderation
-
-    moderation.store_scores(session, scores, scorer.name, scorer.version, parts)
-    if nsfw:
-        check_nsfw(session, blobs, list(scores), settings)
-    return moderation.apply_policy(session, list(scores), moderation.get_policy(session, settings), scores)
-
-
-def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings: Settings) -> int:
-    """Run the NSFW gate on the given images that have no NSFW probability yet; return how many."""
-    from sqlalchemy import select
-
-    from doohable.nsfw import load_gate
-    from doohable.store.models import Image as ImageRow
-
-    todo = session.scalars(
-        select(ImageRow).where(ImageRow.id.in_(list(image_ids)), ImageRow.nsfw.is_(None))
-    ).all()
-    if not todo:
-        return 0
-    gate = load_gate(settings.threads)
-    for image in todo:
-        try:
-            img = decode(blobs.get(image.sha256), draft=(256, 256)).image
-        except (ImageError, KeyError, OSError):  # unreadable, or blob store down: stays unchecked
-            continue
-        image.nsfw = gate.probability(img)
-    session.flush()
-    return len(todo)
 
 
 @lru_cache(maxsize=4)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from doohable.moderation import UNDO_PREFIX, ModerationError, record_decision
+from doohable.moderation import UNDO_PREFIX, ImageNotFound, ModerationError, record_decision
 from doohable.store.models import Decision, Image, Source, Status, User
 
 
@@ -52,7 +52,7 @@ def decide_once(
     another status now, other than ``decision`` itself, :class:`DecisionConflict` is raised."""
     image = session.get(Image, image_id, with_for_update=True)
     if image is None:
-        raise ModerationError(f"no image with id {image_id}")
+        raise ImageNotFound(f"no image with id {image_id}")
     if image.status == decision:
         latest = _latest(session, image_id)
         if latest is not None and latest.decision == decision:

@@ -40,6 +40,10 @@ class ModerationError(ValueError):
     """A moderation request that cannot be honoured; the message says why."""
 
 
+class ImageNotFound(ModerationError):
+    """The request names an image that is not in the collection."""
+
+
 # --------------------------------------------------------------------------- pure functions
 
 
@@ -291,7 +295,7 @@ def record_decision(
         raise ModerationError(f"unknown decision {decision!r}; choose approved, rejected or pending")
     image = session.get(Image, image_id)
     if image is None:
-        raise ModerationError(f"no image with id {image_id}")
+        raise ImageNotFound(f"no image with id {image_id}")
     if actor is None and rule is None:
         raise ModerationError("a decision needs a person or a rule")
     row = Decision(

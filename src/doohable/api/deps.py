@@ -19,6 +19,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from doohable.batch import ScorerLike, cached_scorer
 from doohable.config import Settings, get_settings
 from doohable.store.db import get_engine
 from doohable.store.models import User
@@ -103,18 +104,23 @@ async def in_transaction(
 BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> User:
-    """The user of the bearer token (API) or of the session cookie (pages); else 401.
+async def authenticate(request: Request, token: str | None) -> User | None:
+    """The user holding ``token``, or None: the one token check of every route and page.
 
     Valid tokens are cached for a few seconds per process (see
     :data:`doohable.store.users.TOKEN_CACHE_TTL_S`); a miss is one indexed query."""
+    if not token:
+        return None
+    db_url = app_settings(request).resolved_database_url
+    return token_cache.get(db_url, token) or await run_in_threadpool(token_cache.lookup, db_url, token)
+
+
+async def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> User:
+    """The user of the bearer token (API) or of the session cookie (pages); else 401."""
     token = creds.credentials if creds is not None else None
     if token is None and "session" in request.scope:
         token = request.session.get("token")
-    user = None
-    if token:
-        db_url = app_settings(request).resolved_database_url
-        user = token_cache.get(db_url, token) or await run_in_threadpool(token_cache.lookup, db_url, token)
+    user = await authenticate(request, token)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -147,3 +153,50 @@ UserDep = Annotated[User, Depends(current_user)]
 VoterDep = Annotated[User, Depends(require("voter"))]
 ModeratorDep = Annotated[User, Depends(require("moderator"))]
 AdminDep = Annotated[User, Depends(require("admin"))]
+
+
+async def page_user(request: Request) -> User | None:
+    """The user signed in by the session cookie, or None (the pages decide what to show)."""
+    return await authenticate(request, request.session.get("token"))
+
+
+PageUser = Annotated[User | None, Depends(page_user)]
+
+
+def absolute_url(request: Request, path: str) -> str:
+    """``path`` made absolute against the URL the client used to reach us."""
+    return str(request.base_url).rstrip("/") + path
+
+
+_blobs: dict[str, Any] = {}
+
+
+def blob_store(settings: Settings) -> Any:
+    """The process-wide blob store for the settings' blob URL."""
+    from doohable.store.blobs import open_blobs
+
+    url = settings.resolved_blob_url
+    if url not in _blobs:
+        _blobs[url] = open_blobs(url)
+    return _blobs[url]
+
+
+def scorer_for(settings: Settings) -> ScorerLike:
+    """The app's scorer (503 when no model can be loaded)."""
+    try:
+        return cached_scorer(settings.model, settings.threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no scoring model: {e}") from e
+
+
+def blobs_dep(settings: SettingsDep) -> Any:
+    return blob_store(settings)
+
+
+async def scorer_dep(settings: SettingsDep) -> ScorerLike:
+    """The scorer the app loaded at start-up (a cache hit: no thread hop), else 503."""
+    return scorer_for(settings)
+
+
+BlobsDep = Annotated[Any, Depends(blobs_dep)]
+ScorerDep = Annotated[ScorerLike, Depends(scorer_dep)]

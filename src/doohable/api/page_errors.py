@@ -26,7 +26,7 @@ def wants_html(request: Request) -> bool:
 
 def error_page(request: Request, code: int, message: str) -> Response:
     """The error page: what went wrong and a link back (home, or sign in for 401)."""
-    from doohable.api.routers.pages import render
+    from doohable.api.templating import render
 
     signed_in = bool(request.session.get("name")) if "session" in request.scope else False
     back = ("/vote", "Back to voting") if signed_in else ("/login", "Sign in")

@@ -105,8 +105,9 @@ def _run(
 
 def _store(results: list[ScoreResult], model: str | None) -> None:
     """Save the scores of files that are ingested images (by SHA-256), then apply the policy."""
-    from doohable.batch import cached_scorer, moderate_scores, stored_ids, stored_parts
+    from doohable.batch import cached_scorer
     from doohable.config import get_settings
+    from doohable.moderation_service import moderate_scores, stored_ids, stored_parts
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
 
@@ -133,8 +134,9 @@ def moderate_stored(
 ) -> dict[str, Any]:
     """Score stored images (all, or ``image_ids``), run the NSFW gate, apply the policy;
     return what was done as a JSON-ready dict. Used by ``score --ingested`` and ``ingest --moderate``."""
-    from doohable.batch import cached_scorer, moderate_images
+    from doohable.batch import cached_scorer
     from doohable.config import get_settings
+    from doohable.moderation_service import moderate_images
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
 
@@ -270,19 +272,18 @@ def demo(
 def run_demo(settings: Any, host: str, port: int, quiet: bool = True) -> dict[str, Any]:
     """The demo's work (no serving): returns the queue, the policy and the admin's login link."""
     from doohable import moderation
-    from doohable.batch import cached_scorer, moderate_images
     from doohable.ingest import ingest_inputs
+    from doohable.moderation_service import moderate_ingested
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
     from doohable.store.users import UserError, add_user
 
     samples = write_samples(Path(settings.home) / "samples")
     report = ingest_inputs([str(p) for p in samples], settings)
-    scorer = cached_scorer(settings.model, settings.threads)
     engine = get_engine(settings.resolved_database_url)
     with session_scope(engine) as session:
         ids = [int(i) for (i,) in session.query(moderation.Image.id).all()]
-        done = moderate_images(session, open_blobs(settings.resolved_blob_url), scorer, settings, ids)
+        scorer, done = moderate_ingested(session, open_blobs(settings.resolved_blob_url), settings, ids)
         scores = moderation.latest_scores(session, scorer.name, scorer.version)
         approved = done.approved
         if moderation.get_policy(session, settings).threshold is None and len(scores) >= 3:

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel
 
-from doohable.api.deps import IdPath, SessionDep, SettingsDep, VoterDep
-from doohable.config import Settings
+from doohable.api.deps import BlobsDep, IdPath, SessionDep, SettingsDep, VoterDep, absolute_url, blob_store
 from doohable.signing import SignatureError, image_url, verify_image_token
 from doohable.store.models import Image
 
 router = APIRouter(tags=["images"])
-_blobs: dict[str, Any] = {}
-
-
-def blob_store(settings: Settings) -> Any:
-    """The process-wide blob store for the settings' blob URL."""
-    from doohable.store.blobs import open_blobs
-
-    url = settings.resolved_blob_url
-    if url not in _blobs:
-        _blobs[url] = open_blobs(url)
-    return _blobs[url]
-
-
-def absolute_url(request: Request, path: str) -> str:
-    """``path`` made absolute against the URL the client used to reach us."""
-    return str(request.base_url).rstrip("/") + path
 
 
 class UploadOut(BaseModel):
@@ -52,7 +35,11 @@ class ImageOut(BaseModel):
 
 @router.post("/api/v1/images", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
 def upload_image(
-    user: VoterDep, session: SessionDep, settings: SettingsDep, file: Annotated[UploadFile, File()]
+    user: VoterDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    blobs: BlobsDep,
+    file: Annotated[UploadFile, File()],
 ) -> UploadOut:
     """Store an uploaded image (de-duplicated); a bad image gets 4xx with the reason."""
     from doohable.images import ImageError
@@ -61,7 +48,7 @@ def upload_image(
     data = file.file.read(settings.max_image_bytes + 1)
     source = SourceInfo(kind="upload", uri=file.filename or "upload", added_by=user.id)
     try:
-        result = ingest_bytes(session, blob_store(settings), data, source=source, settings=settings)
+        result = ingest_bytes(session, blobs, data, source=source, settings=settings)
     except (ImageError, IngestError) as e:
         code = status.HTTP_413_CONTENT_TOO_LARGE if len(data) > settings.max_image_bytes else 400
         raise HTTPException(code, str(e)) from e

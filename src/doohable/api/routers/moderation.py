@@ -12,11 +12,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from doohable import decisions, moderation
-from doohable.api.deps import MAX_ID, IdField, ModeratorDep, SessionDep, SettingsDep
+from doohable.api.deps import (
+    MAX_ID,
+    IdField,
+    ModeratorDep,
+    PageUser,
+    ScorerDep,
+    SessionDep,
+    SettingsDep,
+    absolute_url,
+    scorer_for,
+)
 from doohable.api.page_errors import error_page
-from doohable.api.routers.images import absolute_url
-from doohable.api.routers.pages import PageUser, render
-from doohable.batch import cached_scorer
+from doohable.api.templating import render
 from doohable.config import Settings
 from doohable.signing import image_url
 from doohable.store.models import Image
@@ -27,10 +35,7 @@ router = APIRouter(tags=["moderation"])
 
 def model_name(settings: Settings) -> tuple[str, str | None]:
     """Name and version of the serving model, whose scores order the queue."""
-    try:
-        scorer = cached_scorer(settings.model, settings.threads)
-    except (FileNotFoundError, ValueError) as e:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no scoring model: {e}") from e
+    scorer = scorer_for(settings)
     return scorer.name, scorer.version
 
 
@@ -117,6 +122,7 @@ def get_queue(
     _user: ModeratorDep,
     session: SessionDep,
     settings: SettingsDep,
+    scorer: ScorerDep,
     status_: Annotated[Literal["pending", "approved", "rejected"], Query(alias="status")] = "pending",
     source: str | None = None,
     since: dt.datetime | None = None,
@@ -127,7 +133,7 @@ def get_queue(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[QueueItemOut]:
     """Images of a status (pending by default) best first, with filters."""
-    name, _ = model_name(settings)
+    name = scorer.name
     flt = moderation.QueueFilter(status_, source or None, since, until, min_score, max_score, limit, offset)
     items = moderation.queue(session, name, flt, moderation.get_policy(session, settings))
     formats = dict(session.query(Image.id, Image.format).filter(Image.id.in_([i.id for i in items])).all())
@@ -165,9 +171,10 @@ def post_decision(
         )
     except decisions.DecisionConflict as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
+    except moderation.ImageNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
     except moderation.ModerationError as e:
-        code = status.HTTP_404_NOT_FOUND if "no image" in str(e) else status.HTTP_400_BAD_REQUEST
-        raise HTTPException(code, str(e)) from e
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
     if not out.created:
         response.status_code = status.HTTP_200_OK
     row = out.decision
@@ -241,11 +248,10 @@ def put_policy(body: PolicyIn, _user: ModeratorDep, session: SessionDep, setting
 
 @router.get("/api/v1/moderation/preview", response_model=PreviewOut)
 def get_preview(
-    threshold: float, _user: ModeratorDep, session: SessionDep, settings: SettingsDep
+    threshold: float, _user: ModeratorDep, session: SessionDep, scorer: ScorerDep
 ) -> PreviewOut:
     """What ``threshold`` would auto-approve now, and its errors on decisions already made."""
-    name, _ = model_name(settings)
-    p = moderation.preview(session, threshold, name)
+    p = moderation.preview(session, threshold, scorer.name)
     return PreviewOut(**p.__dict__, wrong=p.wrong)
 
 

@@ -1,41 +1,25 @@
 """Pages: login (token link or form), the voting page and the leaderboard (Jinja2 + a little JS).
 
-Other stages add pages that extend ``base.html``; :data:`templates`, :func:`render` and
-:func:`page_user` are for them too."""
+Other pages extend ``base.html`` and use :func:`doohable.api.templating.render` and
+:data:`doohable.api.deps.PageUser` too."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request, status
+from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, selectinload
 
 from doohable import voting
-from doohable.api.deps import SessionDep, SettingsDep
+from doohable.api.deps import PageUser, SessionDep, SettingsDep
 from doohable.api.security import csrf_ok, csrf_token
+from doohable.api.templating import STATIC, render
 from doohable.signing import image_url
-from doohable.store.models import Image, User
+from doohable.store.models import Image
 from doohable.store.users import user_for_token
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-STATIC = TEMPLATES.with_name("static")
-templates = Jinja2Templates(directory=TEMPLATES)
 router = APIRouter(tags=["pages"], include_in_schema=False)
-
-
-def render(
-    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
-) -> Response:
-    """Render a template with the CSRF token and signed-in user name available to it."""
-    ctx = {
-        "csrf_token": csrf_token(request),
-        "user_name": request.session.get("name"),
-        "user_role": request.session.get("role"),
-    }
-    return templates.TemplateResponse(request, name, {**ctx, **(context or {})}, status_code=status_code)
 
 
 def alt_text(image: Image) -> str:
@@ -46,15 +30,6 @@ def alt_text(image: Image) -> str:
     by = f" by {src.author}" if src is not None and src.author else ""
     where = f" from {src.network or src.kind}" if src is not None else ""
     return f"image {image.id}{by}{where}"
-
-
-def page_user(request: Request, session: SessionDep) -> User | None:
-    """The user signed in by the session cookie, or None."""
-    token = request.session.get("token")
-    return user_for_token(session, token) if token else None
-
-
-PageUser = Annotated[User | None, Depends(page_user)]
 
 
 def _to_login(request: Request) -> RedirectResponse:

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from doohable import voting, voting_pages
 from doohable.api.deps import SessionDep, VoterDep, app_settings, in_transaction
-from doohable.api.routers.images import absolute_url
-from doohable.config import Settings
-from doohable.signing import image_url
+from doohable.api.pair_view import PairOut, pair_out
 
 router = APIRouter(prefix="/api/v1/pairs", tags=["pairs"])
-
-
-class Side(BaseModel):
-    id: int
-    url: str
-
-
-class PairOut(BaseModel):
-    pair_token: str
-    left: Side
-    right: Side
-
-
-def pair_out(pair: voting.Pair, request: Request, settings: Settings) -> dict[str, Any]:
-    """The JSON shape of a pair (:class:`PairOut`), with signed absolute image URLs.
-
-    A plain dict: the hot route answers it as-is instead of validating a pydantic model."""
-    base = absolute_url(request, "")
-
-    def side(img: voting.PairImage) -> dict[str, Any]:
-        return {"id": img.id, "url": base + image_url(img.sha256, img.format, settings)}
-
-    return {"pair_token": pair.token, "left": side(pair.left), "right": side(pair.right)}
 
 
 @router.get("/next", response_model=PairOut)

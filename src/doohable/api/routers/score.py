@@ -20,12 +20,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from doohable import moderation
-from doohable.api.deps import MAX_ID, SettingsDep, VoterDep, in_transaction
+from doohable.api.deps import MAX_ID, ScorerDep, SettingsDep, VoterDep, blob_store, in_transaction
 from doohable.batch import Parts, ScorerLike, cached_scorer, prepare_bytes
-from doohable.batch import score_batch as score_prepared
 from doohable.config import Settings
-from doohable.images import ImageError, decode
+from doohable.images import ImageError
+from doohable.moderation_service import evaluate, nsfw_probability
 from doohable.store.models import Image
 
 log = logging.getLogger(__name__)
@@ -77,22 +76,12 @@ class BatchOut(BaseModel):
     results: list[BatchItemOut]
 
 
-def scorer_for(settings: Settings) -> ScorerLike:
-    """The app's scorer (503 when no model can be loaded)."""
-    try:
-        return cached_scorer(settings.model, settings.threads)
-    except (FileNotFoundError, ValueError) as e:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no scoring model: {e}") from e
-
-
 def _image_error(e: ImageError, size: int, settings: Settings) -> HTTPException:
     code = status.HTTP_413_CONTENT_TOO_LARGE if size > settings.max_image_bytes else 422
     return HTTPException(code, str(e))
 
 
 def _bytes_for_id(session: Session, settings: Settings, image_id: Any) -> tuple[bytes, Image]:
-    from doohable.api.routers.images import blob_store
-
     try:
         key = int(image_id)
     except (TypeError, ValueError) as e:
@@ -117,35 +106,15 @@ def _bytes_for_url(settings: Settings, url: Any) -> bytes:
         raise HTTPException(400, f"cannot fetch {url}: {e}") from e
 
 
-def _evaluate(
+def _score_one(
     session: Session,
     settings: Settings,
     scorer: ScorerLike,
-    arrays: list[Any],
-    nsfw: list[float | None],
-) -> list[tuple[float, Parts | None, float | None, str]]:
-    """Scores, their parts, percentiles and policy decisions for prepared images."""
-    scores, parts = score_prepared(scorer, arrays)
-    policy = moderation.get_policy(session, settings)
-    out = []
-    for s, part, p in zip(scores, parts, nsfw, strict=True):
-        pct = moderation.collection_percentile(session, float(s), scorer.name, scorer.version)
-        decision = moderation.decide(float(s), p, policy, require_nsfw_check=False) or "pending"
-        out.append((float(s), part, pct, decision))
-    return out
-
-
-def _nsfw_of(data: bytes, settings: Settings) -> float:
-    from doohable.nsfw import load_gate
-
-    return load_gate(settings.threads).probability(decode(data, draft=(256, 256)).image)
-
-
-def _score_one(
-    session: Session, settings: Settings, data: bytes | None, image_id: Any, check_nsfw: bool
+    data: bytes | None,
+    image_id: Any,
+    check_nsfw: bool,
 ) -> ScoreOut:
     """Score uploaded/fetched ``data``, or the stored image ``image_id`` when ``data`` is None."""
-    scorer = scorer_for(settings)
     image: Image | None = None
     if data is None:
         data, image = _bytes_for_id(session, settings, image_id)
@@ -153,10 +122,10 @@ def _score_one(
         raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
     try:
         arr = prepare_bytes(data, scorer)
-        p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
+        p = nsfw_probability(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
     except ImageError as e:
         raise _image_error(e, len(data), settings) from e
-    ((score, parts, pct, decision),) = _evaluate(session, settings, scorer, [arr], [p])
+    ((score, parts, pct, decision),) = evaluate(session, settings, scorer, [arr], [p])
     return ScoreOut(
         score=score,
         parts=parts,
@@ -201,7 +170,7 @@ async def _read_request(request: Request, settings: Settings) -> dict[str, Any]:
 
 @router.post("/api/v1/score", response_model=ScoreOut)
 async def score_image(
-    request: Request, _user: VoterDep, settings: SettingsDep, nsfw: bool = False
+    request: Request, _user: VoterDep, settings: SettingsDep, scorer: ScorerDep, nsfw: bool = False
 ) -> ScoreOut:
     """Score one image (upload, stored image id or URL); bad input → 4xx with the reason.
 
@@ -217,12 +186,12 @@ async def score_image(
         data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
     else:
         raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
-    return await in_transaction(settings, _score_one, settings, data, body.get("image_id"), nsfw)
+    return await in_transaction(settings, _score_one, settings, scorer, data, body.get("image_id"), nsfw)
 
 
 @router.post("/api/v1/score/batch", response_model=BatchOut)
 async def score_batch(
-    request: Request, _user: VoterDep, settings: SettingsDep, nsfw: bool = False
+    request: Request, _user: VoterDep, settings: SettingsDep, scorer: ScorerDep, nsfw: bool = False
 ) -> BatchOut:
     """Score up to 64 images at once (multipart ``files``, or JSON ``image_ids`` / ``urls``);
     each item gets its score or its own error, in the order sent."""
@@ -236,18 +205,18 @@ async def score_batch(
         raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
     if count > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
-    return await in_transaction(settings, _score_many, settings, body["files"], ids, urls, nsfw)
+    return await in_transaction(settings, _score_many, settings, scorer, body["files"], ids, urls, nsfw)
 
 
 def _score_many(
     session: Session,
     settings: Settings,
+    scorer: ScorerLike,
     files: list[bytes],
     ids: list[Any],
     urls: list[Any],
     check_nsfw: bool,
 ) -> BatchOut:
-    scorer = scorer_for(settings)
     sources: list[tuple[str, Any]] = (
         [("file", f) for f in files] + [("id", i) for i in ids] + [("url", u) for u in urls]
     )
@@ -263,7 +232,7 @@ def _score_many(
             if len(data) > settings.max_image_bytes:
                 raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
             arr = prepare_bytes(data, scorer)
-            p = _nsfw_of(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
+            p = nsfw_probability(data, settings) if check_nsfw else (image.nsfw if image else None)
         except HTTPException as e:
             items.append(BatchItemOut(index=index, error=str(e.detail)))
             continue
@@ -272,7 +241,7 @@ def _score_many(
             continue
         items.append(BatchItemOut(index=index, image_id=image.id if image is not None else None, nsfw=p))
         ready.append((index, arr, p))
-    evaluated = _evaluate(session, settings, scorer, [a for _, a, _ in ready], [p for _, _, p in ready])
+    evaluated = evaluate(session, settings, scorer, [a for _, a, _ in ready], [p for _, _, p in ready])
     for (index, _, _), (score, parts, pct, decision) in zip(ready, evaluated, strict=True):
         item = items[index]
         item.score, item.parts, item.percentile, item.decision = score, parts, pct, decision

@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
-from doohable.api.deps import SessionDep, SettingsDep
+from doohable.api.deps import SessionDep, SettingsDep, authenticate, blob_store
 from doohable.config import Settings
 from doohable.images import ImageError
 from doohable.store.models import User
-from doohable.store.users import has_role, user_for_token
+from doohable.store.users import has_role
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["userscript"])
@@ -89,16 +89,16 @@ def preflight() -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=CORS)
 
 
-def _caller(request: Request, session: Session) -> User | None:
+async def _caller(request: Request) -> User | None:
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-    return user_for_token(session, token) if token else None
+    return await authenticate(request, token)
 
 
 @router.post("/api/v1/images/url", status_code=201, response_model=UrlOut)
 async def add_by_url(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Fetch and store an image seen on a page; 201 with its id (and score), else 4xx ``{"detail"}``."""
-    user = _caller(request, session)
+    user = await _caller(request)
     if user is None:
         return _json(401, {"detail": "missing or invalid token"})
     if not has_role(user, "voter"):
@@ -117,10 +117,9 @@ async def add_by_url(request: Request, session: SessionDep, settings: SettingsDe
 
 def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) -> UrlOut:
     """Fetch, ingest, then score + NSFW + policy (moderation skipped if no model is available)."""
-    from doohable.api.routers.images import blob_store
-    from doohable.batch import cached_scorer, moderate_images
     from doohable.ingest import SourceInfo, fetch_url, ingest_bytes
     from doohable.moderation import latest_scores
+    from doohable.moderation_service import moderate_ingested
     from doohable.store.models import Image
 
     data = fetch_url(body.url, settings)
@@ -137,8 +136,7 @@ def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) ->
     result = ingest_bytes(session, blobs, data, source=source, settings=settings)
     score = None
     try:
-        scorer = cached_scorer(settings.model, settings.threads)
-        moderate_images(session, blobs, scorer, settings, [result.image_id])
+        scorer, _ = moderate_ingested(session, blobs, settings, [result.image_id])
         score = latest_scores(session, scorer.name, scorer.version).get(result.image_id)
     except (FileNotFoundError, OSError) as e:  # no model installed: store only
         log.warning("image %s stored unscored: %s", result.image_id, e)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from doohable import voting, voting_pages
 from doohable.api.deps import IdField, SessionDep, VoterDep, app_settings, in_transaction
-from doohable.api.routers.pairs import PairOut, pair_out
+from doohable.api.pair_view import PairOut, pair_out
 
 router = APIRouter(prefix="/api/v1/votes", tags=["votes"])
 
