@@ -80,10 +80,20 @@ def _train_photo(
 
     opts = PhotoTrainOptions(data=data, out=out, backbone=backbone, head=head, folds=folds, device=device)
     try:
-        with progress(disable=as_json) as bar:
-            result = train_photo_job(opts, _tick_factory(bar))
+        result = _run_job(train_photo_job, opts, as_json)
     except (LabelError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
+    _report(result, as_json)
+
+
+def _run_job(job: Any, opts: Any, as_json: bool) -> dict[str, Any]:
+    """Run a training job under a progress bar (none with ``--json``)."""
+    with progress(disable=as_json) as bar:
+        return job(opts, _tick_factory(bar))  # type: ignore[no-any-return]
+
+
+def _report(result: dict[str, Any], as_json: bool) -> None:
+    """Name every skipped image, then print the job's result."""
     for e in result["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {e['source']}: {e['error']}")
     emit(result, as_json)
@@ -205,13 +215,10 @@ def train(
             face_net_epochs=face_net_epochs,
             **extra,
         )
-        with progress(disable=as_json) as bar:
-            result = train_job(opts, _tick_factory(bar))
+        result = _run_job(train_job, opts, as_json)
     except (LabelError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    for e in result["skipped"]:
-        console.print(f"[yellow]skipped[/yellow] {e['source']}: {e['error']}")
-    emit(result, as_json)
+    _report(result, as_json)
 
 
 @app.command()
