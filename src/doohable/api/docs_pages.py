@@ -114,7 +114,7 @@ def install_docs(app: FastAPI) -> None:
                 swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
                 swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
                 swagger_favicon_url=FAVICON,
-            oauth2_redirect_url="/docs/oauth2-redirect",
+                oauth2_redirect_url="/docs/oauth2-redirect",
                 swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
             )
         )
