@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,16 @@ class ScoredImages:
         )
 
 
+def label_rows(path: Path, need: set[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of a label CSV whose header has the columns ``need``; a missing
+    column raises :class:`LabelError` naming the file's first line."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not need <= set(reader.fieldnames or []):
+            raise LabelError(f"{path}:1: header must have columns {sorted(need)}, got {reader.fieldnames}")
+        yield from enumerate(reader, start=2)
+
+
 def load_scut(root: str | Path, *, limit: int | None = None) -> ScoredImages:
     """Read SCUT-FBP5500's ``labels.csv`` (``image,score,subset,fold``) under ``root``.
 
@@ -70,22 +80,17 @@ def load_scut(root: str | Path, *, limit: int | None = None) -> ScoredImages:
     root = Path(root)
     path = root / "labels.csv"
     paths, scores, groups, folds = [], [], [], []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"image", "score", "subset", "fold"}
-        if not need <= set(reader.fieldnames or []):
-            raise LabelError(f"{path}:1: header must have columns {sorted(need)}, got {reader.fieldnames}")
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                score, fold = float(row["score"]), int(row["fold"])
-            except (TypeError, ValueError) as exc:
-                raise LabelError(f"{path}:{lineno}: bad score or fold in {row!r} ({exc})") from exc
-            if not 1.0 <= score <= 5.0 or not row["image"]:
-                raise LabelError(f"{path}:{lineno}: score {score} outside 1..5 or empty image name")
-            paths.append(str(root / "images" / row["image"]))
-            scores.append(score)
-            groups.append(row["subset"])
-            folds.append(fold)
+    for lineno, row in label_rows(path, {"image", "score", "subset", "fold"}):
+        try:
+            score, fold = float(row["score"]), int(row["fold"])
+        except (TypeError, ValueError) as exc:
+            raise LabelError(f"{path}:{lineno}: bad score or fold in {row!r} ({exc})") from exc
+        if not 1.0 <= score <= 5.0 or not row["image"]:
+            raise LabelError(f"{path}:{lineno}: score {score} outside 1..5 or empty image name")
+        paths.append(str(root / "images" / row["image"]))
+        scores.append(score)
+        groups.append(row["subset"])
+        folds.append(fold)
     data = ScoredImages(paths, np.asarray(scores, np.float64), groups, np.asarray(folds, int))
     if limit is None:
         return data

@@ -27,7 +27,7 @@ from torch import nn
 
 from doohable import datasets
 from doohable.model.backbones import Backbone, EfficientNetLite0, MobileNetV2, create_backbone
-from doohable.model.data import LabelError
+from doohable.model.data import LabelError, label_rows
 from doohable.model.runtime import prepare_short_side
 
 SCALE = (1.0, 5.0)
@@ -85,22 +85,17 @@ def load_live(root: str | Path | None = None) -> PhotoLabels:
     root = Path(root) if root is not None else datasets.live_challenge()
     path = root / "labels.csv"
     paths, mos, std, folds = [], [], [], []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"image", "mos", "std", "fold"}
-        if not need <= set(reader.fieldnames or []):
-            raise LabelError(f"{path}:1: header must have columns {sorted(need)}, got {reader.fieldnames}")
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                m, s, f = float(row["mos"]), float(row["std"]), int(row["fold"])
-            except (TypeError, ValueError) as exc:
-                raise LabelError(f"{path}:{lineno}: bad mos, std or fold in {row!r} ({exc})") from exc
-            if not (0.0 <= m <= 100.0 and s >= 0.0) or not row["image"]:
-                raise LabelError(f"{path}:{lineno}: mos {m} outside 0..100, std {s} < 0 or empty image name")
-            paths.append(str(root / "images" / row["image"]))
-            mos.append(m)
-            std.append(s)
-            folds.append(f)
+    for lineno, row in label_rows(path, {"image", "mos", "std", "fold"}):
+        try:
+            m, s, f = float(row["mos"]), float(row["std"]), int(row["fold"])
+        except (TypeError, ValueError) as exc:
+            raise LabelError(f"{path}:{lineno}: bad mos, std or fold in {row!r} ({exc})") from exc
+        if not (0.0 <= m <= 100.0 and s >= 0.0) or not row["image"]:
+            raise LabelError(f"{path}:{lineno}: mos {m} outside 0..100, std {s} < 0 or empty image name")
+        paths.append(str(root / "images" / row["image"]))
+        mos.append(m)
+        std.append(s)
+        folds.append(f)
     return PhotoLabels(paths, np.asarray(mos), np.asarray(std), np.asarray(folds, int))
 
 
