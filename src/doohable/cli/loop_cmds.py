@@ -33,21 +33,19 @@ def retrain(
     agrees with the voters more often: install it, rescore every stored image with it (the
     moderation queue) and make its scores the ratings' prior."""
     from doohable.cli.model_cmds import _tick_factory
-    from doohable.config import get_settings
     from doohable.model.retrain import RetrainOptions
     from doohable.model.retrain import retrain as retrain_job
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
 
-    settings = get_settings()
+    services = Services.from_env()
+    settings = services.settings
     models = settings.home / "models"
     candidate = models / f"candidate-{time.strftime('%Y%m%d-%H%M%S')}.onnx"
     opts = RetrainOptions(out=candidate, current=current or settings.model, cache_dir=settings.home / "cache",
                           holdout=holdout, seed=seed)
-    engine = get_engine(settings.resolved_database_url)
     try:
-        with session_scope(engine) as s, progress(disable=as_json) as bar:
-            result = retrain_job(s, open_blobs(settings.resolved_blob_url), opts, _tick_factory(bar))
+        with services.transaction() as s, progress(disable=as_json) as bar:
+            result = retrain_job(s, services.blobs, opts, _tick_factory(bar))
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     result["promoted"] = None
@@ -63,8 +61,7 @@ def _promote(candidate: Path, target: Path, quiet: bool) -> tuple[str, dict[str,
     """Install the candidate at ``target`` (atomically), rescore every stored image with it and
     make its scores the ratings' prior."""
     from doohable.cli.score_cmds import moderate_stored
-    from doohable.config import get_settings
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.voting.prior import set_prior_model
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +69,7 @@ def _promote(candidate: Path, target: Path, quiet: bool) -> tuple[str, dict[str,
     shutil.copyfile(candidate, tmp)
     os.replace(tmp, target)
     report = moderate_stored(str(target), 32, quiet=quiet)
-    settings = get_settings()
-    with session_scope(get_engine(settings.resolved_database_url)) as s:
+    with Services.from_env().transaction() as s:
         set_prior_model(s, str(report["model"]), str(report["version"]))
     return str(target), report
 
