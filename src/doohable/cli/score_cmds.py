@@ -105,20 +105,18 @@ def _run(
 
 def _store(results: list[ScoreResult], model: str | None) -> None:
     """Save the scores of files that are ingested images (by SHA-256), then apply the policy."""
-    from doohable.config import get_settings
     from doohable.moderation_service import moderate_scores, scorer_for, stored_ids, stored_parts
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
 
-    settings = get_settings()
     if not any(r.sha256 for r in results):
         return
-    scorer = scorer_for(settings, model)
-    with session_scope(get_engine(settings.resolved_database_url)) as session:
+    services = Services.from_env()
+    scorer = scorer_for(services.settings, model)
+    with services.transaction() as session:
         scores = stored_ids(session, results)
         if scores:
             counts = moderate_scores(
-                session, open_blobs(settings.resolved_blob_url), scorer, settings, scores,
+                session, services.blobs, scorer, services.settings, scores,
                 parts=stored_parts(scores, results, session),
             )
             console.print(f"{len(scores)} ingested image(s) scored in the database: {counts}")
@@ -135,25 +133,20 @@ def moderate_stored(
     (:func:`~doohable.moderation_service.moderate_ingested`) with scorer ``model`` (None: the
     configured one), under a progress bar; return its report as a JSON-ready dict. Used by
     ``score --ingested``, ``ingest --moderate`` and ``retrain``'s promotion."""
-    from doohable.config import get_settings
     from doohable.moderation_service import moderate_ingested, scorer_for
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import NO_MODEL_ERRORS, Services
 
-    settings = get_settings()
+    services = Services.from_env()
     try:
-        scorer = scorer_for(settings, model)
-    except (FileNotFoundError, ValueError) as e:
+        scorer = scorer_for(services.settings, model)
+    except NO_MODEL_ERRORS as e:
         raise fail(str(e)) from e
-    with (
-        session_scope(get_engine(settings.resolved_database_url)) as session,
-        progress(disable=quiet) as bar,
-    ):
+    with services.transaction() as session, progress(disable=quiet) as bar:
         task = bar.add_task(f"scoring stored images with {scorer.name}", total=None)
         _, report = moderate_ingested(
             session,
-            open_blobs(settings.resolved_blob_url),
-            settings,
+            services.blobs,
+            services.settings,
             image_ids,
             scorer=scorer,
             batch_size=batch_size,
@@ -274,16 +267,15 @@ def run_demo(settings: Any, host: str, port: int, quiet: bool = True) -> dict[st
     from doohable import moderation
     from doohable.ingest import ingest_inputs
     from doohable.moderation_service import moderate_ingested
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.store.users import UserError, add_user
 
     samples = write_samples(Path(settings.home) / "samples")
     report = ingest_inputs([str(p) for p in samples], settings)
-    engine = get_engine(settings.resolved_database_url)
-    with session_scope(engine) as session:
+    services = Services(settings)
+    with services.transaction() as session:
         ids = [int(i) for (i,) in session.query(moderation.Image.id).all()]
-        scorer, done = moderate_ingested(session, open_blobs(settings.resolved_blob_url), settings, ids)
+        scorer, done = moderate_ingested(session, services.blobs, settings, ids)
         scores = moderation.latest_scores(session, scorer.name, scorer.version)
         approved = done.approved
         if moderation.get_policy(session, settings).threshold is None and len(scores) >= 3:
