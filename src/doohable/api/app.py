@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(score.router)
     app.include_router(moderation.router)
     app.include_router(userscript.router)
+    from doohable.api.routers import retrain
+
+    app.include_router(retrain.router)
     if settings.slack_signing_secret is not None:
         from doohable.slack.app import mount_slack
 
