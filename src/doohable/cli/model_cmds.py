@@ -199,8 +199,8 @@ def train(
     from_model: str | None = typer.Option(
         None, "--from-model",
         help="With --from-db: start from a bundled photo model (photo, photo-hq, default: its photo part, "
-        "or a photo .onnx): its features, and its head fitted to the votes themselves with shrinkage toward it "
-        "(few votes stay close to it). Head only; --method and --head do not apply.",
+        "or a photo .onnx): its features, and its head fitted to the votes themselves with shrinkage "
+        "toward it (few votes stay close to it). Head only; --method and --head do not apply.",
     ),
     as_json: bool = JsonOpt,
 ) -> None:

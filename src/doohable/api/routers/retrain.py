@@ -53,9 +53,9 @@ def get_retrain(settings: SettingsDep, _: AdminDep) -> dict[str, Any]:
 @router.post("/api/v1/retrain", response_model=RetrainState, status_code=status.HTTP_202_ACCEPTED)
 def post_retrain(settings: SettingsDep, user: AdminDep, body: RetrainIn | None = None) -> dict[str, Any]:
     """Start a retrain in the background (202); 409 while one runs."""
-    body = body or RetrainIn()
+    body = body or RetrainIn.model_validate({})
     if body.from_model is not None and body.from_model not in ("photo", "photo-hq", "default"):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "from_model: photo, photo-hq or default")
+        raise HTTPException(422, "from_model: photo, photo-hq or default")
     opts = LoopOptions(holdout=body.holdout, seed=body.seed, promote=body.promote, from_model=body.from_model)
     try:
         return start_job(settings, opts, started_by=user.name)
