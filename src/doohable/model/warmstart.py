@@ -190,15 +190,16 @@ def _choose_strength(z: np.ndarray, u0: np.ndarray, votes: Votes, k: float, unit
 
 
 def fit_head(head: BundledHead, feats: np.ndarray, votes: Votes, strength: float | None = None,
-             seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+             seed: int = 0, sharpness: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The new head's weights (on the bundled standardisation; the intercept stays) and what
-    the fit found: ``{"votes", "sharpness", "strength", "shift"}``."""
+    the fit found: ``{"votes", "sharpness", "strength", "shift"}``. ``sharpness``: ``k`` given
+    (a head with constant scores has no spread to measure it on)."""
     z = (feats - head.mu) / head.sd
     u0 = z @ head.weight + head.bias
     info: dict[str, Any] = {"votes": len(votes)}
     if len(votes) == 0 or len(u0) < 2:
         return head.weight.copy(), info | {"sharpness": None, "strength": strength, "shift": 0.0}
-    k = _sharpness(u0, votes)
+    k = sharpness if sharpness is not None else _sharpness(u0, votes)
     d = z[votes.winners] - z[votes.losers]
     unit = k * k * float((d * d).sum(1).mean()) / 4.0  # one vote's curvature along its direction
     s = strength if strength is not None else _choose_strength(z, u0, votes, k, unit, seed)
