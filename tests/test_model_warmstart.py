@@ -17,7 +17,6 @@ from doohable.cli import app
 from doohable.config import Settings
 from doohable.model import warmstart as W
 from doohable.model.runtime import load_scorer
-from doohable.ranking.votes import LogRow
 from doohable.store.blobs import open_blobs
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Image as ImageRow
@@ -54,33 +53,57 @@ def test_votes_without_information_give_the_bundled_head(settings: Settings, sha
         assert np.array_equal(_scores(out, images), _scores("photo", images))
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_votes_move_the_head_as_far_as_the_prior_lets_them(settings: Settings, shared_data: Path) -> None:
-    ids = vote_collection(settings, shared_data, n=12)
-    images = _images(settings, ids)
+def _photo_features(shared_data: Path, n: int) -> tuple[W.BundledHead, np.ndarray, np.ndarray]:
+    """The photo model's head, features of n SCUT images and their standardised features."""
     head = W.load_head("photo")
-    feats, kept, errors = W.features(head, list(images.values()))
-    assert kept == list(range(12)) and errors == []
-    bundled = _scores("photo", images)
-    z = (feats - head.mu) / head.sd
-    assert np.allclose(1 + 4 * (z @ head.weight + head.bias), bundled, atol=1e-4)  # the graph's own head
-    # every pair voted against the bundled model's order
-    rows = [LogRow(n, i, j, i if bundled[i] < bundled[j] else j, None)
-            for n, (i, j) in enumerate(((i, j) for i in range(12) for j in range(i + 1, 12)), 1)]
-    votes = W.votes_of(rows, {i: i for i in range(12)})
+    names = sorted((shared_data / "scut-fbp5500" / "images").iterdir())[:n]
+    feats, kept, errors = W.features(head, [p.read_bytes() for p in names])
+    assert kept == list(range(n)) and errors == []
+    return head, feats, (feats - head.mu) / head.sd
+
+
+def _votes_by(target: np.ndarray) -> W.Votes:
+    """One vote per pair, for the higher target."""
+    n = len(target)
+    pairs = [(i, j) if target[i] > target[j] else (j, i) for i in range(n) for j in range(i + 1, n)]
+    return W.Votes(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+
+
+def test_votes_move_the_head_as_far_as_the_prior_lets_them(shared_data: Path) -> None:
+    head, feats, z = _photo_features(shared_data, 12)
+    u0 = z @ head.weight
+    other = z @ np.random.default_rng(0).normal(size=z.shape[1])
+    target = u0 / u0.std() + other / other.std()  # the voters half follow the bundled model
+    votes = _votes_by(target)
     assert len(votes) == 66
-    moved, shift = {}, {}
+
+    def agree(weight: np.ndarray) -> float:
+        return float(spearmanr(z @ weight, target).statistic)
+
+    shift = {}
     for strength in (1.0, 1e3, 1e9):
         weight, info = W.fit_head(head, feats, votes, strength)
-        moved[strength] = spearmanr(z @ weight, -bundled).statistic
-        shift[strength] = np.abs(z @ (weight - head.weight)).max()
-        assert info["strength"] == strength and info["votes"] == 66
-        assert info["shift"] == pytest.approx(shift[strength])
-    assert moved[1.0] > 0.9  # weak prior: the votes' order
-    assert moved[1e9] < -0.99 and shift[1e9] < 1e-3  # overwhelming prior: the bundled head
+        shift[strength] = info["shift"]
+        assert info["strength"] == strength and info["votes"] == 66 and info["sharpness"] > 0
+        assert info["shift"] == pytest.approx(np.abs(z @ (weight - head.weight)).max())
+        if strength == 1.0:
+            assert agree(weight) > max(0.95, agree(head.weight) + 0.1)  # weak prior: the votes' order
+        if strength == 1e9:  # overwhelming prior: the bundled order
+            assert spearmanr(z @ weight, u0).statistic > 0.99
     assert shift[1.0] > shift[1e3] > shift[1e9]
     _weight, chosen = W.fit_head(head, feats, votes)  # strength chosen by cross-validation
-    assert chosen["strength"] in W.STRENGTHS and chosen["sharpness"] > 0
+    assert chosen["strength"] in W.STRENGTHS
+
+
+def test_a_model_the_voters_contradict_loses_its_weight(shared_data: Path) -> None:
+    head, feats, z = _photo_features(shared_data, 10)
+    u0 = z @ head.weight
+    votes = _votes_by(-u0)  # always for the image the bundled model scores lower
+    weight, info = W.fit_head(head, feats, votes, strength=1e9)
+    assert info["sharpness"] == 0.0  # the voters do not follow it at all
+    assert np.abs(weight).max() < 1e-6 * np.abs(head.weight).max()  # nothing of it is left
+    weight, _ = W.fit_head(head, feats, votes, strength=1.0)
+    assert spearmanr(z @ weight, -u0).statistic > 0.9  # the votes' order
 
 
 def test_from_model_refuses_what_it_cannot_start_from(settings: Settings, tmp_path: Path) -> None:

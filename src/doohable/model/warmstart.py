@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from scipy.special import expit
 
 from doohable.ranking.votes import LogRow
 
@@ -142,37 +143,41 @@ def votes_of(rows: Sequence[LogRow], position: dict[int, int]) -> Votes:
 
 def _sharpness(u0: np.ndarray, votes: Votes) -> float:
     """k: the maximum-likelihood logit scale of the bundled scores on the votes (Newton on one
-    parameter), never below 1 / std(u0)."""
-    floor = 1.0 / max(float(u0.std()), 1e-6)
+    parameter, from one logit per standard deviation of ``u0``), in [0, 1000 / std(u0)]: 0 when
+    the voters do not follow the bundled model at all."""
+    spread = 1.0 / max(float(u0.std()), 1e-12)
     d = u0[votes.winners] - u0[votes.losers]
-    k = floor
-    for _ in range(30):
-        p = 1.0 / (1.0 + np.exp(-k * d))
+    k = spread
+    for _ in range(50):
+        p = expit(k * d)
         grad, hess = float(((1.0 - p) * d).sum()), float((p * (1.0 - p) * d * d).sum())
         if hess <= 1e-12:
             break
-        k = float(np.clip(k + grad / hess, floor, 1e3 * floor))
+        k = float(np.clip(k + grad / hess, 0.0, 1e3 * spread))
     return k
 
 
-def _map(z: np.ndarray, u0: np.ndarray, votes: Votes, k: float, lam: float) -> np.ndarray:
-    """delta maximising the votes' BT log-likelihood + log N(delta; 0, I / lam) (L-BFGS)."""
-    from scipy.optimize import minimize
-    from scipy.special import expit
+def _margins(z: np.ndarray, m0: np.ndarray, v: np.ndarray, votes: Votes) -> np.ndarray:
+    m = m0 + z @ v  # every image's logit score
+    return np.asarray(m[votes.winners] - m[votes.losers])
 
-    def f(delta: np.ndarray) -> tuple[float, np.ndarray]:
-        u = u0 + z @ delta
-        m = k * (u[votes.winners] - u[votes.losers])
-        g = -k * expit(-m)  # d loss / d margin, times k
-        per_image = np.bincount(votes.winners, g, len(u)) - np.bincount(votes.losers, g, len(u))
-        loss = float(np.logaddexp(0.0, -m).sum()) + 0.5 * lam * float(delta @ delta)
-        return loss, z.T @ per_image + lam * delta
+
+def _map(z: np.ndarray, m0: np.ndarray, votes: Votes, lam: float) -> np.ndarray:
+    """v maximising the votes' BT log-likelihood of the logit scores ``m0 + z v`` plus
+    log N(v; 0, I / lam) (L-BFGS)."""
+    from scipy.optimize import minimize
+
+    def f(v: np.ndarray) -> tuple[float, np.ndarray]:
+        m = _margins(z, m0, v, votes)
+        g = -expit(-m)  # d loss / d margin
+        per_image = np.bincount(votes.winners, g, len(m0)) - np.bincount(votes.losers, g, len(m0))
+        return float(np.logaddexp(0.0, -m).sum()) + 0.5 * lam * float(v @ v), z.T @ per_image + lam * v
 
     res = minimize(f, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
     return np.asarray(res.x)
 
 
-def _choose_strength(z: np.ndarray, u0: np.ndarray, votes: Votes, k: float, unit: float, seed: int) -> float:
+def _choose_strength(z: np.ndarray, m0: np.ndarray, votes: Votes, unit: float, seed: int) -> float:
     """The prior strength of :data:`STRENGTHS` with the best held-out log-likelihood (5 folds)."""
     if len(votes) < CV_MIN_VOTES:
         return STRENGTHS[-1]
@@ -181,10 +186,8 @@ def _choose_strength(z: np.ndarray, u0: np.ndarray, votes: Votes, k: float, unit
     for s in STRENGTHS:
         total = 0.0
         for f in range(5):
-            delta = _map(z, u0, votes.subset(fold != f), k, s * unit)
-            test = votes.subset(fold == f)
-            u = u0 + z @ delta
-            total += float(np.logaddexp(0.0, -k * (u[test.winners] - u[test.losers])).sum())
+            v = _map(z, m0, votes.subset(fold != f), s * unit)
+            total += float(np.logaddexp(0.0, -_margins(z, m0, v, votes.subset(fold == f))).sum())
         losses.append(total)
     return STRENGTHS[int(np.argmin(losses))]
 
@@ -193,19 +196,25 @@ def fit_head(head: BundledHead, feats: np.ndarray, votes: Votes, strength: float
              seed: int = 0, sharpness: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The new head's weights (on the bundled standardisation; the intercept stays) and what
     the fit found: ``{"votes", "sharpness", "strength", "shift"}``. ``sharpness``: ``k`` given
-    (a head with constant scores has no spread to measure it on)."""
+    instead of fitted.
+
+    The fit is on the logit scale: scores ``k * w0 . z + v . z``, prior ``v ~ N(0, I / lambda)``;
+    the exported head is ``(k w0 + v) / max(k, 1 / std(u0))``, so a bundled model the voters
+    follow keeps its scale, and one they do not follow loses its weight in the new head."""
     z = (feats - head.mu) / head.sd
     u0 = z @ head.weight + head.bias
     info: dict[str, Any] = {"votes": len(votes)}
     if len(votes) == 0 or len(u0) < 2:
         return head.weight.copy(), info | {"sharpness": None, "strength": strength, "shift": 0.0}
     k = sharpness if sharpness is not None else _sharpness(u0, votes)
+    m0 = k * (z @ head.weight)
     d = z[votes.winners] - z[votes.losers]
-    unit = k * k * float((d * d).sum(1).mean()) / 4.0  # one vote's curvature along its direction
-    s = strength if strength is not None else _choose_strength(z, u0, votes, k, unit, seed)
-    delta = _map(z, u0, votes, k, s * unit)
-    shift = float(np.abs(z @ delta).max())  # the largest change of a voted image's score (0..1 scale)
-    return head.weight + delta, info | {"sharpness": k, "strength": s, "shift": shift}
+    unit = float((d * d).sum(1).mean()) / 4.0  # one vote's curvature along its direction
+    s = strength if strength is not None else _choose_strength(z, m0, votes, unit, seed)
+    v = _map(z, m0, votes, s * unit)
+    weight = (k * head.weight + v) / max(k, 1.0 / max(float(u0.std()), 1e-12))
+    shift = float(np.abs(z @ (weight - head.weight)).max())  # largest change of a voted image's score (0..1)
+    return weight, info | {"sharpness": k, "strength": s, "shift": shift}
 
 
 def export_head(head: BundledHead, weight: np.ndarray, out: Path, name: str, extra: dict[str, Any]) -> Path:
