@@ -6,16 +6,17 @@ clipped to 1..5; see :mod:`doohable.model.photo`). The graph itself is the featu
 its features tensor (the input of the head's standardisation) is read through ONNX Runtime,
 so the features are exactly the bundled model's.
 
-The new head keeps the bundled standardisation and intercept and fits ``w = w0 + delta`` to
-the decisive votes by maximum a posteriori: each vote is a Bradley–Terry comparison,
-``P(i beats j) = sigmoid(k * (u_i - u_j))`` with ``u = w . z + b`` the score on 0..1, and the
-prior ``delta ~ N(0, I / lambda)`` pulls the head toward the bundled one (ridge toward the prior
-weights). ``k`` is the voters' sharpness on the bundled scores (its maximum-likelihood value,
-never below one logit per standard deviation of the bundled scores); ``lambda`` is the prior
-``strength`` in votes: along any direction the votes pull, the bundled head weighs as much as
-``strength`` votes. Chosen by 5-fold cross-validation on the votes (held-out log-likelihood)
-from :data:`STRENGTHS` unless given. With no decisive vote (ties and skips only) the head is
-the bundled one exactly; few votes move it little, many move it as far as they agree.
+The new head keeps the bundled standardisation and intercept and is fitted to the decisive
+votes by maximum a posteriori on the logit scale: each vote is a Bradley–Terry comparison of
+the images' logit scores ``m = k * w0 . z + v . z``; ``k``, how far the voters follow the
+bundled model, is its maximum-likelihood value on the votes (0 when they do not follow it);
+the prior ``v ~ N(0, I / lambda)`` pulls the head toward the bundled one (ridge toward the
+prior weights). ``lambda`` is the prior ``strength`` in votes: along any direction the votes
+pull, the bundled head weighs as much as ``strength`` votes; chosen by 5-fold cross-validation
+on the votes (held-out log-likelihood) from :data:`STRENGTHS` unless given. The exported head
+is ``(k w0 + v) / max(k, 1 / std(u0))`` on the 0..1 scale. With no decisive vote (ties and
+skips only) the head is the bundled one exactly; few votes move it little, many move it as
+far as they agree; a model the voters contradict keeps none of its weight.
 
 ``default`` starts from the default scorer's photo part (the part every image gets), its
 ``other`` coefficients folded into the head; the face part does not carry over.
