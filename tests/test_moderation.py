@@ -214,7 +214,7 @@ def test_record_decision_rejects_bad_input(settings: Settings) -> None:
         i = _image(s)
         with pytest.raises(moderation.ModerationError, match="unknown decision"):
             moderation.record_decision(s, i, "maybe", rule="x")
-        with pytest.raises(moderation.ModerationError, match="no image"):
+        with pytest.raises(moderation.ImageNotFound):
             moderation.record_decision(s, 999999, "approved", rule="x")
         with pytest.raises(moderation.ModerationError, match="person or a rule"):
             moderation.record_decision(s, i, "approved")

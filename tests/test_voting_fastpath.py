@@ -17,7 +17,7 @@ from doohable.api.app import create_app
 from doohable.config import Settings
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import PairToken, User, Vote
-from doohable.store.users import TokenCache, add_user, token_cache
+from doohable.store.users import TokenCache, add_user
 from voting_support import add_images
 
 
@@ -28,9 +28,7 @@ def voting_db(settings: Settings):  # type: ignore[no-untyped-def]
         images = add_images(s, 4)
         (voter, token) = add_user(s, "ana", "voter")
         (admin, admin_token) = add_user(s, "boss", "admin")
-    token_cache.clear()
     yield engine, images, voter.id, token, admin.id, admin_token
-    token_cache.clear()
 
 
 def test_token_cache_hits_expires_and_never_caches_unknown_tokens(settings: Settings, voting_db) -> None:  # type: ignore[no-untyped-def]
@@ -67,17 +65,18 @@ def test_token_cache_is_bounded(settings: Settings, voting_db) -> None:  # type:
 
 def test_api_auth_follows_the_database_after_the_cache(settings: Settings, voting_db) -> None:  # type: ignore[no-untyped-def]
     engine, _images, voter_id, token, _admin_id, _admin_token = voting_db
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    with TestClient(app) as client:
         auth = {"Authorization": f"Bearer {token}"}
         assert client.get("/api/v1/pairs/next", headers=auth).status_code == 200
         assert client.post("/api/v1/ratings/rebuild", headers=auth).status_code == 403  # a voter
         with session_scope(engine) as s:
             s.execute(update(User).where(User.id == voter_id).values(role="admin"))
-        token_cache.clear()  # what the TTL does a few seconds later
+        app.state.services.tokens.clear()  # what the TTL does a few seconds later
         assert client.post("/api/v1/ratings/rebuild", headers=auth).status_code == 200
         with session_scope(engine) as s:
             s.execute(update(User).where(User.id == voter_id).values(token_hash="0" * 64))
-        token_cache.clear()
+        app.state.services.tokens.clear()
         assert client.get("/api/v1/pairs/next", headers=auth).status_code == 401
         assert client.get("/api/v1/pairs/next", headers={"Authorization": "Bearer nope"}).status_code == 401
 

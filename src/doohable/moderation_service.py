@@ -1,12 +1,13 @@
 """The moderation service: score stored images, run the NSFW gate, store the scores with the
 model version and apply the auto-approve policy.
 
-:func:`moderate_images` is what ingest (``doohable ingest --moderate``, the userscript route),
-re-scoring (``doohable score --ingested``) and the demo call (the last two through
-:func:`moderate_ingested`, with the configured scorer); :func:`moderate_scores` stores
-scores already computed (``doohable score DIR`` on files that are ingested images);
-:func:`evaluate` gives the API's scoring routes the score, percentile and policy decision of
-images that need not be stored."""
+:func:`moderate_ingested` is the one entry point for moderating stored images: ingest, then
+moderate (``doohable ingest --moderate``, the userscript route, the demo), and re-scoring
+(``doohable score --ingested``, ``doohable retrain``'s promotion) call it, with the configured
+scorer or the one :func:`scorer_for` loads; it runs :func:`moderate_images`.
+:func:`moderate_scores` stores scores already computed (``doohable score DIR`` on files that are
+ingested images); :func:`evaluate` gives the API's scoring routes the score, percentile and
+policy decision of images that need not be stored."""
 
 from __future__ import annotations
 
@@ -155,13 +156,30 @@ def check_nsfw(session: Session, blobs: Any, image_ids: Sequence[int], settings:
     return len(todo)
 
 
+def scorer_for(settings: Settings, model: str | None = None) -> ScorerLike:
+    """The scorer ``model`` names (a bundled name or a path; None: ``DOOHABLE_MODEL``), loaded
+    once per process. FileNotFoundError or ValueError when it cannot be loaded."""
+    return cached_scorer(model or settings.model, settings.threads)
+
+
 def moderate_ingested(
-    session: Session, blobs: Any, settings: Settings, image_ids: Sequence[int]
+    session: Session,
+    blobs: Any,
+    settings: Settings,
+    image_ids: Sequence[int] | None = None,
+    *,
+    scorer: ScorerLike | None = None,
+    batch_size: int = BATCH_SIZE,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[ScorerLike, ModerationReport]:
-    """Ingest, then moderate: the configured scorer (loaded once per process) over freshly
-    ingested images, with the NSFW gate and the policy (:func:`moderate_images`)."""
-    scorer = cached_scorer(settings.model, settings.threads)
-    return scorer, moderate_images(session, blobs, scorer, settings, image_ids)
+    """Moderate ingested images (all when ``image_ids`` is None; after an ingest, the images it
+    stored) with ``scorer`` (None: the configured one, :func:`scorer_for`): scores stored with
+    the model version, the NSFW gate, the auto-approve policy (:func:`moderate_images`)."""
+    scorer = scorer if scorer is not None else scorer_for(settings)
+    report = moderate_images(
+        session, blobs, scorer, settings, image_ids, batch_size=batch_size, on_progress=on_progress
+    )
+    return scorer, report
 
 
 def evaluate(

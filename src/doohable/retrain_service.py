@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from doohable.config import Settings
+from doohable.services import Services
 
 Tick = Callable[[str, int, int], None]
 INTERRUPTED = "interrupted: the process running the retrain stopped before it finished"
@@ -51,43 +52,42 @@ class LoopOptions:
     from_model: str | None = None  # start from a bundled photo model's head (see model.warmstart)
 
 
-def run_loop(settings: Settings, opts: LoopOptions, tick: Tick | None = None) -> dict[str, Any]:
+def run_loop(services: Services, opts: LoopOptions, tick: Tick | None = None) -> dict[str, Any]:
     """Retrain on the votes; promote and rescore when the candidate is better. Raises
     ``ValueError``/``FileNotFoundError`` with a clear message when nothing can be trained."""
     from doohable.model.retrain import RetrainOptions, retrain
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
 
+    settings = services.settings
     models = settings.home / "models"
     candidate = models / f"candidate-{time.strftime('%Y%m%d-%H%M%S')}.onnx"
     ropts = RetrainOptions(out=candidate, current=opts.current or settings.model,
                            cache_dir=settings.home / "cache", holdout=opts.holdout, seed=opts.seed,
                            from_model=opts.from_model)
-    with session_scope(get_engine(settings.resolved_database_url)) as s:
-        result = retrain(s, open_blobs(settings.resolved_blob_url), ropts, tick)
+    with services.transaction() as s:
+        result = retrain(s, services.blobs, ropts, tick)
     result["promoted"] = None
     if result["better"] and opts.promote:
         target = opts.promote_to or models / "in-house.onnx"
-        result["promoted"], result["rescored"] = promote(settings, candidate, target, tick)
+        result["promoted"], result["rescored"] = promote(services, candidate, target, tick)
     return result
 
 
 def promote(
-    settings: Settings, candidate: Path, target: Path, tick: Tick | None = None
+    services: Services, candidate: Path, target: Path, tick: Tick | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Install ``candidate`` at ``target`` (atomically), rescore every stored image with it and
-    make its scores the ratings' prior: (target, what the rescoring did)."""
-    from doohable.batch import cached_scorer
-    from doohable.moderation_service import moderate_images
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    """Install ``candidate`` at ``target`` (atomically), rescore every stored image with it
+    through the moderation service and make its scores the ratings' prior: (target, what the
+    rescoring did). A process serving ``target`` serves the new model from then on."""
+    from doohable.model.load import load_any
+    from doohable.moderation_service import moderate_ingested
     from doohable.voting.prior import set_prior_model
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.onnx")
     shutil.copyfile(candidate, tmp)
     os.replace(tmp, target)
-    scorer = cached_scorer(str(target), settings.threads)
+    services.forget_scorer(str(target))
+    scorer = load_any(str(target), threads=services.settings.threads or 1)  # never an earlier file's
     done = [0]
 
     def advance(n: int) -> None:
@@ -95,9 +95,9 @@ def promote(
         if tick is not None:
             tick("rescoring stored images", done[0], 0)
 
-    with session_scope(get_engine(settings.resolved_database_url)) as s:
-        blobs = open_blobs(settings.resolved_blob_url)
-        report = moderate_images(s, blobs, scorer, settings, on_progress=advance)
+    with services.transaction() as s:
+        settings = services.settings
+        _, report = moderate_ingested(s, services.blobs, settings, scorer=scorer, on_progress=advance)
         set_prior_model(s, scorer.name, scorer.version)
     return str(target), {"model": scorer.name, "version": scorer.version, **report.__dict__}
 
@@ -177,32 +177,32 @@ def _begin(settings: Settings, opts: LoopOptions, started_by: str) -> tuple[dict
     return state, fh
 
 
-def run_exclusive(settings: Settings, opts: LoopOptions, tick: Tick | None = None,
+def run_exclusive(services: Services, opts: LoopOptions, tick: Tick | None = None,
                   started_by: str = "the command line") -> dict[str, Any]:
     """:func:`run_loop` in the foreground, as the home's one retrain job (its state recorded)."""
-    state, fh = _begin(settings, opts, started_by)
-    return _run(settings, opts, state, fh, tick)
+    state, fh = _begin(services.settings, opts, started_by)
+    return _run(services, opts, state, fh, tick)
 
 
-def start_job(settings: Settings, opts: LoopOptions, started_by: str) -> dict[str, Any]:
+def start_job(services: Services, opts: LoopOptions, started_by: str) -> dict[str, Any]:
     """Start :func:`run_loop` on a thread and return its first state; :class:`JobRunning` when a
     retrain already runs for this home."""
-    state, fh = _begin(settings, opts, started_by)
+    state, fh = _begin(services.settings, opts, started_by)
     first = dict(state)
 
     def work() -> None:
         with contextlib.suppress(Exception):  # recorded in the job's state by _run
-            _run(settings, opts, state, fh)
+            _run(services, opts, state, fh)
 
     threading.Thread(target=work, name="doohable-retrain", daemon=True).start()
     return first
 
 
-def _run(settings: Settings, opts: LoopOptions, state: dict[str, Any], fh: IO[str],
+def _run(services: Services, opts: LoopOptions, state: dict[str, Any], fh: IO[str],
          outer: Tick | None = None) -> dict[str, Any]:
     """Run the loop as the job: progress in its state (at most every 0.5 s, and at each new
     stage), then the result or the error (raised again); the lock is released last."""
-    last = [0.0]
+    settings, last = services.settings, [0.0]
 
     def tick(stage: str, done: int, total: int) -> None:
         if outer is not None:
@@ -214,7 +214,7 @@ def _run(settings: Settings, opts: LoopOptions, state: dict[str, Any], fh: IO[st
             _write(settings, state)
 
     try:
-        result = run_loop(settings, opts, tick)
+        result = run_loop(services, opts, tick)
         state.update(state="done", stage="finished", result=result)
         return result
     except Exception as exc:  # every failure is reported on the page, never lost in a log

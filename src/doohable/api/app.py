@@ -1,10 +1,15 @@
-"""The FastAPI app: JSON API under /api/v1 (one router per resource), pages, Slack events."""
+"""The FastAPI app: the JSON API under /api/v1 (:mod:`doohable.api.routers`), the pages
+(:mod:`doohable.api.pages`), the docs, Slack events; all on one :class:`Services`."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
 from doohable import __version__
@@ -12,10 +17,12 @@ from doohable.api.docs_pages import install_docs
 from doohable.api.errors import install_error_handlers
 from doohable.api.page_errors import install_page_errors
 from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
-from doohable.config import Settings, get_settings
+from doohable.config import Settings
+from doohable.services import Services
 from doohable.signing import secret_key
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger(__name__)
 
 
 def body_limit(settings: Settings, path: str) -> int:
@@ -27,13 +34,25 @@ def body_limit(settings: Settings, path: str) -> int:
     return images * settings.max_image_bytes + (1 << 20)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app for ``settings`` (default: from the environment)."""
-    from doohable.api.routers import images, pages, pairs, ratings, votes
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
+    services: Services = app.state.services
+    reason = await run_in_threadpool(services.warm_scorer)
+    if reason is not None:  # pragma: no cover - depends on the install
+        log.warning("scoring disabled: %s", reason)
+    yield
 
-    settings = settings or get_settings()
-    app = FastAPI(title="doohable", version=__version__, docs_url=None, redoc_url=None)
-    app.state.settings = settings
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app on ``services`` (default: built from ``settings``, else the environment's)."""
+    from doohable.api.pages import pages_router
+    from doohable.api.routers import api_router
+
+    services = services or (Services(settings) if settings is not None else Services.from_env())
+    settings = services.settings
+    app = FastAPI(title="doohable", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.services = services
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -53,21 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_page_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_docs(app)
-
-    # Routers register here, one per resource (see doohable/api/routers/).
-    app.include_router(images.router)
-    app.include_router(pairs.router)
-    app.include_router(votes.router)
-    app.include_router(ratings.router)
-    app.include_router(pages.router)
-    from doohable.api.routers import moderation, score, userscript  # issue 6
-
-    app.include_router(score.router)
-    app.include_router(moderation.router)
-    app.include_router(userscript.router)
-    from doohable.api.routers import retrain
-
-    app.include_router(retrain.router)
+    app.include_router(api_router)
+    app.include_router(pages_router)
     if settings.slack_signing_secret is not None:
         from doohable.slack.app import mount_slack
 

@@ -1,4 +1,9 @@
-"""FastAPI dependencies shared by every router: settings, DB session, the calling user.
+"""FastAPI dependencies shared by every router: the app's services, settings, DB session, the
+calling user.
+
+Every dependency reaches the app's :class:`~doohable.services.Services` (built by
+``create_app``, kept on ``app.state.services``): nothing here keeps state of its own, so two
+apps in one process share no database, blob store, scorer or token cache.
 
 Everything here that does no I/O is ``async def`` so that FastAPI runs it on the event loop
 instead of handing it to a worker thread (a thread hop costs more than the work itself).
@@ -19,11 +24,11 @@ from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from doohable.batch import ScorerLike, cached_scorer
-from doohable.config import Settings, get_settings
-from doohable.store.db import get_engine
+from doohable.batch import ScorerLike
+from doohable.config import Settings
+from doohable.services import NO_MODEL_ERRORS, Services
 from doohable.store.models import User
-from doohable.store.users import has_role, token_cache
+from doohable.store.users import has_role
 
 _bearer = HTTPBearer(auto_error=False)
 P = ParamSpec("P")
@@ -36,27 +41,31 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
+def app_services(request: Request) -> Services:
+    """The services ``create_app`` built for the app serving ``request``."""
+    services: Services = request.app.state.services
+    return services
+
+
 def app_settings(request: Request) -> Settings:
-    """The settings the app was created with (else the environment's)."""
-    return getattr(request.app.state, "settings", None) or get_settings()
+    """The settings the app was created with."""
+    return app_services(request).settings
+
+
+async def services_dep(request: Request) -> Services:
+    return app_services(request)
 
 
 async def settings_dep(request: Request) -> Settings:
     return app_settings(request)
 
 
+ServicesDep = Annotated[Services, Depends(services_dep)]
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 
-_factories: dict[str, sessionmaker[Session]] = {}
-
-
-def _factory(db_url: str) -> sessionmaker[Session]:
-    """The session factory of a database; blocking the first time (the engine may migrate)."""
-    factory = _factories.get(db_url)
-    if factory is None:
-        factory = _factories[db_url] = sessionmaker(get_engine(db_url), expire_on_commit=False)
-    return factory
+def _sessions(services: Services) -> sessionmaker[Session]:
+    return services.sessions
 
 
 def _commit(session: Session) -> None:
@@ -64,15 +73,13 @@ def _commit(session: Session) -> None:
         session.commit()
 
 
-async def db_session(settings: SettingsDep) -> AsyncIterator[Session]:
+async def db_session(services: ServicesDep) -> AsyncIterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error.
 
     The session connects lazily (on its first statement, in the route's worker thread); the
-    commit runs in the thread pool, shielded so that a cancelled request still closes it."""
-    url = settings.resolved_database_url
-    factory = _factories.get(url)
-    if factory is None:
-        factory = await run_in_threadpool(_factory, url)
+    commit runs in the thread pool, shielded so that a cancelled request still closes it.
+    Building the session factory the first time may migrate the schema: a worker thread too."""
+    factory = services.sessions if services.sessions_ready else await run_in_threadpool(_sessions, services)
     session = factory()
     try:
         yield session
@@ -89,13 +96,13 @@ SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 
 
 async def in_transaction(
-    settings: Settings, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    services: Services, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
     """Run ``fn(session, *args, **kwargs)`` in one transaction on a worker thread and commit
     it before returning (one thread hop in all): the hot routes' alternative to SessionDep."""
 
     def work() -> T:
-        with _factory(settings.resolved_database_url).begin() as session:
+        with services.sessions.begin() as session:
             return fn(session, *args, **kwargs)
 
     return await run_in_threadpool(work)
@@ -107,12 +114,13 @@ BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 async def authenticate(request: Request, token: str | None) -> User | None:
     """The user holding ``token``, or None: the one token check of every route and page.
 
-    Valid tokens are cached for a few seconds per process (see
+    Valid tokens are cached for a few seconds in the app's services (see
     :data:`doohable.store.users.TOKEN_CACHE_TTL_S`); a miss is one indexed query."""
     if not token:
         return None
-    db_url = app_settings(request).resolved_database_url
-    return token_cache.get(db_url, token) or await run_in_threadpool(token_cache.lookup, db_url, token)
+    services = app_services(request)
+    tokens, db_url = services.tokens, services.database_url
+    return tokens.get(db_url, token) or await run_in_threadpool(tokens.lookup, db_url, token)
 
 
 async def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> User:
@@ -168,35 +176,18 @@ def absolute_url(request: Request, path: str) -> str:
     return str(request.base_url).rstrip("/") + path
 
 
-_blobs: dict[str, Any] = {}
-
-
-def blob_store(settings: Settings) -> Any:
-    """The process-wide blob store for the settings' blob URL."""
-    from doohable.store.blobs import open_blobs
-
-    url = settings.resolved_blob_url
-    if url not in _blobs:
-        _blobs[url] = open_blobs(url)
-    return _blobs[url]
-
-
-def scorer_for(settings: Settings) -> ScorerLike:
-    """The app's scorer (503 when no model can be loaded)."""
+def scorer_for(services: Services) -> ScorerLike:
+    """The app's scorer, else 503 (no model can be loaded). Call it once the request is known
+    to be well formed: a malformed request gets its 4xx even on a server without a model."""
     try:
-        return cached_scorer(settings.model, settings.threads)
-    except (FileNotFoundError, ValueError) as e:
+        return services.scorer()
+    except NO_MODEL_ERRORS as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no scoring model: {e}") from e
 
 
-def blobs_dep(settings: SettingsDep) -> Any:
-    return blob_store(settings)
-
-
-async def scorer_dep(settings: SettingsDep) -> ScorerLike:
-    """The scorer the app loaded at start-up (a cache hit: no thread hop), else 503."""
-    return scorer_for(settings)
+def blobs_dep(services: ServicesDep) -> Any:
+    """The app's blob store (a worker thread: opening it the first time may do I/O)."""
+    return services.blobs
 
 
 BlobsDep = Annotated[Any, Depends(blobs_dep)]
-ScorerDep = Annotated[ScorerLike, Depends(scorer_dep)]

@@ -13,11 +13,11 @@ from doohable.cli.common import JsonOpt, app, console, emit, fail, progress
 def _run(job: str, path: Path, as_json: bool) -> dict[str, object]:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from doohable.config import get_settings
+    from doohable.services import Services
     from doohable.store import backup as bk
-    from doohable.store.blobs import open_blobs
 
-    settings = get_settings()
+    services = Services.from_env()
+    settings = services.settings
     with progress(disable=as_json) as bar:
         task = bar.add_task(job, total=None)
 
@@ -25,7 +25,7 @@ def _run(job: str, path: Path, as_json: bool) -> dict[str, object]:
             bar.update(task, description=f"{job}: {stage}", completed=done, total=total)
 
         try:
-            blobs = open_blobs(settings.resolved_blob_url)
+            blobs = services.blobs
             if job == "backup":
                 summary = bk.backup(settings.resolved_database_url, blobs, path, on_progress)
             else:

@@ -37,14 +37,14 @@ def retrain(
     moderation queue) and make its scores the ratings' prior. One retrain runs at a time per
     DOOHABLE_HOME (the admin page's included)."""
     from doohable.cli.model_cmds import _tick_factory
-    from doohable.config import get_settings
     from doohable.retrain_service import JobRunning, LoopOptions, run_exclusive
+    from doohable.services import Services
 
     opts = LoopOptions(holdout=holdout, seed=seed, current=current, promote=promote, promote_to=promote_to,
                        from_model=from_model)
     try:
         with progress(disable=as_json) as bar:
-            result = run_exclusive(get_settings(), opts, _tick_factory(bar))
+            result = run_exclusive(Services.from_env(), opts, _tick_factory(bar))
     except (ValueError, FileNotFoundError, JobRunning) as exc:
         raise fail(str(exc)) from exc
     if not as_json:

@@ -30,15 +30,13 @@ def _db_labels(method: str, pairwise: bool) -> dict[str, Any]:
     """In-house labels from the configured database: ratings (or raw votes) + image bytes."""
     from sqlalchemy import select
 
-    from doohable.config import get_settings
     from doohable.model.data import blob_sources, ratings_from_db, vote_pairs_from_db
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.store.models import Image
 
-    settings = get_settings()
-    blobs = open_blobs(settings.resolved_blob_url)
-    with session_scope(get_engine(settings.resolved_database_url)) as s:
+    services = Services.from_env()
+    blobs = services.blobs
+    with services.transaction() as s:
         if pairwise:
             from doohable.model.data import ScoredImages
 
@@ -109,19 +107,18 @@ def _train_from_model(
     if finetune:
         raise typer.BadParameter("--from-model fits the head only (the bundled models ship as ONNX)",
                                  param_hint="--from-model")
-    from doohable.config import get_settings
     from doohable.model.retrain import voted_bytes
     from doohable.model.warmstart import WarmStartOptions, warmstart_job
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.voting.log import effective_votes
 
-    settings = get_settings()
+    services = Services.from_env()
+    settings = services.settings
     target = out or settings.home / "models" / f"in-house-from-{Path(from_model).stem}.onnx"
     try:
-        with session_scope(get_engine(settings.resolved_database_url)) as s:
+        with services.transaction() as s:
             rows = effective_votes(s)
-            images = voted_bytes(s, open_blobs(settings.resolved_blob_url), rows)
+            images = voted_bytes(s, services.blobs, rows)
         if not images:
             raise ValueError("the database has no votes to train on")
         opts = WarmStartOptions(from_model, rows, images, target, seed=seed, threads=max(1, settings.threads))
@@ -308,20 +305,19 @@ def calibrate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Refit the default scorer's combination of parts; serve it with DOOHABLE_MODEL=OUT."""
-    from doohable.config import get_settings
     from doohable.model.calibrate import fit_from_votes
     from doohable.model.default import CombinedScorer
     from doohable.model.load import load_any
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
 
     if not from_votes:
         raise fail("say what to fit on: --from-votes (labelled sets: benchmarks/recipes/fit_default.py)")
-    settings = get_settings()
+    services = Services.from_env()
     try:
-        scorer = load_any(model or "default", threads=settings.threads or 1)
+        scorer = load_any(model or "default", threads=services.settings.threads or 1)
         if not isinstance(scorer, CombinedScorer):
             raise ValueError(f"{scorer.name!r} is a single model, not a combined scorer")
-        with session_scope(get_engine(settings.resolved_database_url)) as session:
+        with services.transaction() as session:
             comb = fit_from_votes(session, scorer)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from e

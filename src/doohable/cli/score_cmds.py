@@ -105,16 +105,15 @@ def _run(
 
 def _store(results: list[ScoreResult], model: str | None) -> None:
     """Save the scores of files that are ingested images (by SHA-256), then apply the policy."""
-    from doohable.batch import cached_scorer
     from doohable.config import get_settings
-    from doohable.moderation_service import moderate_scores, stored_ids, stored_parts
+    from doohable.moderation_service import moderate_scores, scorer_for, stored_ids, stored_parts
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
 
     settings = get_settings()
     if not any(r.sha256 for r in results):
         return
-    scorer = cached_scorer(model or settings.model, settings.threads)
+    scorer = scorer_for(settings, model)
     with session_scope(get_engine(settings.resolved_database_url)) as session:
         scores = stored_ids(session, results)
         if scores:
@@ -132,17 +131,18 @@ def _score_ingested(model: str | None, batch_size: int, as_json: bool) -> None:
 def moderate_stored(
     model: str | None, batch_size: int, image_ids: list[int] | None = None, *, quiet: bool = False
 ) -> dict[str, Any]:
-    """Score stored images (all, or ``image_ids``), run the NSFW gate, apply the policy;
-    return what was done as a JSON-ready dict. Used by ``score --ingested`` and ``ingest --moderate``."""
-    from doohable.batch import cached_scorer
+    """Moderate stored images (all, or ``image_ids``) through the moderation service
+    (:func:`~doohable.moderation_service.moderate_ingested`) with scorer ``model`` (None: the
+    configured one), under a progress bar; return its report as a JSON-ready dict. Used by
+    ``score --ingested``, ``ingest --moderate`` and ``retrain``'s promotion."""
     from doohable.config import get_settings
-    from doohable.moderation_service import moderate_images
+    from doohable.moderation_service import moderate_ingested, scorer_for
     from doohable.store.blobs import open_blobs
     from doohable.store.db import get_engine, session_scope
 
     settings = get_settings()
     try:
-        scorer = cached_scorer(model or settings.model, settings.threads)
+        scorer = scorer_for(settings, model)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from e
     with (
@@ -150,12 +150,12 @@ def moderate_stored(
         progress(disable=quiet) as bar,
     ):
         task = bar.add_task(f"scoring stored images with {scorer.name}", total=None)
-        report = moderate_images(
+        _, report = moderate_ingested(
             session,
             open_blobs(settings.resolved_blob_url),
-            scorer,
             settings,
             image_ids,
+            scorer=scorer,
             batch_size=batch_size,
             on_progress=lambda n: bar.advance(task, n),
         )

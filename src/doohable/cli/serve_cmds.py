@@ -30,20 +30,20 @@ def serve(
     """Run the web app and JSON API (votes, pages, Slack events) with uvicorn."""
     import uvicorn
 
-    from doohable.config import get_settings
     from doohable.ingest import sweep_orphan_blobs
+    from doohable.services import Services
     from doohable.signing import secret_key
-    from doohable.store.blobs import open_blobs
-    from doohable.store.db import dispose_all, get_engine
+    from doohable.store.db import dispose_all
 
-    settings = get_settings()
+    services = Services.from_env()  # each worker builds its own in create_app
+    settings = services.settings
     try:
-        engine = get_engine(settings.resolved_database_url)  # create or upgrade the schema once
+        engine = services.engine  # create or upgrade the schema once
         secret_key(settings)  # generate the key file once, before workers
     except Exception as e:
         raise fail(f"cannot open the store: {e}") from e
     try:  # crash recovery: blobs written by ingests that never committed (best effort)
-        sweep_orphan_blobs(engine, open_blobs(settings.resolved_blob_url), settings.orphan_blob_grace_s)
+        sweep_orphan_blobs(engine, services.blobs, settings.orphan_blob_grace_s)
     except Exception as e:
         console.print(f"[yellow]orphan blobs not swept: {e}[/yellow]")
     dispose_all()
@@ -64,11 +64,9 @@ def serve(
 def ratings_rebuild(as_json: bool = JsonOpt) -> None:
     """Recompute every rating from the vote log (Elo replayed exactly, Bradley-Terry refitted)."""
     from doohable import voting
-    from doohable.config import get_settings
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
 
-    engine = get_engine(get_settings().resolved_database_url)
-    with session_scope(engine) as session:
+    with Services.from_env().transaction() as session:
         report = voting.rebuild_ratings(session)
     emit(vars(report), as_json)
 
@@ -79,11 +77,9 @@ def votes_export(
 ) -> None:
     """Write the vote log as CSV ``voter,winner,loser,created_at`` (decisive votes not undone)."""
     from doohable import voting
-    from doohable.config import get_settings
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
 
-    engine = get_engine(get_settings().resolved_database_url)
-    with session_scope(engine) as session:
+    with Services.from_env().transaction() as session:
         lines = list(voting.export_votes_csv(session))
     if output is None:
         sys.stdout.write("".join(lines))

@@ -30,15 +30,16 @@ def _safe_url(url: str) -> str:
 @app.command()
 def init(as_json: bool = JsonOpt) -> None:
     """Create or upgrade the database and the blob store."""
-    from doohable.config import get_settings
-    from doohable.store.blobs import LocalBlobStore, open_blobs
-    from doohable.store.db import current_revision, get_engine
+    from doohable.services import Services
+    from doohable.store.blobs import LocalBlobStore
+    from doohable.store.db import current_revision
 
-    settings = get_settings()
+    services = Services.from_env()
+    settings = services.settings
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
-        blobs = open_blobs(settings.resolved_blob_url)
-        engine = get_engine(settings.resolved_database_url)
+        blobs = services.blobs
+        engine = services.engine
     except Exception as e:
         raise fail(f"cannot initialise the store: {e}") from e
     if isinstance(blobs, LocalBlobStore):
@@ -60,13 +61,11 @@ def users_add(
     as_json: bool = JsonOpt,
 ) -> None:
     """Add a user and print their API token (shown only this once)."""
-    from doohable.config import get_settings
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.store.users import UserError, add_user
 
-    engine = get_engine(get_settings().resolved_database_url)
     try:
-        with session_scope(engine) as session:
+        with Services.from_env().transaction() as session:
             user, token = add_user(session, name, role)
             out = {"name": user.name, "role": user.role, "token": token}
     except UserError as e:
@@ -84,11 +83,10 @@ def _user_row(user: Any) -> dict[str, Any]:
 @users_app.command("list")
 def users_list(as_json: bool = JsonOpt) -> None:
     """List the users: name, role, whether revoked (JSON lines with --json)."""
-    from doohable.config import get_settings
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.store.users import list_users
 
-    with session_scope(get_engine(get_settings().resolved_database_url)) as session:
+    with Services.from_env().transaction() as session:
         rows = [_user_row(u) for u in list_users(session)]
     if as_json:
         for row in rows:
@@ -98,12 +96,11 @@ def users_list(as_json: bool = JsonOpt) -> None:
 
 
 def _change_user(name: str, change: Any) -> Any:
-    from doohable.config import get_settings
-    from doohable.store.db import get_engine, session_scope
+    from doohable.services import Services
     from doohable.store.users import UserError
 
     try:
-        with session_scope(get_engine(get_settings().resolved_database_url)) as session:
+        with Services.from_env().transaction() as session:
             return change(session, name)
     except UserError as e:
         raise fail(str(e)) from e
@@ -185,13 +182,11 @@ def images_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List stored images, oldest first (JSON lines with --json)."""
-    from doohable.config import get_settings
+    from doohable.services import Services
     from doohable.store.catalog import iter_images
-    from doohable.store.db import get_engine, session_scope
 
-    engine = get_engine(get_settings().resolved_database_url)
     rows: list[dict[str, Any]] = []
-    with session_scope(engine) as session:
+    with Services.from_env().transaction() as session:
         for row in iter_images(session, limit=limit or None):
             if as_json:
                 emit_line(row)

@@ -87,7 +87,7 @@ def user_for_token(session: Session, token: str) -> User | None:
 #: how long an authenticated token stays cached in a server process: a deleted user or a
 #: changed role takes effect on every process within this many seconds
 TOKEN_CACHE_TTL_S = 5.0
-TOKEN_CACHE_MAX = 10_000  # distinct tokens cached per process (cleared when full)
+TOKEN_CACHE_MAX = 10_000  # distinct tokens cached per cache (cleared when full)
 _USERS = cast(Table, User.__table__)
 _BY_HASH = select(_USERS.c.id, _USERS.c.name, _USERS.c.role, _USERS.c.slack_user_id).where(
     _USERS.c.token_hash == bindparam("h")
@@ -136,10 +136,6 @@ class TokenCache:
 def _user(values: tuple[int, str, str, str | None]) -> User:
     user_id, name, role, slack_user_id = values
     return User(id=user_id, name=name, role=role, slack_user_id=slack_user_id)
-
-
-#: the process-wide cache that the API's bearer authentication uses
-token_cache = TokenCache()
 
 
 def has_role(user: User, role: str) -> bool:

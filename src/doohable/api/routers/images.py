@@ -1,17 +1,18 @@
-"""Images: upload (``POST /api/v1/images``), metadata, and the signed blob route ``/img/{token}``."""
+"""Images: upload (``POST /api/v1/images``) and metadata with a signed URL to the bytes
+(served by :mod:`doohable.api.pages.img`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel
 
-from doohable.api.deps import BlobsDep, IdPath, SessionDep, SettingsDep, VoterDep, absolute_url, blob_store
-from doohable.signing import SignatureError, image_url, verify_image_token
+from doohable.api.deps import BlobsDep, IdPath, SessionDep, SettingsDep, VoterDep, absolute_url
+from doohable.signing import image_url
 from doohable.store.models import Image
 
-router = APIRouter(tags=["images"])
+router = APIRouter(prefix="/images", tags=["images"])
 
 
 class UploadOut(BaseModel):
@@ -33,7 +34,7 @@ class ImageOut(BaseModel):
     caption: str | None = None
 
 
-@router.post("/api/v1/images", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
 def upload_image(
     user: VoterDep,
     session: SessionDep,
@@ -55,7 +56,7 @@ def upload_image(
     return UploadOut(id=result.image_id, sha256=result.sha256, duplicate=result.duplicate)
 
 
-@router.get("/api/v1/images/{image_id}", response_model=ImageOut)
+@router.get("/{image_id}", response_model=ImageOut)
 def get_image(
     image_id: IdPath, _user: VoterDep, session: SessionDep, settings: SettingsDep, request: Request
 ) -> ImageOut:
@@ -71,20 +72,3 @@ def get_image(
         author=src.author if src else None, caption=src.caption if src else None,
     )
 
-
-@router.get("/img/{token}", response_class=Response, responses={200: {"content": {"image/*": {}}}})
-def image_bytes(token: str, settings: SettingsDep) -> Response:
-    """The bytes of the image a signed token grants (403 when tampered with or expired)."""
-    try:
-        signed = verify_image_token(token, settings)
-    except SignatureError as e:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(e)) from e
-    try:
-        data = blob_store(settings).get(signed.sha256)
-    except KeyError as e:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "this image is no longer stored") from e
-    headers = {
-        "Cache-Control": f"private, max-age={settings.signed_url_ttl_s}",
-        "X-Content-Type-Options": "nosniff",
-    }
-    return Response(data, media_type=signed.media_type, headers=headers)

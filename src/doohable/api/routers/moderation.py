@@ -1,6 +1,9 @@
-"""Moderation: the queue page (``/moderation``) and its JSON API under ``/api/v1/moderation``.
+"""Moderation's JSON API under ``/api/v1/moderation``: the queue, decisions, the auto-approve
+policy, the audit (the page is :mod:`doohable.api.pages.moderation`).
 
-Every route needs the moderator role (bearer token, or the page's session cookie + CSRF header)."""
+Every route needs the moderator role (bearer token, or the page's session cookie + CSRF
+header). Routes that need the serving model's name take the scorer in their body, after
+FastAPI has validated the request: a malformed request gets its 4xx without a model too."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from doohable import decisions, moderation
@@ -16,26 +18,21 @@ from doohable.api.deps import (
     MAX_ID,
     IdField,
     ModeratorDep,
-    PageUser,
-    ScorerDep,
+    ServicesDep,
     SessionDep,
-    SettingsDep,
     absolute_url,
     scorer_for,
 )
-from doohable.api.page_errors import error_page
-from doohable.api.templating import render
-from doohable.config import Settings
+from doohable.services import Services
 from doohable.signing import image_url
 from doohable.store.models import Image
-from doohable.store.users import has_role
 
-router = APIRouter(tags=["moderation"])
+router = APIRouter(prefix="/moderation", tags=["moderation"])
 
 
-def model_name(settings: Settings) -> tuple[str, str | None]:
-    """Name and version of the serving model, whose scores order the queue."""
-    scorer = scorer_for(settings)
+def model_name(services: Services) -> tuple[str, str | None]:
+    """Name and version of the serving model, whose scores order the queue (503 without one)."""
+    scorer = scorer_for(services)
     return scorer.name, scorer.version
 
 
@@ -116,13 +113,12 @@ class PreviewOut(BaseModel):
     decided: int
 
 
-@router.get("/api/v1/moderation/queue", response_model=list[QueueItemOut])
+@router.get("/queue", response_model=list[QueueItemOut])
 def get_queue(
     request: Request,
     _user: ModeratorDep,
     session: SessionDep,
-    settings: SettingsDep,
-    scorer: ScorerDep,
+    services: ServicesDep,
     status_: Annotated[Literal["pending", "approved", "rejected"], Query(alias="status")] = "pending",
     source: str | None = None,
     since: dt.datetime | None = None,
@@ -133,7 +129,8 @@ def get_queue(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[QueueItemOut]:
     """Images of a status (pending by default) best first, with filters."""
-    name = scorer.name
+    settings = services.settings
+    name, _ = model_name(services)
     flt = moderation.QueueFilter(status_, source or None, since, until, min_score, max_score, limit, offset)
     items = moderation.queue(session, name, flt, moderation.get_policy(session, settings))
     formats = dict(session.query(Image.id, Image.format).filter(Image.id.in_([i.id for i in items])).all())
@@ -152,17 +149,17 @@ def get_queue(
 
 
 @router.post(
-    "/api/v1/moderation/decisions", status_code=status.HTTP_201_CREATED, response_model=DecisionOut,
+    "/decisions", status_code=status.HTTP_201_CREATED, response_model=DecisionOut,
     responses={200: {"model": DecisionOut, "description": "the image already had this decision"}},
 )
 def post_decision(
-    body: DecisionIn, user: ModeratorDep, session: SessionDep, settings: SettingsDep, response: Response
+    body: DecisionIn, user: ModeratorDep, session: SessionDep, services: ServicesDep, response: Response
 ) -> DecisionOut:
     """A moderator approves, rejects, or puts an image back to pending (logged with its score).
 
     The same decision twice answers the first one (200, no second row); with
     ``expected_status``, a decision on an image whose status changed since answers 409."""
-    name, _ = model_name(settings)
+    name, _ = model_name(services)
     score = moderation.latest_scores(session, name).get(body.image_id)
     try:
         out = decisions.decide_once(
@@ -181,7 +178,7 @@ def post_decision(
     return DecisionOut(decision_id=row.id, image_id=row.image_id, status=body.decision, created=out.created)
 
 
-@router.post("/api/v1/moderation/decisions/undo", response_model=UndoDecisionOut)
+@router.post("/decisions/undo", response_model=UndoDecisionOut)
 def undo_decision(user: ModeratorDep, session: SessionDep) -> UndoDecisionOut:
     """Take back the caller's last decision: the image gets its status from before it back
     (a new row ``undo:<id>`` in the audit; 409 when the image was decided again since)."""
@@ -197,9 +194,9 @@ def undo_decision(user: ModeratorDep, session: SessionDep) -> UndoDecisionOut:
     )
 
 
-def _policy_out(session: SessionDep, settings: Settings, applied: dict[str, int] | None = None) -> PolicyOut:
-    name, version = model_name(settings)
-    policy = moderation.get_policy(session, settings)
+def _policy_out(session: SessionDep, services: Services, applied: dict[str, int] | None = None) -> PolicyOut:
+    name, version = model_name(services)
+    policy = moderation.get_policy(session, services.settings)
     suggested, error = None, None
     try:
         s = moderation.suggest_threshold(session, name)
@@ -217,14 +214,14 @@ def _policy_out(session: SessionDep, settings: Settings, applied: dict[str, int]
     )
 
 
-@router.get("/api/v1/moderation/policy", response_model=PolicyOut)
-def get_policy(_user: ModeratorDep, session: SessionDep, settings: SettingsDep) -> PolicyOut:
+@router.get("/policy", response_model=PolicyOut)
+def get_policy(_user: ModeratorDep, session: SessionDep, services: ServicesDep) -> PolicyOut:
     """The policy in force and the threshold suggested by past decisions (ROC / Youden)."""
-    return _policy_out(session, settings)
+    return _policy_out(session, services)
 
 
-@router.put("/api/v1/moderation/policy", response_model=PolicyOut)
-def put_policy(body: PolicyIn, _user: ModeratorDep, session: SessionDep, settings: SettingsDep) -> PolicyOut:
+@router.put("/policy", response_model=PolicyOut)
+def put_policy(body: PolicyIn, _user: ModeratorDep, session: SessionDep, services: ServicesDep) -> PolicyOut:
     """Set the auto-approve threshold (and NSFW threshold); by default apply it to pending images."""
     try:
         moderation.set_policy(
@@ -237,38 +234,28 @@ def put_policy(body: PolicyIn, _user: ModeratorDep, session: SessionDep, setting
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
     applied = None
     if body.apply:
-        name, _ = model_name(settings)
+        name, _ = model_name(services)
         scores = moderation.latest_scores(session, name)
         pending = session.query(Image.id).filter(Image.status == "pending").all()
         applied = moderation.apply_policy(
-            session, [i for (i,) in pending], moderation.get_policy(session, settings), scores
+            session, [i for (i,) in pending], moderation.get_policy(session, services.settings), scores
         )
-    return _policy_out(session, settings, applied)
+    return _policy_out(session, services, applied)
 
 
-@router.get("/api/v1/moderation/preview", response_model=PreviewOut)
+@router.get("/preview", response_model=PreviewOut)
 def get_preview(
-    threshold: float, _user: ModeratorDep, session: SessionDep, scorer: ScorerDep
+    threshold: float, _user: ModeratorDep, session: SessionDep, services: ServicesDep
 ) -> PreviewOut:
     """What ``threshold`` would auto-approve now, and its errors on decisions already made."""
-    p = moderation.preview(session, threshold, scorer.name)
+    name, _ = model_name(services)
+    p = moderation.preview(session, threshold, name)
     return PreviewOut(**p.__dict__, wrong=p.wrong)
 
 
-@router.get("/api/v1/moderation/audit.csv", response_class=Response)
+@router.get("/audit.csv", response_class=Response)
 def audit(_user: ModeratorDep, session: SessionDep) -> Response:
     """Every decision as CSV: who or which rule, when, with the score at the time."""
     headers = {"Content-Disposition": 'attachment; filename="doohable-decisions.csv"'}
     return Response(moderation.audit_csv(session), media_type="text/csv", headers=headers)
 
-
-@router.get("/moderation", response_class=HTMLResponse, include_in_schema=False)
-def moderation_page(request: Request, user: PageUser) -> Response:
-    """The moderation queue page (moderators)."""
-    if user is None:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=status.HTTP_303_SEE_OTHER)
-    if not has_role(user, "moderator"):
-        return error_page(
-            request, status.HTTP_403_FORBIDDEN, "The moderation page is for moderators and admins."
-        )
-    return render(request, "moderation.html")

@@ -6,18 +6,18 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from doohable import voting, voting_pages
-from doohable.api.deps import SessionDep, VoterDep, app_settings, in_transaction
+from doohable.api.deps import SessionDep, VoterDep, app_services, app_settings, in_transaction
 from doohable.api.pair_view import PairOut, pair_out
 
-router = APIRouter(prefix="/api/v1/pairs", tags=["pairs"])
+router = APIRouter(prefix="/pairs", tags=["pairs"])
 
 
 @router.get("/next", response_model=PairOut)
 async def next_pair(user: VoterDep, request: Request) -> JSONResponse:
     """A new pair for the calling voter, with a single-use ``pair_token`` (409: < 2 images)."""
-    settings = app_settings(request)  # not SettingsDep: one dependency fewer to solve
-    pair = await in_transaction(settings, voting.next_pair, user.id)  # stored before it is shown
-    return JSONResponse(pair_out(pair, request, settings))  # PairOut's shape (documented above)
+    services = app_services(request)  # not ServicesDep: one dependency fewer to solve
+    pair = await in_transaction(services, voting.next_pair, user.id)  # stored before it is shown
+    return JSONResponse(pair_out(pair, request, services.settings))  # PairOut's shape (documented above)
 
 
 @router.post("/{pair_token}/skip", status_code=status.HTTP_204_NO_CONTENT)

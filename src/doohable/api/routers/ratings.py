@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from doohable import voting
 from doohable.api.deps import AdminDep, SessionDep, VoterDep
 
-router = APIRouter(prefix="/api/v1/ratings", tags=["ratings"])
+router = APIRouter(prefix="/ratings", tags=["ratings"])
 
 
 class RatingOut(BaseModel):

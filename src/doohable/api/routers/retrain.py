@@ -12,10 +12,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from doohable.api.deps import AdminDep, SettingsDep
+from doohable.api.deps import AdminDep, ServicesDep
 from doohable.retrain_service import JobRunning, LoopOptions, job_state, start_job
 
-router = APIRouter(tags=["retrain"])
+router = APIRouter(prefix="/retrain", tags=["retrain"])
 
 
 class RetrainIn(BaseModel):
@@ -44,20 +44,20 @@ class RetrainState(BaseModel):
     error: str | None = None
 
 
-@router.get("/api/v1/retrain", response_model=RetrainState)
-def get_retrain(settings: SettingsDep, _: AdminDep) -> dict[str, Any]:
+@router.get("", response_model=RetrainState)
+def get_retrain(services: ServicesDep, _: AdminDep) -> dict[str, Any]:
     """The retrain job's state; ``idle`` before the first one."""
-    return job_state(settings)
+    return job_state(services.settings)
 
 
-@router.post("/api/v1/retrain", response_model=RetrainState, status_code=status.HTTP_202_ACCEPTED)
-def post_retrain(settings: SettingsDep, user: AdminDep, body: RetrainIn | None = None) -> dict[str, Any]:
+@router.post("", response_model=RetrainState, status_code=status.HTTP_202_ACCEPTED)
+def post_retrain(services: ServicesDep, user: AdminDep, body: RetrainIn | None = None) -> dict[str, Any]:
     """Start a retrain in the background (202); 409 while one runs."""
     body = body or RetrainIn.model_validate({})
     if body.from_model is not None and body.from_model not in ("photo", "photo-hq", "default"):
         raise HTTPException(422, "from_model: photo, photo-hq or default")
     opts = LoopOptions(holdout=body.holdout, seed=body.seed, promote=body.promote, from_model=body.from_model)
     try:
-        return start_job(settings, opts, started_by=user.name)
+        return start_job(services, opts, started_by=user.name)
     except JobRunning as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc

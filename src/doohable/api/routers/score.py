@@ -1,8 +1,10 @@
 """Scoring API: ``POST /api/v1/score`` (one image) and ``POST /api/v1/score/batch`` (several).
 
 An image comes as a multipart ``file`` (``files`` for the batch), or as ``{"image_id": n}`` /
-``{"url": "https://..."}`` in JSON or form fields. The scorer is loaded once, when the app
-starts (router lifespan), and shared by every request. Each answer says the score, the
+``{"url": "https://..."}`` in JSON or form fields. The scorer is the app's
+(:meth:`doohable.services.Services.scorer`, loaded when the app starts), taken only once the
+request is known to be well formed: a malformed request gets its 4xx, and only a well-formed
+one gets the 503 of a server without a model. Each answer says the score, the
 model's name and version, the score's percentile among the collection's stored scores for
 that model version, and what the current policy would decide (``approved`` | ``pending`` |
 ``flagged``; the NSFW gate runs only with ``?nsfw=true`` or when the stored image was checked,
@@ -10,42 +12,23 @@ to keep the single-image latency low)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from doohable.api.deps import MAX_ID, ScorerDep, SettingsDep, VoterDep, blob_store, in_transaction
-from doohable.batch import Parts, ScorerLike, cached_scorer, prepare_bytes
+from doohable.api.deps import MAX_ID, ServicesDep, VoterDep, in_transaction, scorer_for
+from doohable.batch import Parts, ScorerLike, prepare_bytes
 from doohable.config import Settings
-from doohable.images import ImageError
+from doohable.images import ImageError, decode
 from doohable.moderation_service import evaluate, nsfw_probability
+from doohable.services import NO_MODEL_ERRORS, Services
 from doohable.store.models import Image
 
-log = logging.getLogger(__name__)
 MAX_BATCH = 64
-
-
-@asynccontextmanager
-async def _load_model(app: FastAPI) -> AsyncIterator[None]:
-    """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
-    settings: Settings = app.state.settings
-    try:
-        scorer = await run_in_threadpool(cached_scorer, settings.model, settings.threads)
-        warm = getattr(scorer, "warm", None)  # a combined scorer's lazily loaded parts
-        if warm is not None:
-            await run_in_threadpool(warm)
-    except (FileNotFoundError, ValueError) as e:  # pragma: no cover - depends on the install
-        log.warning("scoring disabled: %s", e)
-    yield
-
-
-router = APIRouter(tags=["score"], lifespan=_load_model)
+router = APIRouter(prefix="/score", tags=["score"])
 
 
 class ScoreOut(BaseModel):
@@ -81,7 +64,7 @@ def _image_error(e: ImageError, size: int, settings: Settings) -> HTTPException:
     return HTTPException(code, str(e))
 
 
-def _bytes_for_id(session: Session, settings: Settings, image_id: Any) -> tuple[bytes, Image]:
+def _bytes_for_id(session: Session, services: Services, image_id: Any) -> tuple[bytes, Image]:
     try:
         key = int(image_id)
     except (TypeError, ValueError) as e:
@@ -90,7 +73,7 @@ def _bytes_for_id(session: Session, settings: Settings, image_id: Any) -> tuple[
     if image is None:
         raise HTTPException(404, f"no image {image_id}")
     try:
-        return blob_store(settings).get(image.sha256), image
+        return services.blobs.get(image.sha256), image
     except KeyError as e:
         raise HTTPException(404, f"image {image_id} is no longer stored") from e
 
@@ -106,20 +89,30 @@ def _bytes_for_url(settings: Settings, url: Any) -> bytes:
         raise HTTPException(400, f"cannot fetch {url}: {e}") from e
 
 
+def _scorer(services: Services, data: bytes) -> ScorerLike:
+    """The app's scorer for one image; without a model, an image that cannot be decoded
+    still gets its 4xx (the request is malformed), and a good one the 503."""
+    try:
+        return services.scorer()
+    except NO_MODEL_ERRORS:
+        try:
+            decode(data, draft=(256, 256))
+        except ImageError as e:
+            raise _image_error(e, len(data), services.settings) from e
+    return scorer_for(services)
+
+
 def _score_one(
-    session: Session,
-    settings: Settings,
-    scorer: ScorerLike,
-    data: bytes | None,
-    image_id: Any,
-    check_nsfw: bool,
+    session: Session, services: Services, data: bytes | None, image_id: Any, check_nsfw: bool
 ) -> ScoreOut:
     """Score uploaded/fetched ``data``, or the stored image ``image_id`` when ``data`` is None."""
+    settings = services.settings
     image: Image | None = None
     if data is None:
-        data, image = _bytes_for_id(session, settings, image_id)
+        data, image = _bytes_for_id(session, services, image_id)
     if len(data) > settings.max_image_bytes:
         raise HTTPException(413, f"the image is larger than {settings.max_image_bytes} bytes")
+    scorer = _scorer(services, data)
     try:
         arr = prepare_bytes(data, scorer)
         p = nsfw_probability(data, settings) if check_nsfw else (image.nsfw if image is not None else None)
@@ -168,14 +161,15 @@ async def _read_request(request: Request, settings: Settings) -> dict[str, Any]:
     )
 
 
-@router.post("/api/v1/score", response_model=ScoreOut)
+@router.post("", response_model=ScoreOut)
 async def score_image(
-    request: Request, _user: VoterDep, settings: SettingsDep, scorer: ScorerDep, nsfw: bool = False
+    request: Request, _user: VoterDep, services: ServicesDep, nsfw: bool = False
 ) -> ScoreOut:
     """Score one image (upload, stored image id or URL); bad input → 4xx with the reason.
 
     The database work, decoding and inference run in one worker-thread hop
     (:func:`~doohable.api.deps.in_transaction`), not one per step."""
+    settings = services.settings
     body = await _read_request(request, settings)
     data: bytes | None = None
     if body["files"]:
@@ -186,16 +180,16 @@ async def score_image(
         data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
     else:
         raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
-    return await in_transaction(settings, _score_one, settings, scorer, data, body.get("image_id"), nsfw)
+    return await in_transaction(services, _score_one, services, data, body.get("image_id"), nsfw)
 
 
-@router.post("/api/v1/score/batch", response_model=BatchOut)
+@router.post("/batch", response_model=BatchOut)
 async def score_batch(
-    request: Request, _user: VoterDep, settings: SettingsDep, scorer: ScorerDep, nsfw: bool = False
+    request: Request, _user: VoterDep, services: ServicesDep, nsfw: bool = False
 ) -> BatchOut:
     """Score up to 64 images at once (multipart ``files``, or JSON ``image_ids`` / ``urls``);
     each item gets its score or its own error, in the order sent."""
-    body = await _read_request(request, settings)
+    body = await _read_request(request, services.settings)
     ids = body.get("image_ids") or []
     urls = body.get("urls") or []
     if not isinstance(ids, list) or not isinstance(urls, list):
@@ -205,18 +199,20 @@ async def score_batch(
         raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
     if count > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
-    return await in_transaction(settings, _score_many, settings, scorer, body["files"], ids, urls, nsfw)
+    return await in_transaction(services, _score_many, services, body["files"], ids, urls, nsfw)
 
 
 def _score_many(
     session: Session,
-    settings: Settings,
-    scorer: ScorerLike,
+    services: Services,
     files: list[bytes],
     ids: list[Any],
     urls: list[Any],
     check_nsfw: bool,
 ) -> BatchOut:
+    """Each item's score or its own error; the whole batch is a 503 without a model (the
+    request itself is well formed by now)."""
+    settings, scorer = services.settings, scorer_for(services)
     sources: list[tuple[str, Any]] = (
         [("file", f) for f in files] + [("id", i) for i in ids] + [("url", u) for u in urls]
     )
@@ -226,7 +222,7 @@ def _score_many(
         image: Image | None = None
         try:
             if kind == "id":
-                data, image = _bytes_for_id(session, settings, value)
+                data, image = _bytes_for_id(session, services, value)
             else:
                 data = value if kind == "file" else _bytes_for_url(settings, value)
             if len(data) > settings.max_image_bytes:

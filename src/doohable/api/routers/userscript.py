@@ -1,6 +1,6 @@
-"""The browser userscript and its ingest route.
+"""The userscript's ingest route (the userscript itself is served by
+:mod:`doohable.api.pages.userscript`).
 
-``GET /userscript/doohable.user.js`` serves the userscript with this server's address filled in.
 ``POST /api/v1/images/url`` ``{"url", "page_url", "author", "caption", "network"}`` fetches the
 image (SSRF-safe), stores it with where it was seen, scores it, runs the NSFW gate and applies
 the auto-approve policy. The userscript calls it from social pages (another origin), so the
@@ -10,9 +10,7 @@ bearer token, not a cookie, authenticates it (no credentials mode, so no CSRF ex
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -20,34 +18,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
-from doohable.api.deps import SessionDep, SettingsDep, authenticate, blob_store
-from doohable.config import Settings
+from doohable.api.deps import ServicesDep, SessionDep, authenticate
 from doohable.images import ImageError
+from doohable.services import Services
 from doohable.store.models import User
 from doohable.store.users import has_role
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["userscript"])
+router = APIRouter(prefix="/images", tags=["userscript"])
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
 }
-
-
-def userscript_source(server: str) -> str:
-    """The packaged userscript with ``server`` (e.g. ``https://doohable.example.com``) filled in."""
-    text = resources.files("doohable").joinpath("userscript/doohable.user.js").read_text(encoding="utf-8")
-    host = urlsplit(server).hostname or "localhost"
-    return text.replace("__DOOHABLE_SERVER__", server.rstrip("/")).replace("__DOOHABLE_HOST__", host)
-
-
-@router.get("/userscript/doohable.user.js", include_in_schema=False)
-def get_userscript(request: Request) -> Response:
-    """The userscript, for Tampermonkey / Greasemonkey / Violentmonkey."""
-    server = str(request.base_url).rstrip("/")
-    return Response(userscript_source(server), media_type="application/javascript; charset=utf-8")
 
 
 class UrlIn(BaseModel):
@@ -83,7 +67,7 @@ def _json(code: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=code, headers=CORS)
 
 
-@router.options("/api/v1/images/url", include_in_schema=False)
+@router.options("/url", include_in_schema=False)
 def preflight() -> Response:
     """CORS preflight for the userscript's ``fetch`` fallback."""
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=CORS)
@@ -95,8 +79,8 @@ async def _caller(request: Request) -> User | None:
     return await authenticate(request, token)
 
 
-@router.post("/api/v1/images/url", status_code=201, response_model=UrlOut)
-async def add_by_url(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+@router.post("/url", status_code=201, response_model=UrlOut)
+async def add_by_url(request: Request, session: SessionDep, services: ServicesDep) -> Response:
     """Fetch and store an image seen on a page; 201 with its id (and score), else 4xx ``{"detail"}``."""
     user = await _caller(request)
     if user is None:
@@ -109,19 +93,20 @@ async def add_by_url(request: Request, session: SessionDep, settings: SettingsDe
         reason = e.errors()[0]["msg"] if isinstance(e, ValidationError) else "the body is not valid JSON"
         return _json(400, {"detail": reason})
     try:
-        out = await run_in_threadpool(ingest_url, session, settings, body, user)
+        out = await run_in_threadpool(ingest_url, session, services, body, user)
     except (ImageError, ValueError) as e:
         return _json(400, {"detail": str(e)})
     return _json(201, out.model_dump())
 
 
-def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) -> UrlOut:
+def ingest_url(session: Session, services: Services, body: UrlIn, user: User) -> UrlOut:
     """Fetch, ingest, then score + NSFW + policy (moderation skipped if no model is available)."""
     from doohable.ingest import SourceInfo, fetch_url, ingest_bytes
     from doohable.moderation import latest_scores
     from doohable.moderation_service import moderate_ingested
     from doohable.store.models import Image
 
+    settings = services.settings
     data = fetch_url(body.url, settings)
     source = SourceInfo(
         kind="userscript",
@@ -132,7 +117,7 @@ def ingest_url(session: Session, settings: Settings, body: UrlIn, user: User) ->
         caption=body.caption,
         added_by=user.id,
     )
-    blobs = blob_store(settings)
+    blobs = services.blobs
     result = ingest_bytes(session, blobs, data, source=source, settings=settings)
     score = None
     try:

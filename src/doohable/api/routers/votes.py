@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from doohable import voting, voting_pages
-from doohable.api.deps import IdField, SessionDep, VoterDep, app_settings, in_transaction
+from doohable.api.deps import IdField, SessionDep, VoterDep, app_services, app_settings, in_transaction
 from doohable.api.pair_view import PairOut, pair_out
 
-router = APIRouter(prefix="/api/v1/votes", tags=["votes"])
+router = APIRouter(prefix="/votes", tags=["votes"])
 
 
 class VoteIn(BaseModel):
@@ -43,10 +43,10 @@ class StatsOut(BaseModel):
 )
 async def cast_vote(body: VoteIn, user: VoterDep, request: Request) -> JSONResponse:
     """Record the calling voter's choice for a pair; the same token twice answers the same vote."""
-    settings = app_settings(request)  # not SettingsDep: one dependency fewer to solve
+    services = app_services(request)  # not ServicesDep: one dependency fewer to solve
     # committed before the answer: a 201 means the vote is stored
     result = await in_transaction(
-        settings, voting.record_vote, user.id, body.pair_token, body.winner_id, channel="api"
+        services, voting.record_vote, user.id, body.pair_token, body.winner_id, channel="api"
     )
     # VoteOut's shape, answered directly (no validation of the return value on the hot path)
     code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

@@ -1,4 +1,6 @@
-"""Pages: login (token link or form), the voting page and the leaderboard (Jinja2 + a little JS).
+"""The pages at the site's root: home, login (token link or form), logout, the voting page
+and the leaderboard (Jinja2 + a little JS). Their paths share no segment, so their router has
+no prefix.
 
 Other pages extend ``base.html`` and use :func:`doohable.api.templating.render` and
 :data:`doohable.api.deps.PageUser` too."""
@@ -19,7 +21,7 @@ from doohable.signing import image_url
 from doohable.store.models import Image
 from doohable.store.users import user_for_token
 
-router = APIRouter(tags=["pages"], include_in_schema=False)
+router = APIRouter(prefix="", tags=["pages"], include_in_schema=False)
 
 
 def alt_text(image: Image) -> str:
