@@ -100,3 +100,16 @@ def test_a_retrain_from_the_photo_model_reports_accuracies(settings: Settings, s
     meta = read_metadata(Path(result["candidate"]))
     assert meta["from_model"] == "photo" and meta["name"] == "in-house"
     assert json.loads(meta["prior_strength"]) > 0
+
+
+def test_a_promoted_model_is_served_at_once(settings: Settings, tmp_path: Path) -> None:
+    from doohable.services import Services
+    from scoring_fixtures import brightness_model
+
+    target = tmp_path / "in-house.onnx"
+    brightness_model(target, name="first")
+    services = Services(settings.model_copy(update={"model": str(target)}))
+    assert services.scorer().name == "first"
+    candidate = brightness_model(tmp_path / "candidate.onnx", name="second")
+    _, report = retrain_service.promote(services, candidate, target)
+    assert report["model"] == "second" and services.scorer().name == "second"
