@@ -234,6 +234,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/moderation/audit.csv"): Row("moderator", _get("/api/v1/moderation/audit.csv")),
     # admin
     ("POST", "/api/v1/ratings/rebuild"): Row("admin", _post("/api/v1/ratings/rebuild")),
+    ("GET", "/api/v1/retrain"): Row("admin", _get("/api/v1/retrain")),
+    ("POST", "/api/v1/retrain"): Row("admin", _post("/api/v1/retrain"), 202),  # no votes: fails at once
 }
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import itertools
 import json
 from pathlib import Path
 
@@ -15,11 +12,10 @@ from typer.testing import CliRunner
 from doohable.cli import app
 from doohable.model.retrain import agreement, split_votes
 from doohable.ranking.votes import LogRow
-from doohable.store.blobs import open_blobs
 from doohable.store.db import get_engine, session_scope
-from doohable.store.models import Image, Score, Vote
-from doohable.store.users import add_user
+from doohable.store.models import Score
 from doohable.voting.prior import prior_model
+from loop_support import vote_collection
 
 
 def test_split_and_agreement() -> None:
@@ -32,32 +28,8 @@ def test_split_and_agreement() -> None:
     assert agreement({}, test) == (None, 0)
 
 
-def _collection(settings: object, shared_data: Path, n: int = 14) -> list[int]:
-    """n real SCUT images in the database, and votes that follow their mean scores."""
-    root = shared_data / "scut-fbp5500"
-    labels = {r["image"]: float(r["score"]) for r in csv.DictReader((root / "labels.csv").open())}
-    names = sorted(labels)[:: len(labels) // n][:n]
-    blobs = open_blobs(settings.resolved_blob_url)  # type: ignore[attr-defined]
-    with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
-        voter, _ = add_user(s, "dana")
-        ids, truth = [], {}
-        for name in names:
-            data = (root / "images" / name).read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            blobs.put(sha, data)
-            img = Image(sha256=sha, phash="0" * 16, width=350, height=350, format="JPEG",
-                        size_bytes=len(data))
-            s.add(img)
-            s.flush()
-            ids.append(img.id)
-            truth[img.id] = labels[name]
-        for a, b in itertools.combinations(ids, 2):
-            s.add(Vote(voter_id=voter.id, left_id=a, right_id=b, winner_id=a if truth[a] > truth[b] else b))
-    return ids
-
-
 def test_retrain_promotes_over_a_model_that_cannot_load(settings, shared_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ids = _collection(settings, shared_data)
+    ids = vote_collection(settings, shared_data)
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     target = tmp_path / "in-house.onnx"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from doohable.config import Settings, get_settings
 from doohable.store.users import TokenCache
@@ -113,6 +113,16 @@ class Services:
             scorer = self._scorer = cached_scorer(self.settings.model, self.settings.threads)
         return scorer
 
+    def forget_scorer(self, model: str) -> None:
+        """Load ``model`` again on its next use, here and process-wide (its file was replaced)."""
+        from doohable.batch import cached_scorer
+        from doohable.model.runtime import resolve_model_path
+
+        cached_scorer.cache_clear()
+        with self._lock:
+            if self.settings.model is not None and _same_file(self.settings.model, model, resolve_model_path):
+                self._scorer = None
+
     def warm_scorer(self) -> str | None:
         """Load the scorer and its lazily loaded parts; the reason when there is no model."""
         try:
@@ -122,3 +132,11 @@ class Services:
         except NO_MODEL_ERRORS as e:
             return str(e)
         return None
+
+
+def _same_file(a: str, b: str, resolve: Any) -> bool:
+    """Whether two model names or paths are the same file (False when either does not resolve)."""
+    try:
+        return bool(resolve(a).resolve() == resolve(b).resolve())
+    except FileNotFoundError:
+        return False

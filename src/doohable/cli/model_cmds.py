@@ -97,6 +97,37 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     emit(result, as_json)
 
 
+def _train_from_model(
+    from_model: str, from_db: bool, finetune: bool, seed: int, out: Path | None, as_json: bool
+) -> None:
+    """``train --from-db --from-model``: a bundled photo model's head fitted to the current votes."""
+    if not from_db:
+        raise typer.BadParameter("--from-model fits the head to the database's votes: it needs --from-db",
+                                 param_hint="--from-model")
+    if finetune:
+        raise typer.BadParameter("--from-model fits the head only (the bundled models ship as ONNX)",
+                                 param_hint="--from-model")
+    from doohable.model.retrain import voted_bytes
+    from doohable.model.warmstart import WarmStartOptions, warmstart_job
+    from doohable.services import Services
+    from doohable.voting.log import effective_votes
+
+    services = Services.from_env()
+    settings = services.settings
+    target = out or settings.home / "models" / f"in-house-from-{Path(from_model).stem}.onnx"
+    try:
+        with services.transaction() as s:
+            rows = effective_votes(s)
+            images = voted_bytes(s, services.blobs, rows)
+        if not images:
+            raise ValueError("the database has no votes to train on")
+        opts = WarmStartOptions(from_model, rows, images, target, seed=seed, threads=max(1, settings.threads))
+        result = _run_job(warmstart_job, opts, as_json)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    _report(result, as_json)
+
+
 @app.command()
 def train(
     data: Path = typer.Option(
@@ -162,6 +193,12 @@ def train(
     face_net_epochs: int = typer.Option(
         10, "--face-net-epochs", min=1, help="Epochs of each --face-net fine-tuning."
     ),
+    from_model: str | None = typer.Option(
+        None, "--from-model",
+        help="With --from-db: start from a bundled photo model (photo, photo-hq, default: its photo part, "
+        "or a photo .onnx): its features, and its head fitted to the votes themselves with shrinkage "
+        "toward it (few votes stay close to it). Head only; --method and --head do not apply.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a scorer and export it to ONNX: {"model": path, "metrics": {...}}."""
@@ -182,6 +219,9 @@ def train(
     from doohable.model.train import FinetuneConfig
 
     settings = get_settings()
+    if from_model is not None:
+        _train_from_model(from_model, from_db, finetune, seed, out, as_json)
+        return
     photo_root = None if from_db else _photo_dataset(data)
     if photo_root is not None:  # a quality dataset (labels.csv with mos): the photo model
         _train_photo(

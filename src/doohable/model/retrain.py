@@ -3,8 +3,9 @@
 :func:`retrain` splits the votes that count at random into a training part and a held-out
 part (``holdout``), fits Crowd-BT to the training votes only (labels that never saw the
 held-out votes, nor any model's opinion), trains a head on frozen ImageNet features of the
-voted images, and measures the new and the current scorer on the held-out votes: the
-share of decisive votes whose winner the scorer scores higher (ties count half). The
+voted images (or, with ``from_model``, fits a bundled photo model's head to the training
+votes: :mod:`doohable.model.warmstart`), and measures the new and the current scorer on the
+held-out votes: the share of decisive votes whose winner the scorer scores higher (ties count half). The
 caller promotes the new scorer only if it agrees with the held-out voters more often.
 """
 
@@ -37,6 +38,7 @@ class RetrainOptions:
     seed: int = 0
     backbone: str = "mobilenet_v2"
     head_epochs: int = 300
+    from_model: str | None = None  # start from this photo model's head (doohable.model.warmstart)
 
 
 def split_votes(rows: Sequence[LogRow], holdout: float, seed: int) -> tuple[list[LogRow], list[LogRow]]:
@@ -89,13 +91,22 @@ def _labels(session: Session, blobs: Any, rows: Sequence[LogRow]) -> tuple[Any, 
     return data, ids, [blobs.get(shas[i]) for i in ids]
 
 
+def voted_bytes(session: Session, blobs: Any, rows: Sequence[LogRow]) -> dict[int, bytes]:
+    """The bytes of every image voted on in ``rows`` that is still in the database."""
+    from doohable.store.models import Image
+
+    ids = sorted({i for r in rows for i in (r.left_id, r.right_id)})
+    shas = dict(session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids))).all())
+    return {int(i): blobs.get(s) for i, s in shas.items()}
+
+
 def retrain(session: Session, blobs: Any, opts: RetrainOptions, tick: Tick | None = None) -> dict[str, Any]:
     """Train a candidate scorer on part of the votes and compare it with the current one on
     the rest. Returns ``{"candidate", "votes": {...}, "new": {...}, "current": {...}, "better"}``;
     a current scorer that cannot be loaded is reported (``current.error``), never fatal."""
     from doohable.model.jobs import TrainOptions, train_job
     from doohable.model.train import FinetuneConfig
-    from doohable.store.models import Image
+    from doohable.model.warmstart import WarmStartOptions, warmstart_job
     from doohable.voting.log import effective_votes
 
     rows = effective_votes(session)
@@ -103,14 +114,17 @@ def retrain(session: Session, blobs: Any, opts: RetrainOptions, tick: Tick | Non
     if decisive < MIN_VOTES:
         raise ValueError(f"{decisive} decisive vote(s) in the log; retraining needs at least {MIN_VOTES}")
     train_rows, test_rows = split_votes(rows, opts.holdout, opts.seed)
-    data, _ids, sources = _labels(session, blobs, train_rows)
-    cfg = FinetuneConfig(backbone=opts.backbone, head="regression", seed=opts.seed)
-    topts = TrainOptions(data=data, out=opts.out, cache_dir=opts.cache_dir, finetune=False, folds=False,
-                         config=cfg, head_epochs=opts.head_epochs, sources=sources, name="in-house")
-    trained = train_job(topts, tick)
-    tested = sorted({i for r in test_rows for i in (r.left_id, r.right_id)})
-    shas = dict(session.execute(select(Image.id, Image.sha256).where(Image.id.in_(tested))).all())
-    test_bytes = {i: blobs.get(s) for i, s in shas.items()}
+    if opts.from_model is not None:
+        images = voted_bytes(session, blobs, train_rows)
+        wopts = WarmStartOptions(opts.from_model, train_rows, images, opts.out, seed=opts.seed)
+        trained = warmstart_job(wopts, tick)
+    else:
+        data, _ids, sources = _labels(session, blobs, train_rows)
+        cfg = FinetuneConfig(backbone=opts.backbone, head="regression", seed=opts.seed)
+        topts = TrainOptions(data=data, out=opts.out, cache_dir=opts.cache_dir, finetune=False, folds=False,
+                             config=cfg, head_epochs=opts.head_epochs, sources=sources, name="in-house")
+        trained = train_job(topts, tick)
+    test_bytes = voted_bytes(session, blobs, test_rows)
     new_acc, n = agreement(score_images(opts.out, test_bytes), test_rows)
     current: dict[str, Any] = {"model": opts.current or "default"}
     try:

@@ -11,6 +11,7 @@ module             paths                       what
 ``ratings``        ``/api/v1/ratings``         Elo and Bradley-Terry, rebuild
 ``score``          ``/api/v1/score``           score one image or a batch
 ``moderation``     ``/api/v1/moderation``      queue, decisions, policy, audit
+``retrain``        ``/api/v1/retrain``         start the retrain job, its state (admin)
 =================  ==========================  =========================================
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from doohable.api.routers import images, moderation, pairs, ratings, score, userscript, votes
+from doohable.api.routers import images, moderation, pairs, ratings, retrain, score, userscript, votes
 
 API_PREFIX = "/api/v1"
 api_router = APIRouter(prefix=API_PREFIX)
@@ -29,5 +30,6 @@ api_router.include_router(ratings.router)
 api_router.include_router(score.router)
 api_router.include_router(moderation.router)
 api_router.include_router(userscript.router)
+api_router.include_router(retrain.router)
 
 __all__ = ["API_PREFIX", "api_router"]
