@@ -110,6 +110,36 @@ def test_export_equals_torch_on_real_photos(live: Path, tmp_path: Path) -> None:
     assert np.all((onnx_scores >= 1) & (onnx_scores <= 5)) and np.ptp(onnx_scores) > 0
 
 
+def test_kernel_head_fits_its_photos_and_exports_like_torch(live: Path, tmp_path: Path) -> None:
+    from doohable.model.export import export_photo
+    from doohable.model.photo_train import torch_scores
+
+    labels = photo.load_live(live).subset(range(24))
+    pix = photo.load_crops(labels.paths, 500, 224).pixels
+    net = photo.multilevel("mobilenet_v2")
+    feats = photo.extract(net, pix)
+    tight, loose = photo.fit_heads(feats, labels.mos, labels.std, "kernel", [(0.25, 1e-6), (0.25, 100.0)])
+    target = photo.mos_to_score(labels.mos)
+    # a vanishing penalty interpolates the training photos; a large one shrinks towards their mean
+    assert np.max(np.abs(photo.predict_head(tight, feats) - target)) < 1e-2
+    assert np.ptp(photo.predict_head(loose, feats)) < 0.5 * np.ptp(target)
+    model = photo.PhotoScorer(net, tight, 224)
+    path = export_photo(model, tmp_path / "k.onnx", name="k", policy="short-side-500-center-crop-224")
+    scorer = load_scorer(path, threads=1)
+    assert scorer.metadata["head"] == "kernel"
+    assert np.max(np.abs(scorer.score(pix[:6]) - torch_scores(model, pix[:6]))) < 1e-3
+
+
+def test_stacked_backbones_concatenate_their_features() -> None:
+    both = photo.multilevel("mobilenet_v2+efficientnet_lite0", pretrained=False)
+    assert isinstance(both, photo.Stacked) and both.name == "mobilenet_v2+efficientnet_lite0"
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    parts = np.concatenate([photo.extract(p, x, threads=1) for p in both.extractors], axis=1)
+    got = photo.extract(both, x, threads=1)
+    assert got.shape == (2, 3952 + 4096) and np.allclose(got, parts, rtol=1e-4, atol=1e-4)
+    assert all(f"{n}: multi-level" in both.describe() for n in ("mobilenet_v2", "efficientnet_lite0"))
+
+
 @pytest.mark.parametrize("name", ["photo", "photo-hq"])
 def test_bundled_photo_model_scores_real_photos_sensibly(live: Path, name: str) -> None:
     scorer = load_scorer(name, threads=1)

@@ -43,7 +43,10 @@ def crops(labels: photo.PhotoLabels, policy: str) -> np.ndarray:
 
 
 def features(labels: photo.PhotoLabels, backbone: str, policy: str, cache: Path) -> np.ndarray:
-    """Features (N, D) of the labelled photos, from ``cache`` or computed (and then cached)."""
+    """Features (N, D) of the labelled photos, from ``cache`` or computed (and then cached);
+    ``a+b`` concatenates the features of backbones ``a`` and ``b`` (each cached on its own)."""
+    if "+" in backbone:
+        return np.concatenate([features(labels, b, policy, cache) for b in backbone.split("+")], axis=1)
     f = cache / f"feat-{backbone}-{policy}-{len(labels)}.npz"
     if f.is_file():
         return np.load(f)["x"]

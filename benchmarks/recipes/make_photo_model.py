@@ -3,7 +3,7 @@
 Frozen ImageNet backbone, multi-level mean+std pooled features of the live-challenge photos
 under the chosen input policy, a head whose penalty is chosen by CV on the fixed folds, fitted
 on all 929 photos; the nested 5-fold CV figures (penalty chosen inside each training part) go
-into the model's metadata. Deterministic: closed-form ridge, or L-BFGS from zeros.
+into the model's metadata. Deterministic: closed-form ridge or kernel ridge, or L-BFGS from zeros.
 
     PYTHONPATH=src nice .venv/bin/python benchmarks/recipes/make_photo_model.py \\
         --backbone mobilenet_v2 --policy native-crop224 --head nima

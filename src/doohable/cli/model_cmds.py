@@ -140,11 +140,17 @@ def train(
     method: str = typer.Option(
         "bt", "--method", help="With --from-db: which ratings (elo|bt) are the labels."
     ),
-    backbone: str = typer.Option("mobilenet_v2", "--backbone", help="mobilenet_v2 | efficientnet_lite0"),
+    backbone: str = typer.Option(
+        "mobilenet_v2",
+        "--backbone",
+        help="mobilenet_v2 | efficientnet_lite0 (a quality dataset also takes a+b: both backbones, "
+        "features concatenated)",
+    ),
     head: str = typer.Option(
         "regression",
         "--head",
-        help="regression | nima | pairwise (pairwise + --from-db trains on raw vote pairs)",
+        help="regression | nima | pairwise (pairwise + --from-db trains on raw vote pairs) | kernel "
+        "(a quality dataset: RBF kernel ridge)",
     ),
     finetune: bool = typer.Option(
         False,

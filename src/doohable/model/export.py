@@ -95,8 +95,8 @@ def export_photo(
         "input_size": str(s),
         "scale": json.dumps(list(SCALE)),
         "resize_policy": policy,
-        "backbone": model.features.backbone.name,
-        "features": "multi-level mean+std pooling, blocks " + json.dumps(list(model.features.taps)),
+        "backbone": model.features.name,
+        "features": model.features.describe(),
         "head": model.head.kind,
         "tta_flip": "false",
     }

@@ -9,6 +9,8 @@ stays frozen; the mean and standard deviation of several intermediate blocks' ac
 - ``regression``: linear, MSE on the normalised score, closed-form ridge;
 - ``nima``: linear + softmax over 10 bins, EMD loss against each photo's opinion distribution
   (a normal with the photo's MOS and rater standard deviation, discretised).
+- ``kernel``: RBF kernel ridge regression of the normalised score on the training photos'
+  standardised features, closed form (:class:`KernelHead`).
 
 Scores are on 1..5: ``1 + 4 * MOS / 100``.
 """
@@ -16,9 +18,11 @@ Scores are on 1..5: ``1 + 4 * MOS / 100``.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,9 +172,46 @@ class MultiLevel(nn.Module):
         return torch.cat(pooled, dim=1)
 
 
-def multilevel(backbone: str, *, pretrained: bool = True) -> MultiLevel:
-    """The frozen multi-level feature extractor of ``backbone``, in eval mode."""
-    return MultiLevel(create_backbone(backbone, pretrained=pretrained)).eval()
+    @property
+    def name(self) -> str:
+        """The backbone's name (the exported model's ``backbone`` metadata)."""
+        return self.backbone.name
+
+    def describe(self) -> str:
+        """The pooled blocks, for the exported model's ``features`` metadata."""
+        return "multi-level mean+std pooling, blocks " + json.dumps(list(self.taps))
+
+
+class Stacked(nn.Module):
+    """Several frozen multi-level extractors on the same input, their features concatenated
+    (in the order given): the backbones see the same crop and complement each other."""
+
+    def __init__(self, parts: Sequence[MultiLevel]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.extractors: list[MultiLevel] = list(parts)  # the same modules, typed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float NCHW on 0..255 -> features (N, sum of the parts' D)."""
+        return torch.cat([part(x) for part in self.extractors], dim=1)
+
+    @property
+    def name(self) -> str:
+        return "+".join(part.name for part in self.extractors)
+
+    def describe(self) -> str:
+        return "; ".join(f"{part.name}: {part.describe()}" for part in self.extractors)
+
+
+Features = MultiLevel | Stacked
+
+
+def multilevel(backbone: str, *, pretrained: bool = True) -> Features:
+    """The frozen multi-level feature extractor of ``backbone`` in eval mode; ``a+b`` stacks the
+    extractors of backbones ``a`` and ``b`` (features concatenated)."""
+    names = backbone.split("+")
+    parts = [MultiLevel(create_backbone(n, pretrained=pretrained)).eval() for n in names]
+    return parts[0] if len(parts) == 1 else Stacked(parts).eval()
 
 
 class _Uint8(nn.Module):
@@ -184,7 +225,7 @@ class _Uint8(nn.Module):
         return self.inner(image.permute(0, 3, 1, 2).float())
 
 
-def _onnx_runner(net: MultiLevel, size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+def _onnx_runner(net: Features, size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     """The feature extractor as an ONNX Runtime session (about 3x less CPU than eager torch)."""
     import tempfile
 
@@ -202,7 +243,7 @@ def _onnx_runner(net: MultiLevel, size: int, threads: int) -> Callable[[np.ndarr
 
 
 def extract(
-    net: MultiLevel,
+    net: Features,
     pixels: np.ndarray,
     *,
     batch: int = 16,
@@ -234,7 +275,7 @@ class PhotoScorer(nn.Module):
     """The exported graph: uint8 (N, S, S, 3) -> multi-level features -> standardise -> head ->
     score (N,) on 1..5."""
 
-    def __init__(self, features: MultiLevel, head: PhotoHead, input_size: int) -> None:
+    def __init__(self, features: Features, head: Head, input_size: int) -> None:
         super().__init__()
         self.features = features
         self.head = head
@@ -289,23 +330,81 @@ class PhotoHead(nn.Module):
         return out @ self.centres
 
 
+class KernelHead(nn.Module):
+    """Standardisation + RBF kernel ridge regression on the training photos (the anchors):
+    normalised score = b + sum_i c_i exp(-g |z - z_i|^2 / D), D the feature count."""
+
+    kind = "kernel"
+
+    def __init__(self, mu: np.ndarray, sd: np.ndarray, anchors: np.ndarray, coef: np.ndarray, bias: float,
+                 gamma: float) -> None:  # fmt: skip
+        super().__init__()
+        z = torch.from_numpy(np.asarray(anchors, np.float32))
+        for name, value in (("mu", mu), ("sd", sd), ("coef", coef)):
+            self.register_buffer(name, torch.from_numpy(np.asarray(value, np.float32)))
+        self.register_buffer("anchors", z)
+        self.register_buffer("sq", (z * z).sum(1))
+        self.bias, self.gamma = float(bias), float(gamma) / z.shape[1]
+        self.mu: torch.Tensor
+        self.sd: torch.Tensor
+        self.coef: torch.Tensor
+        self.anchors: torch.Tensor
+        self.sq: torch.Tensor
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        z = (feats - self.mu) / self.sd
+        d2 = ((z * z).sum(1, keepdim=True) + self.sq[None, :] - 2.0 * z @ self.anchors.T).clamp_min(0.0)
+        return torch.exp(-self.gamma * d2) @ self.coef + self.bias
+
+    def score(self, feats: torch.Tensor) -> torch.Tensor:
+        return (SCALE[0] + (SCALE[1] - SCALE[0]) * self(feats)).clamp(*SCALE)
+
+
+def fit_kernel_heads(
+    feats: np.ndarray, mos: np.ndarray, params: Sequence[Sequence[float]]
+) -> list[KernelHead]:
+    """One :class:`KernelHead` per ``(g, alpha)`` in ``params`` (kernel width, ridge penalty on the
+    kernel matrix), closed form through one eigendecomposition of the kernel matrix per width."""
+    x = np.asarray(feats, np.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sd
+    sq = (z * z).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0) / z.shape[1]
+    y = (mos_to_score(mos) - SCALE[0]) / (SCALE[1] - SCALE[0])
+    eig: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    heads = []
+    for g, alpha in params:
+        if g not in eig:
+            eig[g] = np.linalg.eigh(np.exp(-g * d2))
+        lam, u = eig[g]
+        coef = u @ ((u.T @ (y - y.mean())) / (lam + alpha))
+        heads.append(KernelHead(mu, sd, z, coef, float(y.mean()), g))
+    return heads
+
+
+Head = PhotoHead | KernelHead
+
+
 def fit_heads(
-    feats: np.ndarray, mos: np.ndarray, std: np.ndarray, kind: str, l2s: Sequence[float], *, steps: int = 100
-) -> list[PhotoHead]:
-    """One :class:`PhotoHead` per penalty in ``l2s``, fitted on training features.
+    feats: np.ndarray, mos: np.ndarray, std: np.ndarray, kind: str, l2s: Sequence[Any], *, steps: int = 100
+) -> list[Head]:
+    """One head per penalty in ``l2s``, fitted on training features (``kernel``: one per
+    ``(g, alpha)``, see :func:`fit_kernel_heads`).
 
     ``regression``: ridge, ``l2`` on the sum of squares, closed form. ``nima``: EMD + ``l2 * |W|^2``,
     L-BFGS on the whole batch. Both are solved in the span of the training photos (one
     eigendecomposition of their Gram matrix for every penalty): exact for an L2-penalised linear
     model, and cheap while photos are fewer than features.
     """
+    if kind == "kernel":
+        return list(fit_kernel_heads(feats, mos, l2s))
     x = np.asarray(feats, np.float64)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     z = ((x - mu) / sd).astype(np.float32)
     lam, u = np.linalg.eigh((z @ z.T).astype(np.float64))  # the Gram matrix: photos x photos
     keep = lam > lam.max() * 1e-10
     lam, u = lam[keep], u[:, keep]
-    heads = []
+    heads: list[Head] = []
     for l2 in l2s:
         head = PhotoHead(x.shape[1], kind)
         head.mu.copy_(torch.from_numpy(mu).float())
@@ -343,13 +442,13 @@ def _fit_emd(z: np.ndarray, target: np.ndarray, l2: float, steps: int) -> tuple[
 
 
 def fit_head(
-    feats: np.ndarray, mos: np.ndarray, std: np.ndarray, kind: str, l2: float, *, steps: int = 100
-) -> PhotoHead:
+    feats: np.ndarray, mos: np.ndarray, std: np.ndarray, kind: str, l2: Any, *, steps: int = 100
+) -> Head:
     """:func:`fit_heads` for one penalty."""
     return fit_heads(feats, mos, std, kind, [l2], steps=steps)[0]
 
 
-def predict_head(head: PhotoHead, feats: np.ndarray) -> np.ndarray:
+def predict_head(head: Head, feats: np.ndarray) -> np.ndarray:
     """Scores (N,) on 1..5 of features (N, D)."""
     with torch.no_grad():
         return head.score(torch.from_numpy(np.asarray(feats, np.float32))).numpy().astype(np.float64)

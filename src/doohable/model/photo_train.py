@@ -21,14 +21,16 @@ from doohable.model import photo
 from doohable.model.runtime import short_side_policy
 
 DEFAULT_POLICY = "short-side-500-center-crop-224"
-GRIDS: dict[str, list[float]] = {
+GRIDS: dict[str, list[Any]] = {
     "regression": [300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0],  # ridge penalty
     "nima": [1e-6, 1e-5],  # weight decay of the EMD fit
+    # (kernel width g, ridge penalty) of the RBF kernel head
+    "kernel": [(g, a) for g in (0.06, 0.12, 0.25, 0.5) for a in (0.01, 0.03, 0.1, 0.3)],
 }
 Tick = Callable[[str, int, int], None]
 Predictor = Callable[[np.ndarray], np.ndarray]
 # (features, MOS, std, grid) -> one predictor per grid value
-Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, list[float]], list[Predictor]]
+Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, list[Any]], list[Predictor]]
 Split = tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -52,21 +54,21 @@ def fold_splits(folds: np.ndarray) -> list[Split]:
 
 
 def head_fitter(kind: str) -> Fitter:
-    """Fit a :class:`~doohable.model.photo.PhotoHead` of ``kind``; predictions on the MOS scale."""
+    """Fit a photo head of ``kind`` (see :data:`GRIDS`); predictions on the MOS scale."""
 
-    def fit(x: np.ndarray, mos: np.ndarray, std: np.ndarray, grid: list[float]) -> list[Predictor]:
+    def fit(x: np.ndarray, mos: np.ndarray, std: np.ndarray, grid: list[Any]) -> list[Predictor]:
         return [functools.partial(_predict_mos, h) for h in photo.fit_heads(x, mos, std, kind, grid)]
 
     return fit
 
 
-def _predict_mos(head: photo.PhotoHead, feats: np.ndarray) -> np.ndarray:
+def _predict_mos(head: photo.Head, feats: np.ndarray) -> np.ndarray:
     return photo.score_to_mos(photo.predict_head(head, feats))
 
 
 def choose(
-    feats: np.ndarray, labels: photo.PhotoLabels, fit: Fitter, grid: list[float], inner: list
-) -> float:
+    feats: np.ndarray, labels: photo.PhotoLabels, fit: Fitter, grid: list[Any], inner: list
+) -> Any:
     """The grid value with the best mean inner SRCC + PLCC (``inner``: positions into ``feats``)."""
     vals = np.zeros((len(inner), len(grid)))
     for i, (itr, ite) in enumerate(inner):
@@ -77,7 +79,7 @@ def choose(
 
 
 def nested_cv(
-    feats: np.ndarray, labels: photo.PhotoLabels, fit: Fitter, grid: list[float], splits: list[Split]
+    feats: np.ndarray, labels: photo.PhotoLabels, fit: Fitter, grid: list[Any], splits: list[Split]
 ) -> dict[str, Any]:
     """Outer-split metrics (the grid value chosen on each training part), their mean and std, and
     the out-of-split predictions (MOS; NaN where a photo was never tested)."""
