@@ -2,7 +2,10 @@
 
 An image comes as a multipart ``file`` (``files`` for the batch), or as ``{"image_id": n}`` /
 ``{"url": "https://..."}`` in JSON or form fields. The scorer is loaded once, when the app
-starts (router lifespan), and shared by every request. Each answer says the score, the
+starts (router lifespan), and shared by every request; at most as many requests as cores
+score at once (the others wait on the event loop, holding no thread and no database
+connection), so a burst of uploads does not split the cores between more inferences than
+they can run and keep the event loop waiting for Python's lock. Each answer says the score, the
 model's name and version, the score's percentile among the collection's stored scores for
 that model version, and what the current policy would decide (``approved`` | ``pending`` |
 ``flagged``; the NSFW gate runs only with ``?nsfw=true`` or when the stored image was checked,
@@ -12,16 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from doohable.api.deps import MAX_ID, ScorerDep, SettingsDep, VoterDep, blob_store, in_transaction
-from doohable.batch import Parts, ScorerLike, cached_scorer, prepare_bytes
+from doohable.batch import Parts, ScorerLike, cached_scorer, default_workers, prepare_bytes
 from doohable.config import Settings
 from doohable.images import ImageError
 from doohable.moderation_service import evaluate, nsfw_probability
@@ -35,6 +39,7 @@ MAX_BATCH = 64
 async def _load_model(app: FastAPI) -> AsyncIterator[None]:
     """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
     settings: Settings = app.state.settings
+    app.state.score_slots = anyio.CapacityLimiter(default_workers())
     try:
         scorer = await run_in_threadpool(cached_scorer, settings.model, settings.threads)
         warm = getattr(scorer, "warm", None)  # a combined scorer's lazily loaded parts
@@ -46,6 +51,12 @@ async def _load_model(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(tags=["score"], lifespan=_load_model)
+
+
+def _score_slot(request: Request) -> AbstractAsyncContextManager[Any]:
+    """One of the app's scoring slots (as many as cores), waited for on the event loop."""
+    slots = getattr(request.app.state, "score_slots", None)
+    return slots if slots is not None else nullcontext()
 
 
 class ScoreOut(BaseModel):
@@ -186,7 +197,8 @@ async def score_image(
         data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
     else:
         raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
-    return await in_transaction(settings, _score_one, settings, scorer, data, body.get("image_id"), nsfw)
+    async with _score_slot(request):
+        return await in_transaction(settings, _score_one, settings, scorer, data, body.get("image_id"), nsfw)
 
 
 @router.post("/api/v1/score/batch", response_model=BatchOut)
@@ -205,7 +217,8 @@ async def score_batch(
         raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
     if count > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
-    return await in_transaction(settings, _score_many, settings, scorer, body["files"], ids, urls, nsfw)
+    async with _score_slot(request):
+        return await in_transaction(settings, _score_many, settings, scorer, body["files"], ids, urls, nsfw)
 
 
 def _score_many(
