@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from doohable.model.face.embed import FaceEmbedder
+from doohable.model.face.embed import FaceEmbedder, mirror_box
 
 FORMAT = "doohable-face-branch-3"
 # 1: one padding (0.25), before paddings were stored; 2: before the fine-tuned face network
@@ -150,13 +150,18 @@ class FaceBranch:
                                  f"{', pooled' if n == 5 else ''}), got {len(self.stack)}")
             self.stack = tuple(float(v) for v in self.stack)
 
-    def scores(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def scores(self, batch: np.ndarray, boxes: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
         """uint8 (N, S, S, 3) crops -> {"face", "net", "pooled"}: the regressor's, the fine-tuned
         network's and the pooled-feature regressor's scores (NaN where the crop has no face, and
         all NaN for a part the branch does not have). Each network runs once on the chips of
-        every crop of the batch (at most ``CHIPS_PER_RUN`` at a time)."""
+        every crop of the batch (at most ``CHIPS_PER_RUN`` at a time). ``boxes``: each crop's
+        face (dlib rectangle) when a detector has found it already (:meth:`_views`)."""
         out = {k: np.full(len(batch), np.nan) for k in ("face", "net", "pooled")}
-        found = [(i, v) for i, v in enumerate(self._views(crop) for crop in batch) if v is not None]
+        given = list(boxes) if boxes is not None else [None] * len(batch)
+        if len(given) != len(batch):
+            raise ValueError(f"{len(given)} face boxes for {len(batch)} crops")
+        views = (self._views(crop, box) for crop, box in zip(batch, given, strict=True))
+        found = [(i, v) for i, v in enumerate(views) if v is not None]
         if not found:
             return out
         desc, pooled, net = self._describe(np.concatenate([v for _, v in found]))
@@ -177,13 +182,16 @@ class FaceBranch:
             out["pooled"][idx] = self.pooled.predict(np.stack(pools))
         return out
 
-    def _views(self, crop: np.ndarray) -> np.ndarray | None:
+    def _views(self, crop: np.ndarray, box: Any = None) -> np.ndarray | None:
         """The chips of the crop's largest face at every padding, then (with ``mirror`` or a
-        network) those of its mirror image when a face is found there too; None: no face."""
-        plain = self.embedder.chips(crop)
+        network) those of its mirror image when a face is found there too; None: no face.
+        With ``box`` (the face, found by another detector) neither view runs a detection: the
+        mirror image's face is the box mirrored."""
+        plain = self.embedder.chips(crop, box)
         if plain is None or not (self.mirror or self.net is not None):
             return plain
-        flipped = self.embedder.chips(np.ascontiguousarray(crop[:, ::-1]))
+        flipped_box = mirror_box(box, crop.shape[1]) if box is not None else None
+        flipped = self.embedder.chips(np.ascontiguousarray(crop[:, ::-1]), flipped_box)
         return plain if flipped is None else np.concatenate([plain, flipped])
 
     def _describe(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -210,8 +218,8 @@ class FaceBranch:
             self._session = onnx_session(self.net, self.threads)
         return self._session
 
-    def blend(self, cnn: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        sc = self.scores(batch)
+    def blend(self, cnn: np.ndarray, batch: np.ndarray, boxes: Sequence[Any] | None = None) -> np.ndarray:
+        sc = self.scores(batch, boxes)
         found = ~np.isnan(sc["face"])
         out = cnn.astype(np.float32)  # a copy
         if self.stack is None:
