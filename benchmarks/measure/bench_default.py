@@ -216,8 +216,10 @@ def bench_cli(folder: Path, n: int, model: str | None, src: str | None = None) -
         env |= {"PYTHONPATH": src, "PYTHONDONTWRITEBYTECODE": "1"}
     if model:
         env["DOOHABLE_MODEL"] = model
-    wall = run_cli(["score", str(folder), "--json", "--no-store"], env)
-    return {"images": n, "seconds": wall, "images_per_s": n / wall}
+    cpu: list[float] = []
+    wall = run_cli(["score", str(folder), "--json", "--no-store"], env, cpu)
+    return {"images": n, "seconds": wall, "images_per_s": n / wall, "cpu_ms_per_image": 1000 * cpu[0] / n,
+            "load_after": os.getloadavg()[0]}
 
 
 def bench_api_runs(photo: bytes, args: Any) -> dict[str, Any]:
