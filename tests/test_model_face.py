@@ -640,8 +640,8 @@ def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path)
     cnn = np.array([3.0, 2.0], np.float32)
     want_face = float(reg.predict(face_row[None])[0])
     # the first crop has a face (this embedding), the second none
-    one.scores = lambda batch: {"face": np.array([want_face, np.nan]), "net": np.full(2, np.nan),  # type: ignore[method-assign]
-                                "pooled": np.full(2, np.nan)}
+    one.scores = lambda batch, boxes=None: {  # type: ignore[method-assign]
+        "face": np.array([want_face, np.nan]), "net": np.full(2, np.nan), "pooled": np.full(2, np.nan)}
     out = one.blend(cnn, np.zeros((2, 8, 8, 3), np.uint8))
     assert out[0] == pytest.approx(0.5 + 0.9 * (0.5 * 3.0 + 0.5 * want_face), abs=1e-5)
     assert out[1] == 2.0
