@@ -14,6 +14,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from doohable.model.export import ensemble_onnx, export_onnx, fp16_weights, max_abs_diff
+from doohable.model.preprocess import center_crop, resize_side, resized_crop
 from doohable.model.runtime import BUNDLED_DIR, load_scorer, prepare_image, read_metadata
 from doohable.model.scorer import build_model
 
@@ -112,6 +113,23 @@ def test_resize_policy_is_squash_then_centre_crop() -> None:
     img.paste((255, 255, 255), (0, 0, 20, 100))  # a white band on the left 5% is cropped away
     out = prepare_image(img, 224)
     assert out.shape == (224, 224, 3) and out[:, :5].max() < 40 and out.mean() < 5
+
+
+@pytest.mark.parametrize("size", [(540, 675), (1080, 1350), (350, 350), (641, 480), (100, 60)])
+def test_resized_crop_is_the_whole_resize_cropped(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(size[0])
+    smooth = rng.integers(0, 256, (size[1] // 10 + 2, size[0] // 10 + 2, 3), dtype=np.uint8)
+    img = Image.fromarray(smooth).resize(size, Image.Resampling.BICUBIC)  # photo-like: smooth
+    side = resize_side(224)
+    ref = center_crop(np.asarray(img.resize((side, side), Image.Resampling.BILINEAR)), 224)
+    out = prepare_image(img, 224)
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert out.shape == (224, 224, 3) and out.flags.c_contiguous
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    w, h = size
+    assert np.array_equal(resized_crop(img, (w, h), min(w, h)), center_crop(np.asarray(img), min(w, h)))
+    with pytest.raises(ValueError, match="crop"):
+        resized_crop(img, (100, 100), 224)
 
 
 def test_load_scorer_errors(tmp_path: Path) -> None:

@@ -131,6 +131,28 @@ def test_scorer_blends_the_face_branch_where_a_face_is_found(crops: np.ndarray, 
     np.testing.assert_allclose(b[1:], a[1:], atol=1e-6)  # no face: the CNN's score unchanged
 
 
+def test_a_face_the_gate_found_is_aligned_without_detecting_it_again(crops: np.ndarray) -> None:
+    from doohable.model.default import FaceGate
+    from doohable.model.face.embed import mirror_box
+
+    portrait = _crop(skd.astronaut()[40:220, 150:330])  # the face fills the frame: the gate opens
+    boxes = FaceGate().boxes(np.stack([portrait, crops[1]]))
+    box = boxes[0]
+    assert box is not None and boxes[1] is None
+    assert 0 <= box.left() < box.right() < 224 and box.width() > 0.5 * 224  # in the crop's pixels
+    assert mirror_box(mirror_box(box, 224), 224) == box and mirror_box(box, 224).width() == box.width()
+    emb = FaceEmbedder()
+    detected, given = emb.describe(emb.chips(portrait)), emb.describe(emb.chips(portrait, box))
+    # the same face, aligned from either box: descriptors far closer than dlib's 0.6 identity threshold
+    assert np.linalg.norm(detected - given, axis=1).max() < 0.2
+    blank = np.zeros((224, 224, 3), np.uint8)  # no detection runs when the box is given
+    assert emb.chips(blank) is None and emb.chips(blank, box) is not None
+    branch = load_scorer().face
+    assert branch is not None
+    with pytest.raises(ValueError, match="2 face boxes for 1 crops"):
+        branch.scores(portrait[None], [box, box])
+
+
 def test_the_bundled_default_has_its_face_branch() -> None:
     scorer = load_scorer()
     assert scorer.name == "selfie" and scorer.face is not None
@@ -618,8 +640,8 @@ def test_calibration_undoes_the_blends_shrinkage_and_round_trips(tmp_path: Path)
     cnn = np.array([3.0, 2.0], np.float32)
     want_face = float(reg.predict(face_row[None])[0])
     # the first crop has a face (this embedding), the second none
-    one.scores = lambda batch: {"face": np.array([want_face, np.nan]), "net": np.full(2, np.nan),  # type: ignore[method-assign]
-                                "pooled": np.full(2, np.nan)}
+    one.scores = lambda batch, boxes=None: {  # type: ignore[method-assign]
+        "face": np.array([want_face, np.nan]), "net": np.full(2, np.nan), "pooled": np.full(2, np.nan)}
     out = one.blend(cnn, np.zeros((2, 8, 8, 3), np.uint8))
     assert out[0] == pytest.approx(0.5 + 0.9 * (0.5 * 3.0 + 0.5 * want_face), abs=1e-5)
     assert out[1] == 2.0

@@ -83,7 +83,9 @@ def test_short_side_policy_keeps_aspect_and_native_pixels(live: Path) -> None:
     big = src.resize((1000, 1500))
     out = prepare_short_side(big, 500, 224)
     ref = np.asarray(big.resize((500, 750), Image.Resampling.BILINEAR))[263:487, 138:362]
-    assert out.shape == (224, 224, 3) and np.array_equal(out, ref)
+    # the crop's pixels alone are resampled: the whole resize's crop to within one grey level
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert out.shape == (224, 224, 3) and diff.max() <= 1 and (diff > 0).mean() < 0.01
     if src.size == (500, 500):  # at the training scale: the native pixels, untouched
         assert np.array_equal(prepare_short_side(src, 500, 224), np.asarray(src)[138:362, 138:362])
 

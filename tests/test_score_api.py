@@ -226,3 +226,37 @@ def test_url_route_cors_and_errors(client: TestClient, scoring_settings: Setting
     assert r.status_code == 400 and "http" in r.json()["detail"]
     r = client.post("/api/v1/images/url", json={"url": "http://127.0.0.1:9/a.jpg"}, headers=auth)
     assert r.status_code == 400 and r.json()["detail"]  # private address refused by default
+
+
+def test_scoring_slots_bound_concurrent_inference(
+    client: TestClient, scoring_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most the app's scoring slots score at once; the other requests wait and then succeed."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from doohable.api.routers import score as score_router
+
+    real, lock = score_router.evaluate, threading.Lock()
+    running, peak = [0], [0]
+
+    def counting(*args: object, **kwargs: object) -> object:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
+        try:
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(score_router, "evaluate", counting)
+    client.app.state.score_slots.total_tokens = 1  # type: ignore[attr-defined]
+    auth = _token(scoring_settings, "v", "voter")
+    files = {"file": ("g.jpg", jpeg_of_gray(120), "image/jpeg")}
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda _: client.post("/api/v1/score", files=files, headers=auth).status_code,
+                              range(6)))
+    assert codes == [200] * 6 and peak[0] == 1

@@ -1,7 +1,9 @@
 """Where the default scorer's time goes, and the accuracy-speed curve of its face part.
 
 1. ``parts``: one thread, in-process, milliseconds per image of each step on SCUT-FBP5500 faces
-   and on 1080x1350 photos: JPEG draft decode + resize, the face gate, the selfie's CNN
+   and on 1080x1350 photos: the default's input preparation (with ``--photo``: the JPEG draft
+   decode, then the photo and face crops, each resampled alone and, for reference, as the
+   whole resize then its crop), JPEG draft decode + resize, the face gate, the selfie's CNN
    ensemble, the face branch's detection (dlib HOG, upsampled once, on the crop and its
    mirror), landmarks + chips, dlib's descriptor network, the fine-tuned face network, and the
    photo part (``--photo``: the ``photo`` model, or a stand-in named as such).
@@ -39,10 +41,13 @@ from typing import Any
 
 import numpy as np
 from bench_scoring import bench_api, bench_naive, make_photos
+from PIL import Image
 
 from doohable import datasets
 from doohable.batch import prepare_bytes
+from doohable.images import decode
 from doohable.model.default import FaceGate
+from doohable.model.preprocess import center_crop, decode_side, prepare_image, prepare_short_side
 from doohable.model.runtime import Scorer, load_scorer
 
 SCUT = datasets.scut_fbp5500()
@@ -88,6 +93,30 @@ def face_steps(selfie: Scorer, crops: np.ndarray) -> dict[str, float]:
     return out
 
 
+def prepare_steps(blobs: list[bytes], photo: Scorer) -> dict[str, float]:
+    """CPU ms per image of the default's input preparation: the JPEG draft decode, then the
+    photo part's crop (short side 500, centre 224) and the face part's (squash 256, centre 224),
+    each by resizing the crop's pixels only (``preprocess.resized_crop``) and, for reference,
+    by resizing the whole image and cropping it."""
+    side = decode_side(photo.metadata["resize_policy"], photo.input_size)
+    n = len(blobs)
+    out: dict[str, float] = {}
+    out["decode_draft"], imgs = cpu_ms(lambda: [decode(d, draft=(side, side)).image for d in blobs], n)
+
+    def whole(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
+        return np.ascontiguousarray(center_crop(np.asarray(im.resize(size, Image.Resampling.BILINEAR)), 224))
+
+    def short_size(im: Image.Image) -> tuple[int, int]:
+        k = 500 / min(im.size)
+        return max(224, round(im.width * k)), max(224, round(im.height * k))
+
+    out["photo_crop_resized_alone"], _ = cpu_ms(lambda: [prepare_short_side(i, 500, 224) for i in imgs], n)
+    out["photo_crop_whole_resize_then_crop"], _ = cpu_ms(lambda: [whole(i, short_size(i)) for i in imgs], n)
+    out["face_crop_resized_alone"], _ = cpu_ms(lambda: [prepare_image(i, 224) for i in imgs], n)
+    out["face_crop_whole_resize_then_crop"], _ = cpu_ms(lambda: [whole(i, (256, 256)) for i in imgs], n)
+    return out
+
+
 def bench_parts(datas: dict[str, list[bytes]], photo: Scorer | None) -> dict[str, Any]:
     selfie = load_scorer("selfie", threads=1)
     gate = FaceGate()
@@ -95,6 +124,8 @@ def bench_parts(datas: dict[str, list[bytes]], photo: Scorer | None) -> dict[str
     for kind, blobs in datas.items():
         n = len(blobs)
         r: dict[str, Any] = {"images": n}
+        if photo is not None:
+            r.update(prepare_steps(blobs, photo))
         r["decode_draft_resize"], crops = cpu_ms(
             lambda b=blobs: np.stack([prepare_bytes(d, selfie) for d in b]), n
         )
@@ -185,8 +216,10 @@ def bench_cli(folder: Path, n: int, model: str | None, src: str | None = None) -
         env |= {"PYTHONPATH": src, "PYTHONDONTWRITEBYTECODE": "1"}
     if model:
         env["DOOHABLE_MODEL"] = model
-    wall = run_cli(["score", str(folder), "--json", "--no-store"], env)
-    return {"images": n, "seconds": wall, "images_per_s": n / wall}
+    cpu: list[float] = []
+    wall = run_cli(["score", str(folder), "--json", "--no-store"], env, cpu)
+    return {"images": n, "seconds": wall, "images_per_s": n / wall, "cpu_ms_per_image": 1000 * cpu[0] / n,
+            "load_after": os.getloadavg()[0]}
 
 
 def bench_api_runs(photo: bytes, args: Any) -> dict[str, Any]:

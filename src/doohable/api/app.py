@@ -37,7 +37,12 @@ def body_limit(settings: Settings, path: str) -> int:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
+    import anyio
+
+    from doohable.batch import default_workers
+
     services: Services = app.state.services
+    app.state.score_slots = anyio.CapacityLimiter(default_workers())  # see api/routers/score.py
     reason = await run_in_threadpool(services.warm_scorer)
     if reason is not None:  # pragma: no cover - depends on the install
         log.warning("scoring disabled: %s", reason)

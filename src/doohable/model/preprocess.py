@@ -29,9 +29,31 @@ def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
     return arr[top : top + size, left : left + size]
 
 
+def resized_crop(img: Image.Image, size: tuple[int, int], crop: int) -> np.ndarray:
+    """uint8 (crop, crop, 3): the centre ``crop`` x ``crop`` of ``img`` resized to ``size`` (w, h)
+    (antialiased bilinear), computed for the crop's pixels only.
+
+    Pillow's ``box`` resamples that region with the same filter positions and support as the
+    whole resize (its filter reaches pixels outside the box), so the result is the whole
+    resize's centre crop (:func:`center_crop`) without resizing the rest: 3-5x less work for
+    a 224 crop of a 500 px photo.
+    """
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    (w, h), (out_w, out_h) = rgb.size, size
+    if min(out_w, out_h) < crop:
+        raise ValueError(f"a {crop} px crop of a {out_w}x{out_h} resize")
+    left, top = (out_w - crop) // 2, (out_h - crop) // 2
+    if (out_w, out_h) == (w, h):
+        return np.asarray(rgb.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+    sx, sy = w / out_w, h / out_h
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    return np.asarray(rgb.resize((crop, crop), Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+
+
 def prepare_image(img: Image.Image, input_size: int) -> np.ndarray:
     """The resize policy: squash to ``resize_side(S)``, centre-crop S -> uint8 (S, S, 3)."""
-    return np.ascontiguousarray(center_crop(squash(img, resize_side(input_size)), input_size))
+    side = resize_side(input_size)
+    return resized_crop(img, (side, side), input_size)
 
 
 def short_side_policy(policy: str) -> tuple[int, int] | None:
@@ -56,9 +78,8 @@ def prepare_short_side(img: Image.Image, short_side: int, size: int) -> np.ndarr
 
     Quality models see pixels near the training photos' scale, so blur and noise survive.
     """
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    w, h = rgb.size
-    if min(w, h) != short_side:
-        k = short_side / min(w, h)
-        rgb = rgb.resize((max(size, round(w * k)), max(size, round(h * k))), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(center_crop(np.asarray(rgb, dtype=np.uint8), size))
+    w, h = img.size
+    if min(w, h) == short_side:
+        return resized_crop(img, (w, h), size)
+    k = short_side / min(w, h)
+    return resized_crop(img, (max(size, round(w * k)), max(size, round(h * k))), size)

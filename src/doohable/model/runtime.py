@@ -91,8 +91,9 @@ class Scorer:
             return prepare_short_side(img, short[0], self.input_size)
         return prepare_image(img, self.input_size)
 
-    def score(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 (N, S, S, 3) RGB -> float32 (N,) scores on ``scale``."""
+    def score(self, batch: np.ndarray, face_boxes: list[Any] | None = None) -> np.ndarray:
+        """uint8 (N, S, S, 3) RGB -> float32 (N,) scores on ``scale``. ``face_boxes``: each
+        crop's face (dlib rectangle) when a detector has already found it, for the face branch."""
         s = self.input_size
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
             raise ValueError(
@@ -104,7 +105,7 @@ class Scorer:
         cnn = np.asarray(out, dtype=np.float32).reshape(-1)
         if self.face is None:
             return cnn
-        return np.clip(self.face.blend(cnn, batch), *self.scale).astype(np.float32)
+        return np.clip(self.face.blend(cnn, batch, face_boxes), *self.scale).astype(np.float32)
 
     def score_images(self, images: list[Image.Image]) -> np.ndarray:
         """Convenience: prepare then score a list of PIL images."""

@@ -4,23 +4,28 @@ An image comes as a multipart ``file`` (``files`` for the batch), or as ``{"imag
 ``{"url": "https://..."}`` in JSON or form fields. The scorer is the app's
 (:meth:`doohable.services.Services.scorer`, loaded when the app starts), taken only once the
 request is known to be well formed: a malformed request gets its 4xx, and only a well-formed
-one gets the 503 of a server without a model. Each answer says the score, the
-model's name and version, the score's percentile among the collection's stored scores for
-that model version, and what the current policy would decide (``approved`` | ``pending`` |
-``flagged``; the NSFW gate runs only with ``?nsfw=true`` or when the stored image was checked,
-to keep the single-image latency low)."""
+one gets the 503 of a server without a model. At most as many requests as cores score at
+once (the others wait on the event loop, holding no thread and no database connection), so a
+burst of uploads does not split the cores between more inferences than they can run.
+
+Each answer says the score, the model's name and version, the score's percentile among the
+collection's stored scores for that model version, and what the current policy would decide
+(``approved`` | ``pending`` | ``flagged``; the NSFW gate runs only with ``?nsfw=true`` or when
+the stored image was checked, to keep the single-image latency low)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from doohable.api.deps import MAX_ID, ServicesDep, VoterDep, in_transaction, scorer_for
-from doohable.batch import Parts, ScorerLike, prepare_bytes
+from doohable.batch import Parts, ScorerLike, default_workers, prepare_bytes
 from doohable.config import Settings
 from doohable.images import ImageError, decode
 from doohable.moderation_service import evaluate, nsfw_probability
@@ -29,6 +34,14 @@ from doohable.store.models import Image
 
 MAX_BATCH = 64
 router = APIRouter(prefix="/score", tags=["score"])
+
+
+def _score_slot(request: Request) -> AbstractAsyncContextManager[Any]:
+    """One of the app's scoring slots (as many as cores), waited for on the event loop."""
+    slots = getattr(request.app.state, "score_slots", None)
+    if slots is None:  # made on the event loop, at the first scoring request
+        slots = request.app.state.score_slots = anyio.CapacityLimiter(default_workers())
+    return slots
 
 
 class ScoreOut(BaseModel):
@@ -180,7 +193,8 @@ async def score_image(
         data = await run_in_threadpool(_bytes_for_url, settings, body["url"])
     else:
         raise HTTPException(400, "nothing to score: send a multipart 'file', an 'image_id' or a 'url'")
-    return await in_transaction(services, _score_one, services, data, body.get("image_id"), nsfw)
+    async with _score_slot(request):
+        return await in_transaction(services, _score_one, services, data, body.get("image_id"), nsfw)
 
 
 @router.post("/batch", response_model=BatchOut)
@@ -199,7 +213,8 @@ async def score_batch(
         raise HTTPException(400, "nothing to score: send 'files', 'image_ids' or 'urls'")
     if count > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} images per batch, got {count}")
-    return await in_transaction(services, _score_many, services, body["files"], ids, urls, nsfw)
+    async with _score_slot(request):
+        return await in_transaction(services, _score_many, services, body["files"], ids, urls, nsfw)
 
 
 def _score_many(

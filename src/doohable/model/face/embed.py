@@ -89,18 +89,18 @@ class FaceEmbedder:
                 )
             return self._m
 
-    def chips(self, crop: np.ndarray) -> np.ndarray | None:
+    def chips(self, crop: np.ndarray, box: Any = None) -> np.ndarray | None:
         """One (S, S, 3) uint8 crop -> (len(paddings), 150, 150, 3) uint8: the largest face's
-        aligned chip at each padding, or None when no face is detected."""
+        aligned chip at each padding, or None when no face is detected. ``box``: the face's
+        dlib rectangle when a detector has already found it (then no detection runs here)."""
         if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {crop.dtype} {crop.shape}")
         img = np.ascontiguousarray(crop)
         detector, landmarks, _ = self._models()
         with self._lock:
-            faces = detector(img, 1)
-            if not faces:
+            face = box if box is not None else largest(detector(img, 1))
+            if face is None:
                 return None
-            face = max(faces, key=lambda r: r.width() * r.height())
             shape = landmarks(img, face)
             import dlib
 
@@ -154,6 +154,26 @@ class FaceEmbedder:
         for i, crop in enumerate(batch):
             out[i] = self.embed_one(crop)
         return out
+
+
+def largest(faces: Any) -> Any:
+    """The largest of dlib's detections, or None when there is none."""
+    return max(faces, key=lambda r: r.width() * r.height()) if faces else None
+
+
+def mirror_box(box: Any, width: int) -> Any:
+    """A dlib rectangle in an image ``width`` px wide -> the same face's in its mirror image."""
+    import dlib
+
+    return dlib.rectangle(width - 1 - box.right(), box.top(), width - 1 - box.left(), box.bottom())
+
+
+def scale_box(box: Any, k: float) -> Any:
+    """A dlib rectangle found on an image shrunk by ``1 / k`` -> the same region at full size."""
+    import dlib
+
+    return dlib.rectangle(round(box.left() * k), round(box.top() * k),
+                          round((box.right() + 1) * k) - 1, round((box.bottom() + 1) * k) - 1)
 
 
 def mirrored(plain: np.ndarray, flipped: np.ndarray) -> np.ndarray:
