@@ -29,7 +29,7 @@ from doohable.model import train as T
 from doohable.model.data import load_images_cached, load_scut
 from doohable.model.runtime import resize_side
 from doohable.model.scorer import build_model
-from doohable.ranking.metrics import mean_ci95
+from doohable.ranking.metrics import mean_ci95_json as _ci
 from doohable.ranking.simulate import CrowdConfig, campaign, estimate
 
 BUDGETS = [1.0, 2.0, 4.0, 8.0, 20.0]
@@ -106,11 +106,6 @@ def main() -> None:
     print(json.dumps(out, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
-
-
-def _ci(values: list[float]) -> dict:
-    mean, (lo, hi) = mean_ci95(values)
-    return {"mean": mean, "ci95": [lo, hi]}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 from doohable import datasets
 from doohable.model import warmstart as W
 from doohable.model.data import load_scut
-from doohable.ranking.metrics import mean_ci95
+from doohable.ranking.metrics import mean_ci95_json as _ci
 from doohable.ranking.simulate import CrowdConfig, campaign
 
 BUDGETS = [1.0, 2.0, 4.0, 8.0, 20.0]
@@ -91,11 +91,6 @@ def main() -> None:
     print(json.dumps(out, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
-
-
-def _ci(values: list[float]) -> dict:
-    mean, (lo, hi) = mean_ci95(values)
-    return {"mean": mean, "ci95": [lo, hi]}
 
 
 if __name__ == "__main__":

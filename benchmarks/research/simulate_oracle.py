@@ -309,7 +309,7 @@ def main() -> None:
                         [{p.votes_per_image: p.pairwise_accuracy for s, p in res.points if s == k}
                          for k in range(args.seeds)], target)}
         for est in EXTRA_ESTIMATORS:
-            curves[est] = [(v, _mean_ci([sk[est][v] for sk in sinks])) for v in EXTRA_AT]
+            curves[est] = [(v, metrics.mean_ci95_json([sk[est][v] for sk in sinks])) for v in EXTRA_AT]
             per_seed[est] = _per_seed_crossings([sk[est] for sk in sinks], target)
             entry[est] = [{"votes_per_image": v, "pairwise_accuracy": a} for v, a in curves[est]]
         print(f"{label}  [{time.time() - t:.0f} s]", flush=True)
@@ -351,11 +351,6 @@ def _oracle_from_spec(spec: str) -> Callable[[np.ndarray, Crowd], Scheduler]:
     else:
         raise SystemExit(f"unknown oracle {spec!r}")
     return lambda q, crowd: OracleScheduler(q, crowd, **kw)
-
-
-def _mean_ci(xs: list[float]) -> dict[str, Any]:
-    m, (lo, hi) = metrics.mean_ci95(xs)
-    return {"mean": m, "ci95": [lo, hi]}
 
 
 def _per_seed_crossings(curves: list[dict[float, float]], target: float) -> list[float | None]:

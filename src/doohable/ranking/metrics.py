@@ -49,6 +49,12 @@ def mean_ci95(values: ArrayLike) -> tuple[float, tuple[float, float]]:
     return m, (m - half, m + half)
 
 
+def mean_ci95_json(values: ArrayLike) -> dict[str, float | list[float]]:
+    """:func:`mean_ci95` as benchmarks write it: ``{"mean": m, "ci95": [lo, hi]}``."""
+    m, (lo, hi) = mean_ci95(values)
+    return {"mean": m, "ci95": [lo, hi]}
+
+
 def vote_prediction(p_winner: ArrayLike) -> tuple[float, float]:
     """Accuracy and log-loss of predicted probabilities that each held-out vote's winner wins.
 
