@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from scoring_fixtures import brightness_model  # noqa: E402
 from server_support import start_server, stop_server  # noqa: E402

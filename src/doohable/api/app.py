@@ -11,6 +11,7 @@ from doohable import __version__
 from doohable.api.docs_pages import install_docs
 from doohable.api.errors import install_error_handlers
 from doohable.api.page_errors import install_page_errors
+from doohable.api.retry import ReadRetryMiddleware
 from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings, get_settings
 from doohable.signing import secret_key
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         same_site="lax",
     )
     app.add_middleware(BodyLimitMiddleware, limit=lambda path: body_limit(settings, path))
+    app.add_middleware(ReadRetryMiddleware)  # outermost: a retried read runs the whole stack again
     install_error_handlers(app)
     install_page_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
