@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from doohable import __version__
 from doohable.api.docs_pages import install_docs
@@ -14,6 +18,7 @@ from doohable.api.page_errors import install_page_errors
 from doohable.api.retry import ReadRetryMiddleware
 from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings, get_settings
+from doohable.malloc import TRIM_EVERY_S, trim
 from doohable.signing import secret_key
 
 STATIC = Path(__file__).with_name("static")
@@ -28,12 +33,27 @@ def body_limit(settings: Settings, path: str) -> int:
     return images * settings.max_image_bytes + (1 << 20)
 
 
+@asynccontextmanager
+async def _trim_memory(_app: FastAPI) -> AsyncIterator[None]:
+    """While the app serves, give the C heap's free pages back every minute (doohable.malloc)."""
+
+    async def every_minute() -> None:
+        while True:
+            await anyio.sleep(TRIM_EVERY_S)
+            await run_in_threadpool(trim)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(every_minute)
+        yield
+        tasks.cancel_scope.cancel()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for ``settings`` (default: from the environment)."""
     from doohable.api.routers import images, pages, pairs, ratings, votes
 
     settings = settings or get_settings()
-    app = FastAPI(title="doohable", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="doohable", version=__version__, docs_url=None, redoc_url=None, lifespan=_trim_memory)
     app.state.settings = settings
 
     @app.get("/healthz", tags=["health"])

@@ -32,10 +32,12 @@ def serve(
 
     from doohable.config import get_settings
     from doohable.ingest import sweep_orphan_blobs
+    from doohable.malloc import limit_arenas
     from doohable.signing import secret_key
     from doohable.store.blobs import open_blobs
     from doohable.store.db import dispose_all, get_engine
 
+    limit_arenas()  # before the server's threads: a flat RSS over days (doohable.malloc)
     settings = get_settings()
     try:
         engine = get_engine(settings.resolved_database_url)  # create or upgrade the schema once
