@@ -1,6 +1,7 @@
 """Soak: a real ``doohable serve`` under mixed load for a long time — voters (pair + vote),
 a moderator (queue + decisions), the scoring API, and an upload every few seconds — sampled
-every window: requests, errors, p50/p99 latency, the server's RSS and open file descriptors.
+every window: requests, errors, p50/p99 latency, the server's RSS and open file descriptors,
+and the machine's load average (other jobs share the CPU).
 
 The summary compares the last window with the first one after warm-up (RSS growth, file
 descriptors, p99) and counts every answer that is not 2xx as an error.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import sys
 import tempfile
@@ -34,7 +36,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from scoring_fixtures import brightness_model  # noqa: E402
 from server_support import start_server, stop_server  # noqa: E402
@@ -128,8 +130,6 @@ def prepare(
 ) -> tuple[dict[str, str], list[str]]:
     """A store with ``images`` images, ``voters`` voters and one moderator; the server's env and
     the tokens (moderator last)."""
-    import os
-
     from doohable.config import get_settings
     from doohable.store.blobs import open_blobs
     from doohable.store.db import dispose_all, get_engine, session_scope
@@ -164,7 +164,8 @@ def _window_figures(w: Window, t: float, proc: psutil.Process) -> dict[str, Any]
     lat = np.array(w.latencies_ms) if w.latencies_ms else np.array([np.nan])
     p50, p99 = (round(float(np.nanpercentile(lat, q)), 1) for q in (50, 99))
     return {"t_s": round(t), "requests": len(w.latencies_ms), "errors": len(w.errors), "p50_ms": p50,
-            "p99_ms": p99, **sample(proc), "error_examples": w.errors[:3]}
+            "p99_ms": p99, **sample(proc), "load_avg_1min": round(os.getloadavg()[0], 1),
+            "error_examples": w.errors[:3]}
 
 
 def summarise(windows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
@@ -178,6 +179,8 @@ def summarise(windows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
         "fds": [base["fds"], last["fds"]],
         "p99_ms": [base["p99_ms"], last["p99_ms"]],
         "p99_max_ms": max(w["p99_ms"] for w in windows),
+        "p50_ms": [base["p50_ms"], last["p50_ms"]],
+        "load_avg_1min": [min(w["load_avg_1min"] for w in windows), max(w["load_avg_1min"] for w in windows)],
     }
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
@@ -16,8 +17,10 @@ from doohable import __version__
 from doohable.api.docs_pages import install_docs
 from doohable.api.errors import install_error_handlers
 from doohable.api.page_errors import install_page_errors
+from doohable.api.retry import ReadRetryMiddleware
 from doohable.api.security import APISessionMiddleware, BodyLimitMiddleware, CSRFMiddleware
 from doohable.config import Settings
+from doohable.malloc import TRIM_EVERY_S, trim
 from doohable.services import Services
 from doohable.signing import secret_key
 
@@ -36,9 +39,8 @@ def body_limit(settings: Settings, path: str) -> int:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the scorer at start-up; a missing model only disables scoring (503), not the app."""
-    import anyio
-
+    """Load the scorer at start-up (a missing model only disables scoring: 503, not the app);
+    while the app serves, give the C heap's free pages back every minute (doohable.malloc)."""
     from doohable.batch import default_workers
 
     services: Services = app.state.services
@@ -46,7 +48,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     reason = await run_in_threadpool(services.warm_scorer)
     if reason is not None:  # pragma: no cover - depends on the install
         log.warning("scoring disabled: %s", reason)
-    yield
+
+    async def every_minute() -> None:
+        while True:
+            await anyio.sleep(TRIM_EVERY_S)
+            await run_in_threadpool(trim)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(every_minute)
+        yield
+        tasks.cancel_scope.cancel()
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -73,6 +84,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         same_site="lax",
     )
     app.add_middleware(BodyLimitMiddleware, limit=lambda path: body_limit(settings, path))
+    app.add_middleware(ReadRetryMiddleware)  # outermost: a retried read runs the whole stack again
     install_error_handlers(app)
     install_page_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from doohable.store.faults import unavailable_reason
+from doohable.api.retry import mark_dropped
+from doohable.store.faults import dropped_connection, unavailable_reason
 from doohable.voting import ConflictError, NotFoundError, VotingError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ def install_error_handlers(app: FastAPI) -> None:
         reason = unavailable_reason(exc)
         if reason is None:
             raise exc
-        log.warning("503 on %s %s: %s", request.method, request.url.path, reason)
+        if dropped_connection(exc) and mark_dropped(request):
+            log.info("database connection lost on %s %s: %s", request.method, request.url.path, reason)
+        else:
+            log.warning("503 on %s %s: %s", request.method, request.url.path, reason)
         return JSONResponse(
             {"detail": reason}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_S)},

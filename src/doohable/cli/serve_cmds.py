@@ -31,10 +31,12 @@ def serve(
     import uvicorn
 
     from doohable.ingest import sweep_orphan_blobs
+    from doohable.malloc import limit_arenas
     from doohable.services import Services
     from doohable.signing import secret_key
     from doohable.store.db import dispose_all
 
+    limit_arenas()  # before the server's threads: a flat RSS over days (doohable.malloc)
     services = Services.from_env()  # each worker builds its own in create_app
     settings = services.settings
     try:

@@ -12,14 +12,18 @@ from doohable.store.blobs import BlobStoreError
 from doohable.store.db import SchemaError
 
 
+def dropped_connection(exc: BaseException) -> bool:
+    """True when ``exc`` says the database connection in use was lost (killed, server
+    restarted): SQLAlchemy has then invalidated it, and a new one may well work."""
+    return isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """A clear reason when ``exc`` is an infrastructure fault worth a retry (or a schema newer
     than the code), else None."""
     if isinstance(exc, SchemaError):
         return str(exc)
-    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
+    if isinstance(exc, (OperationalError, InterfaceError)) or dropped_connection(exc):
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
         orig = lines[0][:200]
         if "readonly" in orig or "read-only" in orig:
