@@ -17,7 +17,7 @@ from doohable.config import Settings
 from doohable.store.blobs import open_blobs
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Decision
-from doohable.store.users import add_user, token_cache
+from doohable.store.users import add_user
 from server_support import serve_in_thread
 from voting_support import add_images
 
@@ -55,7 +55,6 @@ def test_read_is_retried_once_on_a_fresh_connection(settings: Settings) -> None:
         _, token = add_user(s, "mod", "moderator")
     killer = Killer()
     event.listen(engine, "before_cursor_execute", killer)
-    token_cache.clear()
     try:
         with serve_in_thread(create_app(settings)) as url, httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
