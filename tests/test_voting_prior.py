@@ -69,3 +69,45 @@ def test_scores_are_the_prior_and_its_weight_is_learned(scored_voting_db) -> Non
         # images 6 and 7 have no votes: they enter at the model's estimate
         assert state.mean[5] > state.mean[7] > state.mean[6] > state.mean[0]
         assert voting.ratings(s, voting.BT)[0].image_id == images[5]  # served as before
+
+
+def test_new_images_join_the_live_state_without_a_replay(  # type: ignore[no-untyped-def]
+    scored_voting_db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload adds the image to the running state at the model's estimate (the state object
+    is kept: no replay of the log); an image leaving the showable set rebuilds it."""
+    from doohable.store.models import Image
+
+    engine, images, voter = scored_voting_db
+    monkeypatch.setattr(live_states, "RECHECK_S", 0.0)
+    with session_scope(engine) as s:
+        store_scores(s, {i: float(k) for k, i in enumerate(images)}, "m", "v1")
+    for _ in range(3):  # the voters agree with the model: the higher index wins
+        for a, b in itertools.combinations(images, 2):
+            _vote(engine, voter, a, b, b)
+    with session_scope(engine) as s:
+        live = live_states.live_state(s, "active")
+        with live.lock:
+            live.state.refit()  # what the background refit does
+        before = live.state.mean.copy()
+        assert live.state.prior is not None and live.state.prior.b > 0  # the model's weight, learned
+    with session_scope(engine) as s:
+        (new_id,) = add_images(s, 1, start=100)
+        store_scores(s, {new_id: 10.0}, "m", "v1")  # the model's best image
+    with session_scope(engine) as s:
+        again = live_states.live_state(s, "active")
+        assert again is live and new_id in again.index and again.state.n_items == 9
+        assert np.allclose(again.state.mean[:8], before)  # the others are untouched
+        new = again.index[new_id]
+        assert again.state.prior is not None and again.state.mean[new] == again.state.prior.mean[new]
+        assert again.state.mean[new] > before.max()  # entered at the model's estimate: the best
+    _vote(engine, voter, images[0], new_id, new_id)  # and it is voted on like any other
+    with session_scope(engine) as s:
+        current = live_states.live_state(s, "active")
+        with current.lock:
+            current.catch_up(s)  # what the service does before choosing a pair
+        assert current is live and int(current.state.counts[again.index[new_id]]) == 1
+        s.get(Image, images[0]).status = "rejected"
+    with session_scope(engine) as s:
+        rebuilt = live_states.live_state(s, "active")
+        assert rebuilt is not live and images[0] not in rebuilt.index and rebuilt.state.n_items == 8

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -100,8 +100,36 @@ class RatingState:
         return idx
 
     def pair_key(self, i: int, j: int) -> int:
-        """One integer per unordered pair."""
-        return min(i, j) * self.n_items + max(i, j)
+        """One integer per unordered pair (the same whatever ``n_items`` becomes)."""
+        return (min(i, j) << 32) | max(i, j)
+
+    def add_items(self, k: int, prior_scores: FloatArray | None = None) -> None:
+        """Append ``k`` images without votes (indices ``n_items .. n_items+k-1``).
+
+        Each enters at its prior: the model's estimate when the state has a prior (then
+        ``prior_scores`` holds every image's raw score, old and new; the learned weight
+        ``a, b, tau2`` is kept until the next refit), else ``N(0, 1/alpha)``."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n = self.n_items + k
+        if self.prior is not None and prior_scores is not None:
+            if len(prior_scores) != n:
+                raise ValueError(f"{len(prior_scores)} prior scores for {n} images")
+            old, fresh = self.prior, model_prior.ModelPrior.from_scores(prior_scores)
+            self.prior = replace(fresh, a=old.a, b=old.b, tau2=old.tau2)
+            new_mean, new_var = self.prior.mean[self.n_items:], np.full(k, self.prior.tau2)
+        else:
+            if self.prior is not None:  # no new scores: the new images get no opinion (s = 0)
+                self.prior = replace(self.prior, scores=np.concatenate([self.prior.scores, np.zeros(k)]))
+            alpha = self.prior.alpha if self.prior is not None else self.alpha
+            new_mean = np.full(k, self.prior.a if self.prior is not None else 0.0)
+            new_var = np.full(k, 1.0 / alpha)
+        self.mean = np.concatenate([self.mean, new_mean])
+        self.var = np.concatenate([self.var, new_var])
+        self.elo = np.concatenate([self.elo, np.zeros(k)])
+        self.counts = np.concatenate([self.counts, np.zeros(k, dtype=np.int64)])
+        self.n_items = n
+        self._sorted_at = -1
 
     def was_shown(self, voter: Hashable, i: int, j: int) -> bool:
         """Whether this voter has already been shown the pair {i, j}."""
@@ -171,12 +199,16 @@ class RatingState:
     def adopt(self, fitted: RatingState) -> None:
         """Take the posterior of ``fitted`` (a refitted copy of an earlier state of this one):
         mean, variance, bias and voter reliabilities; votes recorded since keep their counts."""
-        n_voters = self.reliability.size
-        self.mean, self.var, self.left_bias = fitted.mean.copy(), fitted.var.copy(), fitted.left_bias
+        n_voters, m = self.reliability.size, fitted.n_items  # images added since keep their prior
+        self.mean[:m], self.var[:m], self.left_bias = fitted.mean, fitted.var, fitted.left_bias
         rel = fitted.reliability
         self.reliability = np.concatenate([rel, np.ones(max(0, n_voters - rel.size))])
         self.votes_at_refit = fitted.n_votes
-        self.prior = fitted.prior
+        if fitted.prior is not None:
+            p = fitted.prior
+            self.prior = p if self.prior is None or m == self.n_items else \
+                replace(self.prior, a=p.a, b=p.b, tau2=p.tau2)
+        self._sorted_at = -1
 
     # -- rating order (for "close rating" partners) ---------------------------------------
     def neighbours(self, i: int, width: int, ratings: str = "bt") -> IntArray:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from doohable.ranking import scheduler as schedulers
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 REFIT_MIN_INTERVAL_S = 2.0  # the scheduler's background BT refit runs at most this often
 REBUILD_AFTER_UNDO_S = 30.0  # an undo makes the scheduler's state rebuild, at most this often
 RECHECK_S = 2.0  # how often a process checks for new images and a new scheduler setting
+MAX_EXTEND = 500  # more new images than this at once: rebuild the state instead of extending it
 
 _VOTES, _RATINGS = Vote.__table__, Rating.__table__
 assert isinstance(_VOTES, Table) and isinstance(_RATINGS, Table)
@@ -55,6 +56,12 @@ def active_scheduler(session: Session) -> str:
     value = session.scalar(select(Setting.value).where(Setting.key == SCHEDULER_SETTING))
     name = value.get("name") if isinstance(value, dict) else None
     return str(name) if name else DEFAULT_SCHEDULER
+
+
+def _showable(session: Session) -> list[PairImage]:
+    """The images pairs may show, by id."""
+    rows = session.execute(select(Image.id, Image.sha256, Image.format).where(*ELIGIBLE).order_by(Image.id))
+    return [PairImage(*r) for r in rows]
 
 
 @dataclass
@@ -80,9 +87,7 @@ class Live:
     @classmethod
     def build(cls, session: Session, name: str, signature: tuple[int, int, int]) -> Live:
         """Replay the log's counted votes between shown images into a fresh state."""
-        shown = select(Image.id, Image.sha256, Image.format).where(*ELIGIBLE).order_by(Image.id)
-        rows = session.execute(shown)
-        images = [PairImage(*r) for r in rows]
+        images = _showable(session)
         index = {img.id: k for k, img in enumerate(images)}
         last = last_log_id(session)
         votes = [r for r in effective_votes(session) if r.left_id in index and r.right_id in index]
@@ -97,6 +102,29 @@ class Live:
         live.prior_model = prior_model(session)
         live.has_elo_rows.update(session.scalars(_ELO_IMAGES))
         return live
+
+    def extend(self, session: Session, signature: tuple[int, int, int]) -> bool:
+        """Add the images that became showable, without replaying the log, when that is exact:
+        every image of the state is still showable and no vote names a new one (else False: the
+        caller rebuilds). A new image enters at the prior (the model's estimate, if any)."""
+        images = _showable(session)
+        new = [img for img in images if img.id not in self.index]
+        if len(images) - len(new) != len(self.images) or not new or len(new) > MAX_EXTEND:
+            return False
+        new_ids = [img.id for img in new]
+        if session.scalar(select(func.count()).select_from(Vote)
+                          .where(or_(Vote.left_id.in_(new_ids), Vote.right_id.in_(new_ids)))):
+            return False
+        with self.lock:
+            scores = None
+            if self.state.prior is not None:
+                scores = prior_scores(session, [img.id for img in self.images] + new_ids)
+            self.state.add_items(len(new), scores)
+            for img in new:
+                self.index[img.id] = len(self.images)
+                self.images.append(img)
+            self.signature = signature
+        return True
 
     def stale(self, now: float) -> bool:
         """An undo arrived long enough ago that the state must be rebuilt."""
@@ -185,8 +213,8 @@ def live_state(session: Session, name: str | None) -> Live:
         raise ConflictError("there are fewer than two images to compare; ingest some first")
     with _live_lock:
         live = _live.get(key)
-        if live is None or live.signature != signature or live.name != name or live.stale(now) \
-                or live.prior_model != model:
+        if live is None or live.name != name or live.stale(now) or live.prior_model != model \
+                or (live.signature != signature and not live.extend(session, signature)):
             live = _live[key] = Live.build(session, name, signature)
         live.checked_at = now
     return live
