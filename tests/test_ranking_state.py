@@ -55,3 +55,16 @@ def test_pairs_shown_are_remembered_and_a_refit_started_before_is_adopted() -> N
     assert state.neighbours(5, 1).size > 0  # the rating order knows the new images
     with pytest.raises(ValueError):
         state.add_items(0)
+
+
+@pytest.mark.parametrize("name", ["random", "report", "active", "threshold"])
+def test_no_scheduler_proposes_a_hidden_image(name: str) -> None:
+    from doohable.ranking import scheduler as schedulers
+
+    rng = np.random.default_rng(1)
+    state = RatingState.from_comparisons(_comps(12, rng))
+    state.hidden = {0, 1, 2}
+    sched = schedulers.create(name)
+    for k in range(100):
+        i, j = sched.next_pair(state, rng, voter=k)
+        assert state.showable(i, j) and i != j

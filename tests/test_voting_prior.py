@@ -74,8 +74,9 @@ def test_scores_are_the_prior_and_its_weight_is_learned(scored_voting_db) -> Non
 def test_new_images_join_the_live_state_without_a_replay(  # type: ignore[no-untyped-def]
     scored_voting_db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An upload adds the image to the running state at the model's estimate (the state object
-    is kept: no replay of the log); an image leaving the showable set rebuilds it."""
+    """An upload adds the image to the running state at the model's estimate and a rejection
+    hides one (the state object is kept: no replay of the log); past a quarter hidden, the state
+    is rebuilt."""
     from doohable.store.models import Image
 
     engine, images, voter = scored_voting_db
@@ -108,6 +109,15 @@ def test_new_images_join_the_live_state_without_a_replay(  # type: ignore[no-unt
             current.catch_up(s)  # what the service does before choosing a pair
         assert current is live and int(current.state.counts[again.index[new_id]]) == 1
         s.get(Image, images[0]).status = "rejected"
-    with session_scope(engine) as s:
+    with session_scope(engine) as s:  # a rejected image stays in the ratings, never in a pair
+        kept = live_states.live_state(s, "active")
+        assert kept is live and kept.state.hidden == {kept.index[images[0]]}
+        for _ in range(20):
+            pair = voting.next_pair(s, voter)
+            assert images[0] not in (pair.left.id, pair.right.id)
+        for i in images[1:3]:
+            s.get(Image, i).status = "rejected"
+    with session_scope(engine) as s:  # a third of the state hidden: rebuilt without them
         rebuilt = live_states.live_state(s, "active")
-        assert rebuilt is not live and images[0] not in rebuilt.index and rebuilt.state.n_items == 8
+        assert rebuilt is not live and rebuilt.state.n_items == 6 and not rebuilt.state.hidden
+        assert not set(images[:3]) & set(rebuilt.index)

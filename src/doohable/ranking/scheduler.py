@@ -84,7 +84,8 @@ class Scheduler(ABC):
         pairs: list[Pair] = []
         for _ in range(k):
             def ok(i: int, j: int) -> bool:
-                return state.pair_key(i, j) not in taken and not state.was_shown(voter, i, j)
+                return state.pair_key(i, j) not in taken and state.showable(i, j) \
+                    and not state.was_shown(voter, i, j)
 
             i, j = self._pick(state, rng, ok)
             taken.add(state.pair_key(i, j))

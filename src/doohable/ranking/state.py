@@ -32,6 +32,8 @@ class RatingState:
     left_bias : fitted left/right bias (logit).
     prior : a scorer's opinion as the ratings' prior, its weight learned at each refit
         (:mod:`doohable.ranking.prior`); None: the plain ``N(0, 1/alpha)`` prior.
+    hidden : images that stay in the ratings (their votes still count) but that no pair shows
+        (e.g. rejected since the state was built).
     """
 
     n_items: int
@@ -49,6 +51,7 @@ class RatingState:
     _rank: IntArray = field(init=False, repr=False)
     _sorted_at: int = field(default=-1, repr=False)
     _order_of: str = field(default="", repr=False)
+    hidden: set[int] = field(default_factory=set, repr=False)  # images pairs must not show
     _voters: dict[Hashable, int] = field(default_factory=dict, repr=False)
     _seen: dict[int, set[int]] = field(default_factory=dict, repr=False)
     _log: tuple[list[int], list[int], list[float], list[int]] = field(
@@ -130,6 +133,10 @@ class RatingState:
         self.counts = np.concatenate([self.counts, np.zeros(k, dtype=np.int64)])
         self.n_items = n
         self._sorted_at = -1
+
+    def showable(self, i: int, j: int) -> bool:
+        """Whether a pair may show both images (neither is :attr:`hidden`)."""
+        return i not in self.hidden and j not in self.hidden
 
     def was_shown(self, voter: Hashable, i: int, j: int) -> bool:
         """Whether this voter has already been shown the pair {i, j}."""

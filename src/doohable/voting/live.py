@@ -40,6 +40,7 @@ REFIT_MIN_INTERVAL_S = 2.0  # the scheduler's background BT refit runs at most t
 REBUILD_AFTER_UNDO_S = 30.0  # an undo makes the scheduler's state rebuild, at most this often
 RECHECK_S = 2.0  # how often a process checks for new images and a new scheduler setting
 MAX_EXTEND = 500  # more new images than this at once: rebuild the state instead of extending it
+MAX_HIDDEN = 0.25  # more than this share of the state no longer showable: rebuild it
 
 _VOTES, _RATINGS = Vote.__table__, Rating.__table__
 assert isinstance(_VOTES, Table) and isinstance(_RATINGS, Table)
@@ -104,27 +105,36 @@ class Live:
         return live
 
     def extend(self, session: Session, signature: tuple[int, int, int]) -> bool:
-        """Add the images that became showable, without replaying the log, when that is exact:
-        every image of the state is still showable and no vote names a new one (else False: the
-        caller rebuilds). A new image enters at the prior (the model's estimate, if any)."""
-        images = _showable(session)
-        new = [img for img in images if img.id not in self.index]
-        if len(images) - len(new) != len(self.images) or not new or len(new) > MAX_EXTEND:
+        """Follow a change of the showable images without replaying the log: images that left
+        are hidden (their votes keep counting; pairs no longer show them), new ones are added at
+        the prior (the model's estimate, if any). False, and the caller rebuilds, when more than
+        :data:`MAX_HIDDEN` of the state would be hidden, more than :data:`MAX_EXTEND` images are
+        new, or a vote already names a new image."""
+        showable = {img.id: img for img in _showable(session)}
+        new = [img for i, img in showable.items() if i not in self.index]
+        hidden = {k for i, k in self.index.items() if i not in showable}
+        if len(new) > MAX_EXTEND or len(hidden) > MAX_HIDDEN * (len(self.images) + len(new)):
             return False
         new_ids = [img.id for img in new]
-        if session.scalar(select(func.count()).select_from(Vote)
-                          .where(or_(Vote.left_id.in_(new_ids), Vote.right_id.in_(new_ids)))):
+        if new_ids and session.scalar(select(func.count()).select_from(Vote)
+                                      .where(or_(Vote.left_id.in_(new_ids), Vote.right_id.in_(new_ids)))):
             return False
+        scores = None
+        if new and self.state.prior is not None:
+            scores = prior_scores(session, [img.id for img in self.images] + new_ids)
         with self.lock:
-            scores = None
-            if self.state.prior is not None:
-                scores = prior_scores(session, [img.id for img in self.images] + new_ids)
-            self.state.add_items(len(new), scores)
+            if new:
+                self.state.add_items(len(new), scores)
             for img in new:
                 self.index[img.id] = len(self.images)
                 self.images.append(img)
+            self.state.hidden = hidden
             self.signature = signature
         return True
+
+    def showable_indices(self) -> list[int]:
+        """Indices of the images pairs may show."""
+        return [k for k in range(len(self.images)) if k not in self.state.hidden]
 
     def stale(self, now: float) -> bool:
         """An undo arrived long enough ago that the state must be rebuilt."""
@@ -173,9 +183,10 @@ class Live:
         threading.Thread(target=work, name="doohable-bt-refit", daemon=True).start()
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) of every shown image's rating, copied under the lock."""
+        """(mean, std) of every showable image's rating, copied under the lock."""
         with self.lock:
-            return self.state.mean.copy(), np.sqrt(self.state.var)
+            keep = self.showable_indices() if self.state.hidden else slice(None)
+            return self.state.mean[keep].copy(), np.sqrt(self.state.var[keep])
 
 
 _live: dict[str, Live] = {}

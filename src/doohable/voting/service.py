@@ -96,7 +96,7 @@ def next_pair(
             # scheduler bug must not stop voting. Either way: a uniformly random pair.
             if not isinstance(e, NoPairAvailable):
                 log.warning("scheduler %s failed (%s); random pair instead", live.name, e)
-            i, j = (int(x) for x in rng.choice(len(live.images), 2, replace=False))
+            i, j = (int(x) for x in rng.choice(live.showable_indices(), 2, replace=False))
         if rng.random() < 0.5:  # the side an image appears on never depends on the scheduler
             i, j = j, i
         left, right = live.images[i], live.images[j]
