@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,41 @@ def test_active_warms_up_every_image_then_prefers_informative_pairs() -> None:
     a, b = np.triu_indices(50, 1)
     every = sch.pair_information(state.mean[a] - state.mean[b], state.var[a] + state.var[b])
     assert gain >= np.quantile(every, 0.9)  # near the best of all 1,225 pairs, without scanning them
+
+
+@pytest.mark.parametrize("name", ["active", "threshold"])
+def test_a_model_prior_shortens_the_warm_up_and_refits_sooner(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def state_after_one_round(slope: float | None) -> RatingState:
+        state = RatingState(8)
+        if slope is not None:
+            state.set_prior(np.linspace(-1.0, 1.0, 8))
+            assert state.prior is not None
+            state.prior = replace(state.prior, b=slope)  # as a refit learns it from votes
+        for a, b in ((0, 1), (2, 3), (4, 5), (6, 7), (0, 2)):  # every image once, 0 and 2 twice
+            state.record(a, b, 1.0, 0)
+        return state
+
+    warm_ups = []
+    least = sch._least_compared
+    monkeypatch.setattr(sch, "_least_compared", lambda *a: warm_ups.append(1) or least(*a))
+    s = sch.create(name)
+    rng = np.random.default_rng(0)
+    s.next_pair(state_after_one_round(None), rng)
+    assert len(warm_ups) == 1  # without a model: still warming up (3 comparisons each)
+    s.next_pair(state_after_one_round(0.0), rng)
+    assert len(warm_ups) == 2  # nor with a model the votes gave no weight
+    s.next_pair(state_after_one_round(0.5), rng)
+    assert len(warm_ups) == 2  # a model that counts places every image: pairs by information
+
+    assert isinstance(s, sch.ActiveScheduler)
+    big, big_prior = RatingState(64), RatingState(64)
+    big_prior.set_prior(np.arange(64.0))
+    for st in (big, big_prior):
+        for t in range(4):
+            st.record(t, t + 1, 1.0, 0)
+    assert s.refit_due(big_prior) and not s.refit_due(big)  # 64 // 16 votes, against 64 // 4
 
 
 def test_threshold_focuses_on_images_near_the_cut() -> None:

@@ -53,33 +53,35 @@ def summary(points: list[Point], key: str) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0, help="seed of the first campaign")
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     t0 = time.time()
-    jobs = [(k, s, args.images) for s in range(args.seeds) for k in range(len(RUNS))]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(k, s, args.images) for s in seeds for k in range(len(RUNS))]
     got: dict[tuple[int, int], list[Point]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for k, s, pts in pool.map(one, jobs):
             got[k, s] = pts
             print(json.dumps({"run": RUNS[k][0], "seed": s, "points": [
                 [p.votes_per_image, p.pairwise_accuracy, p.top_third_precision] for p in pts]}), flush=True)
-    out: dict[str, Any] = {"seeds": args.seeds, "images": args.images, "runs": {}}
+    out: dict[str, Any] = {"seeds": list(seeds), "images": args.images, "runs": {}}
     for k, (label, *_rest) in enumerate(RUNS):
         curve = {}
-        for v in sorted({p.votes_per_image for p in got[k, 0]}):
-            at = [p for s in range(args.seeds) for p in got[k, s] if abs(p.votes_per_image - v) < 1e-9]
+        for v in sorted({p.votes_per_image for p in got[k, seeds[0]]}):
+            at = [p for s in seeds for p in got[k, s] if abs(p.votes_per_image - v) < 1e-9]
             curve[v] = {m: summary(at, m) for m in ("pairwise_accuracy", "top_third_precision")}
         out["runs"][label] = curve
     target = out["runs"]["report"][20.0]
     out["target"] = target
-    plain = {s: {p.votes_per_image: p.pairwise_accuracy for p in got[1, s]} for s in range(args.seeds)}
+    plain = {s: {p.votes_per_image: p.pairwise_accuracy for p in got[1, s]} for s in seeds}
     out["paired_vs_active"] = {}
     for k in (2, 3, 4):
         diffs = {}
         for v in sorted(out["runs"][RUNS[k][0]]):
-            d = [p.pairwise_accuracy - plain[s][v] for s in range(args.seeds) for p in got[k, s]
+            d = [p.pairwise_accuracy - plain[s][v] for s in seeds for p in got[k, s]
                  if abs(p.votes_per_image - v) < 1e-9]
             mean, (lo, hi) = mean_ci95(d)
             diffs[v] = {"mean": mean, "ci95": [lo, hi], "min": float(np.min(d))}

@@ -59,6 +59,11 @@ class ModelPrior:
         return np.asarray(self.a + self.b * self.scores, dtype=np.float64)
 
     @property
+    def informative(self) -> bool:
+        """Whether the model counts: its slope was learned away from 0 (see :meth:`m_step`)."""
+        return self.b != 0.0
+
+    @property
     def alpha(self) -> float:
         """Prior precision (1 / tau²)."""
         return 1.0 / self.tau2

@@ -178,13 +178,15 @@ class ReportScheduler(Scheduler):
 class ActiveScheduler(Scheduler):
     """The most informative pair under the Bradley–Terry posterior (the project's best).
 
-    1. Warm-up: until every image has ``warmup`` comparisons, pair the least-compared images.
+    1. Warm-up: until every image has ``warmup`` comparisons (``prior_warmup`` once the
+       ratings' model prior counts: the model already places each image), pair the
+       least-compared images.
     2. Then draw ``candidates`` images with probability proportional to their posterior
        variance, take for each the ``window`` images of closest rating on either side, and
        keep the pair of largest expected information gain (:func:`pair_information`).
        With probability ``explore`` the partner is a random image instead.
     3. Each vote updates the posterior online; a full (Crowd-)BT refit runs when the log
-       has grown by ``refit_growth`` since the last one.
+       has grown by ``refit_growth`` since the last one (:meth:`refit_due`).
     O(n) NumPy work per call at most (weights), never O(n^2).
     """
 
@@ -192,17 +194,24 @@ class ActiveScheduler(Scheduler):
     rating = "crowd"
 
     def __init__(self, warmup: int = 3, candidates: int = 8, window: int = 8, explore: float = 0.05,
-                 refit_growth: float = 0.15, crowd: bool = True) -> None:
+                 refit_growth: float = 0.15, crowd: bool = True, prior_warmup: int = 1) -> None:
         super().__init__()
         self.warmup, self.candidates, self.window, self.explore = warmup, candidates, window, explore
-        self.refit_growth, self.crowd = refit_growth, crowd
+        self.refit_growth, self.crowd, self.prior_warmup = refit_growth, crowd, prior_warmup
 
     def observe(self, state: RatingState, left: int, right: int, outcome: float, voter: Hashable = 0) -> None:
         """Record the vote; refit the whole model when the log has grown enough."""
         state.record(left, right, outcome, voter)
-        due = max(state.n_items // 4, int(self.refit_growth * state.votes_at_refit))
-        if state.n_votes - state.votes_at_refit >= due:
+        if self.refit_due(state):
             state.refit(crowd=self.crowd)
+
+    def refit_due(self, state: RatingState) -> bool:
+        """Whether the log has grown enough since the last refit: by ``refit_growth`` of it, and
+        by at least a quarter of the image count (a sixteenth with a model prior, whose weight
+        only a refit learns)."""
+        step = max(state.n_items // (16 if state.prior is not None else 4),
+                   int(self.refit_growth * state.votes_at_refit))
+        return state.n_votes - state.votes_at_refit >= step
 
     def _focus(self, state: RatingState) -> FloatArray:
         """Weight of each image as the first of the pair."""
@@ -216,7 +225,8 @@ class ActiveScheduler(Scheduler):
                  ) -> Pair | None:
         c = state.counts
         cmin = int(c.min())
-        if cmin < self.warmup:
+        model_counts = state.prior is not None and state.prior.informative
+        if cmin < (self.prior_warmup if model_counts else self.warmup):
             return _least_compared(state, rng, cmin)
         focus = self._focus(state)
         firsts = np.unique(_sample(rng, focus, self.candidates))

@@ -19,7 +19,7 @@ from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from doohable.ranking import scheduler as schedulers
-from doohable.ranking.scheduler import Scheduler
+from doohable.ranking.scheduler import ActiveScheduler, Scheduler
 from doohable.ranking.state import RatingState
 from doohable.ranking.votes import IdIndex, LogRow, comparisons_from_log, outcome_of
 from doohable.store.models import Image, Rating, Setting, Vote
@@ -154,15 +154,14 @@ class Live:
             self.refit_in_background()
 
     def refit_due(self) -> bool:
-        """The scheduler's own rule (``refit_growth``: refit when the log grew enough), at most
-        every :data:`REFIT_MIN_INTERVAL_S`; between refits each vote updates the posterior online."""
-        growth = getattr(self.scheduler, "refit_growth", None)
-        if growth is None or self.refitting:  # random / report schedulers need no posterior
+        """The scheduler's own rule (:meth:`ActiveScheduler.refit_due`: refit when the log grew
+        enough), at most every :data:`REFIT_MIN_INTERVAL_S`; between refits each vote updates the
+        posterior online."""
+        if not isinstance(self.scheduler, ActiveScheduler) or self.refitting:  # random / report: no posterior
             return False
         if time.monotonic() - self.refitted_at < REFIT_MIN_INTERVAL_S:
             return False
-        st = self.state
-        return bool(st.n_votes - st.votes_at_refit >= max(st.n_items // 4, int(growth * st.votes_at_refit)))
+        return self.scheduler.refit_due(self.state)
 
     def refit_in_background(self) -> None:
         """Refit BT on a snapshot in a thread, then adopt it: a refit (O(n^3) for the posterior
