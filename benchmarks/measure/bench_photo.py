@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from photo_features import BACKBONES, POLICIES, features
+from photo_features import BACKBONES, POLICIES, cached, features
 
 from doohable import datasets
 from doohable.model import photo
@@ -91,12 +91,9 @@ def inference_ms(backbone: str, size: int, *, batch: int = 16, runs: int = 5) ->
 def brisque_matrix(labels: photo.PhotoLabels, cache: Path) -> np.ndarray:
     from brisque_features import brisque_features
 
-    f = cache / f"brisque-{len(labels)}.npz"
-    if f.is_file():
-        return np.load(f)["x"]
-    x = np.stack([brisque_features(p) for p in labels.paths])
-    np.savez(f, x=x)
-    return x
+    return cached(
+        cache / f"brisque-{len(labels)}.npz", lambda: np.stack([brisque_features(p) for p in labels.paths])
+    )
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Used by bench_photo.py and make_photo_model.py; features are kept as .npz in a c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,21 @@ def features(labels: photo.PhotoLabels, backbone: str, policy: str, cache: Path)
     ``a+b`` concatenates the features of backbones ``a`` and ``b`` (each cached on its own)."""
     if "+" in backbone:
         return np.concatenate([features(labels, b, policy, cache) for b in backbone.split("+")], axis=1)
-    f = cache / f"feat-{backbone}-{policy}-{len(labels)}.npz"
+    return cached(
+        cache / f"feat-{backbone}-{policy}-{len(labels)}.npz",
+        lambda: photo.extract(photo.multilevel(backbone), crops(labels, policy)),
+    )
+
+
+def cached(f: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array kept in ``f``, or ``compute()``'s, kept there first (written whole, then renamed)."""
     if f.is_file():
         return np.load(f)["x"]
-    net = photo.multilevel(backbone)
-    x = photo.extract(net, crops(labels, policy))
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(f.with_suffix(".tmp.npz"), x=x)
-    f.with_suffix(".tmp.npz").replace(f)
+    x = compute()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x)
+    tmp.replace(f)
     return x
 
 

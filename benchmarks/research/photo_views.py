@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from photo_features import crops, features
+from photo_features import cached, crops, features
 
 from doohable import datasets
 from doohable.model import photo
@@ -32,13 +32,13 @@ from doohable.model import photo_train as pt
 
 def mirrored(labels: photo.PhotoLabels, cache: Path) -> np.ndarray:
     """EfficientNet-Lite0 features of each whole photo's mirror image (cached)."""
-    f = cache / f"feat-efficientnet_lite0-native-full500-mirror-{len(labels)}.npz"
-    if f.is_file():
-        return np.load(f)["x"]
-    px = np.ascontiguousarray(crops(labels, "native-full500")[:, :, ::-1])
-    x = photo.extract(photo.multilevel("efficientnet_lite0"), px)
-    np.savez(f, x=x)
-    return x
+    return cached(
+        cache / f"feat-efficientnet_lite0-native-full500-mirror-{len(labels)}.npz",
+        lambda: photo.extract(
+            photo.multilevel("efficientnet_lite0"),
+            np.ascontiguousarray(crops(labels, "native-full500")[:, :, ::-1]),
+        ),
+    )
 
 
 def main() -> None:
