@@ -29,6 +29,8 @@ from doohable.store.models import Image, Score
 from scoring_fixtures import brightness_model
 from server_support import free_port
 
+pytestmark = pytest.mark.slow  # fault servers, a full disk, subprocesses: the whole suite runs them
+
 DOOHABLE = str(Path(sys.executable).with_name("doohable"))
 
 

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from doohable.config import Settings
 from doohable.store.db import get_engine, session_scope
 from doohable.store.users import user_for_token
+
+pytestmark = pytest.mark.slow  # real subprocesses: the whole suite runs them
 
 DOOHABLE = str(Path(sys.executable).with_name("doohable"))
 

@@ -25,7 +25,7 @@ from scoring_fixtures import brightness_model, expected_score, jpeg_of_gray
 from server_support import serve_in_thread
 from voting_support import add_images
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SIZES = {"desktop": (1366, 900), "phone": (390, 844)}

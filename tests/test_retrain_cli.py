@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -16,6 +17,8 @@ from doohable.store.db import get_engine, session_scope
 from doohable.store.models import Score
 from doohable.voting.prior import prior_model
 from loop_support import vote_collection
+
+pytestmark = pytest.mark.slow  # a whole retrain per test: the whole suite runs them
 
 
 def test_split_and_agreement() -> None:
