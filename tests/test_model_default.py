@@ -77,9 +77,16 @@ def test_fit_recovers_the_coefficients_of_each_kind_of_image() -> None:
 
 
 def test_gate_opens_on_a_portrait_that_fills_the_frame_only() -> None:
-    crops = np.stack([prepare_image(i, 224) for i in (portrait(), Image.fromarray(skd.astronaut()),
-                                                      Image.fromarray(skd.chelsea()))])
-    assert FaceGate()(crops).tolist() == [True, False, False]
+    images = (portrait(), Image.fromarray(skd.astronaut()), Image.fromarray(skd.chelsea()))
+    crops = np.stack([prepare_image(i, 224) for i in images])
+    gate = FaceGate()
+    assert gate(crops).tolist() == [True, False, False]
+    # straight from the image at 112 px, as the scorer runs it: the same decisions, the same face
+    boxes = [gate.box(i, 224) for i in images]
+    assert [b is not None for b in boxes] == [True, False, False]
+    found = gate.boxes(crops[:1])[0]
+    assert max(abs(boxes[0].left() - found.left()), abs(boxes[0].top() - found.top()),
+               abs(boxes[0].right() - found.right()), abs(boxes[0].bottom() - found.bottom())) <= 4
 
 
 def test_combined_scorer_gives_the_parts_and_their_combination(combination: Path) -> None:
@@ -88,7 +95,8 @@ def test_combined_scorer_gives_the_parts_and_their_combination(combination: Path
     gray = Image.new("RGB", (300, 200), (120,) * 3)
     batch = scorer.stack([scorer.prepare(i) for i in (portrait(), gray)])
     scores, parts = scorer.score_parts(batch)
-    face_alone = scorer.face.score(batch[:1])[0]
+    assert batch.faces is not None and len(batch.faces) == 1  # only the portrait's face input is made
+    face_alone = scorer.face.score(batch.faces)[0]
     assert parts["photo"][1] == pytest.approx(expected_score(120), abs=0.02)
     assert np.isnan(parts["face"][1]) and parts["face"][0] == pytest.approx(face_alone, abs=1e-5)
     assert scores[0] == pytest.approx(0.5 + 0.6 * face_alone + 0.3 * parts["photo"][0], abs=1e-4)

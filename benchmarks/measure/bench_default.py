@@ -47,7 +47,13 @@ from doohable import datasets
 from doohable.batch import prepare_bytes
 from doohable.images import decode
 from doohable.model.default import FaceGate
-from doohable.model.preprocess import center_crop, decode_side, prepare_image, prepare_short_side
+from doohable.model.preprocess import (
+    RESIZE_POLICY,
+    center_crop,
+    decode_side,
+    prepare_image,
+    prepare_short_side,
+)
 from doohable.model.runtime import Scorer, load_scorer
 
 SCUT = datasets.scut_fbp5500()
@@ -129,9 +135,13 @@ def bench_parts(datas: dict[str, list[bytes]], photo: Scorer | None) -> dict[str
         r["decode_draft_resize"], crops = cpu_ms(
             lambda b=blobs: np.stack([prepare_bytes(d, selfie) for d in b]), n
         )
-        gate(crops[:1])  # the detector is built on first use: not counted
-        r["gate"], opened = cpu_ms(lambda c=crops: gate(c), n)
-        r["gate_open_share"] = float(np.mean(opened))
+        size = selfie.input_size  # the gate draws the face crop's region at 112 px from the decoded image
+        scorer = photo if photo is not None else selfie
+        side = decode_side(scorer.metadata.get("resize_policy", RESIZE_POLICY), scorer.input_size)
+        imgs = [decode(d, draft=(side, side)).image for d in blobs]
+        gate.box(imgs[0], size)  # the detector is built on first use: not counted
+        r["gate"], boxes = cpu_ms(lambda i=imgs, k=size: [gate.box(x, k) for x in i], n)
+        r["gate_open_share"] = float(np.mean([b is not None for b in boxes]))
         batches = [crops[i : i + 8] for i in range(0, n, 8)]
         r["selfie_cnn_ensemble"], _ = cpu_ms(
             lambda b=batches: [selfie._session.run(["score"], {"image": x}) for x in b], n

@@ -35,7 +35,6 @@ from doohable import datasets
 from doohable.model import photo
 from doohable.model import photo_train as pt
 from doohable.model.default import load_combined
-from doohable.model.preprocess import prepare_image
 
 OOF = Path(__file__).resolve().parents[1] / "results" / "gpu-ensemble5" / "oof_selfie_stack.json"
 
@@ -45,7 +44,7 @@ def gate_and(cs: Any, paths: list[Path], score: Any, batch: int = 32) -> tuple[n
     gates, scores = [], []
     for i in range(0, len(paths), batch):
         imgs = [Image.open(p).convert("RGB") for p in paths[i : i + batch]]
-        gates.append(cs.gate(np.stack([prepare_image(im, cs.face_size) for im in imgs])))
+        gates.append(np.array([cs.gate.box(im, cs.face_size) is not None for im in imgs], bool))
         scores.append(score(imgs))
     return np.concatenate(gates), np.concatenate(scores)
 

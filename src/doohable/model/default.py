@@ -3,9 +3,10 @@
 Per image:
 
 1. the photo part: the ``photo`` model's score (technical quality, 1-5);
-2. the gate: dlib's HOG face detector on the face model's prepared crop shrunk to
-   ``gate_side`` px (112: a few ms), without upsampling, so it finds only faces at least ~65 %
-   as wide as the crop: a portrait that fills the frame;
+2. the gate: dlib's HOG face detector on the face model's crop drawn at ``gate_side`` px
+   straight from the image (112: a few ms), without upsampling, so it finds only faces at
+   least ~65 % as wide as the crop: a portrait that fills the frame; the face model's own
+   input is prepared only where the gate opens;
 3. the face part, only where the gate opens: the ``selfie`` model's score (its CNN ensemble and
    face branch), its face branch aligning the face the gate found (scaled to the crop; its
    mirror image's face: the box mirrored) instead of detecting it again (dlib's HOG upsampled
@@ -33,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from doohable.model.face.embed import frontal_face_detector, largest, scale_box
-from doohable.model.preprocess import RESIZE_POLICY, prepare_image
+from doohable.model.preprocess import RESIZE_POLICY, prepare_image, resize_side, resized_crop
 from doohable.model.runtime import (
     BUNDLED_DIR,
     Scorer,
@@ -130,7 +131,7 @@ def fit_combination(
 
 class FaceGate:
     """Is there a face at least ~65 % as wide as the crop? dlib's HOG detector on the crop
-    shrunk to ``side`` px, without upsampling (its smallest face is ~80 px)."""
+    drawn at ``side`` px, without upsampling (its smallest face is ~80 px)."""
 
     def __init__(self, side: int = GATE_SIDE) -> None:
         self.side = int(side)
@@ -142,25 +143,56 @@ class FaceGate:
         return np.array([b is not None for b in self.boxes(crops)], bool)
 
     def boxes(self, crops: np.ndarray) -> list[Any]:
-        """uint8 (N, S, S, 3) crops -> each crop's largest face found (a dlib rectangle in the
-        crop's pixels), or None where the gate stays shut."""
-        out: list[Any] = []
+        """uint8 (N, S, S, 3) crops -> each crop's largest face found on it shrunk to ``side``
+        px (a dlib rectangle in the crop's pixels), or None where the gate stays shut."""
+        return [
+            self.detect(Image.fromarray(c).resize((self.side, self.side), Image.Resampling.BILINEAR),
+                        c.shape[1])
+            for c in crops
+        ]
+
+    def box(self, img: Image.Image, crop: int) -> Any:
+        """The face part's prepared crop of ``img`` (``crop`` px, :func:`prepare_image`) ->
+        its largest face, found on the same region drawn at ``side`` px in one resample (the
+        crop itself is never made), in the crop's pixels; None where the gate stays shut."""
+        outer = round(resize_side(crop) * self.side / crop)
+        return self.detect(Image.fromarray(resized_crop(img, (outer, outer), self.side)), crop)
+
+    def detect(self, small: Image.Image, crop: int) -> Any:
+        """The largest face on ``small`` (``side`` px) scaled to a ``crop`` px crop, or None."""
         with self._lock:
             if self._detector is None:
                 self._detector = frontal_face_detector()
-            for crop in crops:
-                small = Image.fromarray(crop).resize((self.side, self.side), Image.Resampling.BILINEAR)
-                box = largest(self._detector(np.asarray(small), 0))
-                out.append(None if box is None else scale_box(box, crop.shape[1] / self.side))
-        return out
+            box = largest(self._detector(np.asarray(small), 0))
+        return None if box is None else scale_box(box, crop / self.side)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image's inputs to the default scorer: the photo part's, the gate's face box (None:
+    no portrait) and, only where the gate opened, the face part's."""
+
+    photo: np.ndarray
+    box: Any = None
+    face: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Prepared images stacked: the photo inputs (N, ...), each image's face box or None, and
+    the face inputs of the images with a box, in order ((K, S, S, 3); None when K = 0)."""
+
+    photo: np.ndarray
+    boxes: list[Any]
+    faces: np.ndarray | None
 
 
 @dataclass
 class CombinedScorer:
     """The default scorer (module docstring); the same interface as :class:`Scorer`, plus
-    :meth:`score_parts`. Its prepared input is the pair (photo input, face input), one array
-    when both models share the resize policy and size. The face model is loaded when the gate
-    first opens (or by :meth:`warm`): a folder without portraits never pays for it."""
+    :meth:`score_parts`. Its prepared input is a :class:`Prepared` (the gate runs while
+    preparing). The face model is loaded when the gate first opens (or by :meth:`warm`): a
+    folder without portraits never pays for it."""
 
     name: str
     version: str
@@ -209,28 +241,28 @@ class CombinedScorer:
         policy = self.photo.metadata.get("resize_policy", RESIZE_POLICY)
         return (self.photo.input_size, policy) == self.combination.face_input
 
-    def prepare(self, img: Image.Image) -> Any:
-        """PIL image -> the photo model's input and the face model's (one array when shared)."""
-        if self.shared_input:
-            return self.photo.prepare(img)
-        return self.photo.prepare(img), prepare_image(img, self.face_size)
+    def prepare(self, img: Image.Image) -> Prepared:
+        """PIL image -> the photo model's input, the gate's box and, where it opened, the face
+        model's input (the photo input itself when both models share the resize policy and size)."""
+        photo_in = self.photo.prepare(img)
+        box = self.gate.box(img, self.face_size)
+        if box is None:
+            return Prepared(photo_in)
+        return Prepared(photo_in, box, photo_in if self.shared_input else prepare_image(img, self.face_size))
 
-    def stack(self, prepared: list[Any]) -> Any:
+    def stack(self, prepared: list[Prepared]) -> Batch:
         """Prepared images -> a batch for :meth:`score`."""
-        if self.shared_input:
-            return np.stack(prepared)
-        return np.stack([p[0] for p in prepared]), np.stack([p[1] for p in prepared])
+        faces = [p.face for p in prepared if p.face is not None]  # exactly those with a box
+        return Batch(np.stack([p.photo for p in prepared]), [p.box for p in prepared],
+                     np.stack(faces) if faces else None)
 
-    def score_parts(self, batch: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score_parts(self, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A batch -> ((N,) scores, {"photo": (N,), "face": (N,) NaN where no portrait})."""
-        photo_in, face_in = (batch, batch) if self.shared_input else batch
-        photo = self.photo.score(photo_in).astype(np.float64)
+        photo = self.photo.score(batch.photo).astype(np.float64)
         face = np.full(len(photo), np.nan)
-        boxes = self.gate.boxes(face_in)
-        portrait = np.array([b is not None for b in boxes], bool)
-        if portrait.any():  # the face part aligns the faces the gate found (no second detection)
-            face[portrait] = self.face.score(np.ascontiguousarray(face_in[portrait]),
-                                             [b for b in boxes if b is not None])
+        portrait = np.array([b is not None for b in batch.boxes], bool)
+        if batch.faces is not None:  # the face part aligns the faces the gate found (no second detection)
+            face[portrait] = self.face.score(batch.faces, [b for b in batch.boxes if b is not None])
         return self.combination.combine(photo, face), {"photo": photo, "face": face}
 
     def score(self, batch: Any) -> np.ndarray:
