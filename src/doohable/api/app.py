@@ -41,10 +41,10 @@ def body_limit(settings: Settings, path: str) -> int:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the scorer at start-up (a missing model only disables scoring: 503, not the app);
     while the app serves, give the C heap's free pages back every minute (doohable.malloc)."""
-    from doohable.batch import default_workers
+    from doohable.api.routers.score import score_slots
 
     services: Services = app.state.services
-    app.state.score_slots = anyio.CapacityLimiter(default_workers())  # see api/routers/score.py
+    score_slots(app.state)
     reason = await run_in_threadpool(services.warm_scorer)
     if reason is not None:  # pragma: no cover - depends on the install
         log.warning("scoring disabled: %s", reason)

@@ -271,7 +271,7 @@ def vote_pairs_from_db(session: Any) -> VotePairs:
         if r.winner_id is None:
             continue
         w.append(r.winner_id)
-        lo.append(r.right_id if r.winner_id == r.left_id else r.left_id)
+        lo.append(r.loser_id)
     return VotePairs(np.asarray(w, np.int64), np.asarray(lo, np.int64))
 
 

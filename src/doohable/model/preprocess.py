@@ -79,7 +79,5 @@ def prepare_short_side(img: Image.Image, short_side: int, size: int) -> np.ndarr
     Quality models see pixels near the training photos' scale, so blur and noise survive.
     """
     w, h = img.size
-    if min(w, h) == short_side:
-        return resized_crop(img, (w, h), size)
-    k = short_side / min(w, h)
+    k = short_side / min(w, h)  # 1: the image is cropped as it is (resized_crop resamples nothing)
     return resized_crop(img, (max(size, round(w * k)), max(size, round(h * k))), size)

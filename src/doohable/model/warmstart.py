@@ -136,8 +136,9 @@ class Votes:
 
 def votes_of(rows: Sequence[LogRow], position: dict[int, int]) -> Votes:
     """The decisive votes among ``rows`` between images that have a position (ties left out)."""
-    pairs = [(position[r.winner_id], position[r.right_id if r.winner_id == r.left_id else r.left_id])
-             for r in rows if r.winner_id is not None and r.left_id in position and r.right_id in position]
+    pairs = [(position[w], position[lo]) for r in rows
+             if (w := r.winner_id) is not None and (lo := r.loser_id) is not None
+             and w in position and lo in position]
     arr = np.asarray(pairs, dtype=int).reshape(-1, 2)
     return Votes(arr[:, 0], arr[:, 1])
 

@@ -91,7 +91,7 @@ def vote_agreement(scores: dict[int, float], votes: Sequence[LogRow]) -> tuple[f
     for r in votes:
         if r.winner_id is None:
             continue
-        loser = r.right_id if r.winner_id == r.left_id else r.left_id
+        loser = r.loser_id
         if r.winner_id in scores and loser in scores:
             w, lo = scores[r.winner_id], scores[loser]
             hits += 1.0 if w > lo else 0.5 if w == lo else 0.0

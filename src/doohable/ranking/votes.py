@@ -63,6 +63,13 @@ class LogRow:
     undoes_vote_id: int | None
     voter_id: int = 0
 
+    @property
+    def loser_id(self) -> int | None:
+        """The image that lost (None for a tie)."""
+        if self.winner_id is None:
+            return None
+        return self.right_id if self.winner_id == self.left_id else self.left_id
+
 
 def effective(rows: Iterable[LogRow]) -> list[LogRow]:
     """The rows that count: votes (ties included) that are not undone; undo rows left out."""

@@ -36,12 +36,18 @@ MAX_BATCH = 64
 router = APIRouter(prefix="/score", tags=["score"])
 
 
-def _score_slot(request: Request) -> AbstractAsyncContextManager[Any]:
-    """One of the app's scoring slots (as many as cores), waited for on the event loop."""
-    slots = getattr(request.app.state, "score_slots", None)
-    if slots is None:  # made on the event loop, at the first scoring request
-        slots = request.app.state.score_slots = anyio.CapacityLimiter(default_workers())
+def score_slots(state: Any) -> anyio.CapacityLimiter:
+    """The app's scoring slots (as many as cores) on its ``state``, made once on the event loop:
+    by the app's lifespan, or by the first scoring request of an app run without one."""
+    slots = getattr(state, "score_slots", None)
+    if slots is None:
+        slots = state.score_slots = anyio.CapacityLimiter(default_workers())
     return slots
+
+
+def _score_slot(request: Request) -> AbstractAsyncContextManager[Any]:
+    """One of the app's scoring slots, waited for on the event loop."""
+    return score_slots(request.app.state)
 
 
 class ScoreOut(BaseModel):
