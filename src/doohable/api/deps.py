@@ -176,7 +176,7 @@ def absolute_url(request: Request, path: str) -> str:
     return str(request.base_url).rstrip("/") + path
 
 
-def scorer_for(services: Services) -> ScorerLike:
+def scorer_or_503(services: Services) -> ScorerLike:
     """The app's scorer, else 503 (no model can be loaded). Call it once the request is known
     to be well formed: a malformed request gets its 4xx even on a server without a model."""
     try:

@@ -132,7 +132,7 @@ def moderate_stored(
     """Moderate stored images (all, or ``image_ids``) through the moderation service
     (:func:`~doohable.moderation_service.moderate_ingested`) with scorer ``model`` (None: the
     configured one), under a progress bar; return its report as a JSON-ready dict. Used by
-    ``score --ingested``, ``ingest --moderate`` and ``retrain``'s promotion."""
+    ``score --ingested`` and ``ingest --moderate``."""
     from doohable.moderation_service import moderate_ingested, scorer_for
     from doohable.services import NO_MODEL_ERRORS, Services
 

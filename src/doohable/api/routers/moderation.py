@@ -21,7 +21,7 @@ from doohable.api.deps import (
     ServicesDep,
     SessionDep,
     absolute_url,
-    scorer_for,
+    scorer_or_503,
 )
 from doohable.services import Services
 from doohable.signing import image_url
@@ -32,7 +32,7 @@ router = APIRouter(prefix="/moderation", tags=["moderation"])
 
 def model_name(services: Services) -> tuple[str, str | None]:
     """Name and version of the serving model, whose scores order the queue (503 without one)."""
-    scorer = scorer_for(services)
+    scorer = scorer_or_503(services)
     return scorer.name, scorer.version
 
 

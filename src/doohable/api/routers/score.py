@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from doohable.api.deps import MAX_ID, ServicesDep, VoterDep, in_transaction, scorer_for
+from doohable.api.deps import MAX_ID, ServicesDep, VoterDep, in_transaction, scorer_or_503
 from doohable.batch import Parts, ScorerLike, default_workers, prepare_bytes
 from doohable.config import Settings
 from doohable.images import ImageError, decode
@@ -118,7 +118,7 @@ def _scorer(services: Services, data: bytes) -> ScorerLike:
             decode(data, draft=(256, 256))
         except ImageError as e:
             raise _image_error(e, len(data), services.settings) from e
-    return scorer_for(services)
+    return scorer_or_503(services)
 
 
 def _score_one(
@@ -233,7 +233,7 @@ def _score_many(
 ) -> BatchOut:
     """Each item's score or its own error; the whole batch is a 503 without a model (the
     request itself is well formed by now)."""
-    settings, scorer = services.settings, scorer_for(services)
+    settings, scorer = services.settings, scorer_or_503(services)
     sources: list[tuple[str, Any]] = (
         [("file", f) for f in files] + [("id", i) for i in ids] + [("url", u) for u in urls]
     )
