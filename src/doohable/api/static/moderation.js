@@ -167,18 +167,22 @@
   }
 
   let timer = null;
+  let asked = 0; // previews asked for: only the newest one's answer is shown
   function preview() {
     clearTimeout(timer);
     timer = setTimeout(async () => {
       if (draft === null) return;
+      const at = draft;
+      const mine = ++asked;
       try {
-        const p = await api("/api/v1/moderation/preview?threshold=" + encodeURIComponent(draft));
+        const p = await api("/api/v1/moderation/preview?threshold=" + encodeURIComponent(at));
+        if (mine !== asked) return; // the threshold moved while this answer was on its way
         const off = policy && policy.threshold === null ? "Auto-approval is off. " : "";
-        $("preview").textContent = `${off}At ${fmt(draft)}: ${p.would_approve} pending ${ui.plural(p.would_approve, "image")} ` +
+        $("preview").textContent = `${off}At ${fmt(at)}: ${p.would_approve} pending ${ui.plural(p.would_approve, "image")} ` +
           `would be auto-approved; of ${p.decided} decided, ${p.false_approvals} rejected ` +
           `${ui.plural(p.false_approvals, "one")} would have been approved and ${p.missed_approvals} approved ` +
           `${ui.plural(p.missed_approvals, "one")} missed.`;
-      } catch (e) { $("preview").textContent = e.message; }
+      } catch (e) { if (mine === asked) $("preview").textContent = e.message; }
     }, 120);
   }
 
