@@ -79,13 +79,18 @@
     $("queue").children[current]?.scrollIntoView({ block: "nearest" });
   }
 
+  let loads = 0; // queue loads asked for: only the newest one's answer is shown
   async function load() {
+    const mine = ++loads;
     try {
-      statusShown = new FormData($("filters")).get("status") || "pending";
-      items = await api("/api/v1/moderation/queue?" + query());
+      const shown = new FormData($("filters")).get("status") || "pending";
+      const got = await api("/api/v1/moderation/queue?" + query());
+      if (mine !== loads) return; // the filters changed while this answer was on its way
+      statusShown = shown;
+      items = got;
       select(0, true);
       render();
-    } catch (e) { say(e.message); }
+    } catch (e) { if (mine === loads) say(e.message); }
   }
 
   // one decision per card: a card being decided is out of the list at once; a card that came
