@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from skimage import data as skd
 
-from doohable.model.default import Combination, FaceGate, fit_combination, load_combined
+from doohable.model.default import Combination, FaceGate, choose_gate_threshold, fit_combination, load_combined
 from doohable.model.load import default_name, load_any
 from doohable.model.preprocess import prepare_image
 from doohable.model.runtime import BUNDLED_DIR, Scorer
@@ -87,6 +87,35 @@ def test_gate_opens_on_a_portrait_that_fills_the_frame_only() -> None:
     found = gate.boxes(crops[:1])[0]
     assert max(abs(boxes[0].left() - found.left()), abs(boxes[0].top() - found.top()),
                abs(boxes[0].right() - found.right()), abs(boxes[0].bottom() - found.bottom())) <= 4
+
+
+def test_gate_threshold_opens_exactly_where_the_best_detection_scores_enough() -> None:
+    # the astronaut's face turned and cut more and more: detector scores from high to none
+    base = portrait()
+    images = [base.rotate(a, resample=Image.Resampling.BILINEAR) for a in (0, 10, 20, 30, 45)]
+    images += [base.crop((0, 0, 180, w)).resize((180, 180)) for w in (120, 90)]
+    gate = FaceGate()
+    best = np.array([gate.best_score(i, 224) for i in images])
+    assert best.max() > 0.5 and (best < 0).any()  # both sides of dlib's own threshold
+    for t in (0.0, -0.2, -0.5):
+        strict = FaceGate(threshold=t)
+        assert [strict.box(i, 224) is not None for i in images] == (best >= t).tolist()
+
+
+def test_gate_threshold_is_chosen_by_balanced_accuracy_and_kept_in_the_json(tmp_path: Path) -> None:
+    faces = np.array([1.0, 0.5, -0.15, -0.15, -np.inf])
+    others = np.array([-np.inf] * 10 + [-0.45, 0.3])
+    # balanced accuracy: 0 and -0.1: (2/5 + 11/12) / 2; -0.2 to -0.4: (4/5 + 11/12) / 2, the best;
+    # -0.5 and -0.6: (4/5 + 10/12) / 2. Of the equals, the strictest
+    assert choose_gate_threshold(faces, others) == -0.2
+    comb = Combination(gate_threshold=-0.3)
+    assert Combination.load(comb.save(tmp_path / "c.json")).gate_threshold == -0.3
+    doc = json.loads((tmp_path / "c.json").read_text())
+    del doc["gate_threshold"]  # a file written before the threshold existed: dlib's default
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    assert Combination.load(tmp_path / "old.json").gate_threshold == 0.0
+    with pytest.raises(ValueError, match="gate_threshold"):
+        Combination(gate_threshold=-3.0)
 
 
 def test_combined_scorer_gives_the_parts_and_their_combination(combination: Path) -> None:

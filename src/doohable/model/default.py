@@ -5,8 +5,10 @@ Per image:
 1. the photo part: the ``photo`` model's score (technical quality, 1-5);
 2. the gate: dlib's HOG face detector on the face model's crop drawn at ``gate_side`` px
    straight from the image (112: a few ms), without upsampling, so it finds only faces at
-   least ~65 % as wide as the crop: a portrait that fills the frame; the face model's own
-   input is prepared only where the gate opens;
+   least ~65 % as wide as the crop: a portrait that fills the frame; a detection counts from
+   the detector score ``gate_threshold`` (fitted on faces and other photos,
+   :func:`choose_gate_threshold`); the face model's own input is prepared only where the gate
+   opens;
 3. the face part, only where the gate opens: the ``selfie`` model's score (its CNN ensemble and
    face branch), its face branch aligning the face the gate found (scaled to the crop; its
    mirror image's face: the box mirrored) instead of detecting it again (dlib's HOG upsampled
@@ -48,6 +50,9 @@ PHOTO_MODEL = "photo"  # the photo part's bundled model
 FACE_MODEL = "selfie"  # the face part's bundled model
 FORMAT = "doohable-default-1"
 GATE_SIDE = 112
+# detector score from which the gate opens (dlib's own default: 0), and the grid it is chosen from
+GATE_THRESHOLD = 0.0
+GATE_GRID = (0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.6)
 COMBINATION_PATH = BUNDLED_DIR / f"{NAME}.json"
 
 
@@ -66,12 +71,15 @@ class Combination:
     scale: tuple[float, float] = (1.0, 5.0)
     fitted: dict[str, Any] = field(default_factory=dict)
     face_input: tuple[int, str] = (224, RESIZE_POLICY)
+    gate_threshold: float = GATE_THRESHOLD
 
     def __post_init__(self) -> None:
         if len(self.portrait) != 3 or len(self.other) != 2:
             raise ValueError("a combination has 3 portrait and 2 other coefficients")
         if not 32 <= int(self.gate_side) <= 1024:
             raise ValueError(f"gate_side must be in [32, 1024], got {self.gate_side}")
+        if not -1.0 <= float(self.gate_threshold) <= 1.0:
+            raise ValueError(f"gate_threshold must be in [-1, 1], got {self.gate_threshold}")
 
     def combine(self, photo: np.ndarray, face: np.ndarray) -> np.ndarray:
         """(N,) photo and face parts (NaN: no portrait) -> (N,) scores on ``scale``."""
@@ -104,6 +112,7 @@ class Combination:
                 tuple(float(v) for v in doc["other"]),  # type: ignore[arg-type]
                 (float(doc["scale"][0]), float(doc["scale"][1])), dict(doc.get("fitted", {})),
                 (int(doc["face_input"][0]), str(doc["face_input"][1])),
+                float(doc.get("gate_threshold", GATE_THRESHOLD)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ValueError(f"{path}: bad combination ({e})") from e
@@ -126,15 +135,29 @@ def fit_combination(
         other = tuple(float(v) for v in np.linalg.lstsq(x, y[~has_face], rcond=None)[0])  # type: ignore[assignment]
     counts = {"portraits": int(has_face.sum()), "others": int((~has_face).sum())}
     return Combination(base.photo_model, base.face_model, base.gate_side, portrait, other, base.scale,
-                       {**fitted, **counts}, base.face_input)
+                       {**fitted, **counts}, base.face_input, base.gate_threshold)
+
+
+def choose_gate_threshold(
+    faces: np.ndarray, others: np.ndarray, grid: tuple[float, ...] = GATE_GRID
+) -> float:
+    """The gate threshold of ``grid`` with the best balanced accuracy: the mean of the share of
+    portraits it opens on (``faces``: each portrait's best detector score, -inf where the
+    detector found nothing even at -1) and the share of other photos it stays shut on
+    (``others``, the same); the first of equals (the strictest)."""
+    faces, others = np.asarray(faces, np.float64), np.asarray(others, np.float64)
+    acc = [((faces >= t).mean() + (others < t).mean()) / 2 for t in grid]
+    return float(grid[int(np.argmax(acc))])
 
 
 class FaceGate:
     """Is there a face at least ~65 % as wide as the crop? dlib's HOG detector on the crop
-    drawn at ``side`` px, without upsampling (its smallest face is ~80 px)."""
+    drawn at ``side`` px, without upsampling (its smallest face is ~80 px), its detections
+    counted from score ``threshold``."""
 
-    def __init__(self, side: int = GATE_SIDE) -> None:
+    def __init__(self, side: int = GATE_SIDE, threshold: float = GATE_THRESHOLD) -> None:
         self.side = int(side)
+        self.threshold = float(threshold)
         self._lock = threading.Lock()  # dlib holds Python's lock while it computes
         self._detector: Any = None
 
@@ -146,24 +169,38 @@ class FaceGate:
         """uint8 (N, S, S, 3) crops -> each crop's largest face found on it shrunk to ``side``
         px (a dlib rectangle in the crop's pixels), or None where the gate stays shut."""
         return [
-            self.detect(Image.fromarray(c).resize((self.side, self.side), Image.Resampling.BILINEAR),
+            self.detect(np.asarray(Image.fromarray(c).resize((self.side, self.side), Image.Resampling.BILINEAR)),
                         c.shape[1])
             for c in crops
-        ]
+        ]  # fmt: skip
+
+    def region(self, img: Image.Image, crop: int) -> np.ndarray:
+        """The face part's prepared crop of ``img`` (``crop`` px, :func:`prepare_image`) drawn
+        at ``side`` px in one resample (the crop itself is never made)."""
+        outer = round(resize_side(crop) * self.side / crop)
+        return resized_crop(img, (outer, outer), self.side)
 
     def box(self, img: Image.Image, crop: int) -> Any:
-        """The face part's prepared crop of ``img`` (``crop`` px, :func:`prepare_image`) ->
-        its largest face, found on the same region drawn at ``side`` px in one resample (the
-        crop itself is never made), in the crop's pixels; None where the gate stays shut."""
-        outer = round(resize_side(crop) * self.side / crop)
-        return self.detect(Image.fromarray(resized_crop(img, (outer, outer), self.side)), crop)
+        """The largest face on :meth:`region`, in the crop's pixels; None where the gate stays shut."""
+        return self.detect(self.region(img, crop), crop)
 
-    def detect(self, small: Image.Image, crop: int) -> Any:
-        """The largest face on ``small`` (``side`` px) scaled to a ``crop`` px crop, or None."""
+    def best_score(self, img: Image.Image, crop: int) -> float:
+        """The best detector score on :meth:`region` (-inf where nothing scores -1 or more):
+        what :func:`choose_gate_threshold` takes."""
+        _, scores = self.detections(self.region(img, crop), -1.0)
+        return max(scores, default=-np.inf)
+
+    def detections(self, small: np.ndarray, threshold: float) -> tuple[list[Any], list[float]]:
+        """dlib's detections on ``small`` (no upsampling) scoring ``threshold`` or more, and their scores."""
         with self._lock:
             if self._detector is None:
                 self._detector = frontal_face_detector()
-            box = largest(self._detector(np.asarray(small), 0))
+            rects, scores, _ = self._detector.run(np.ascontiguousarray(small), 0, threshold)
+        return list(rects), [float(v) for v in scores]
+
+    def detect(self, small: np.ndarray, crop: int) -> Any:
+        """The largest face on ``small`` (``side`` px) scaled to a ``crop`` px crop, or None."""
+        box = largest(self.detections(small, self.threshold)[0])
         return None if box is None else scale_box(box, crop / self.side)
 
 
@@ -287,4 +324,4 @@ def load_combined(path: str | Path | None = None, *, threads: int = 0) -> Combin
     digest.update(f"{photo.version}:{model_version(face_path)}".encode())
     meta = {"name": NAME, "photo_model": photo.name, "face_model": face_path.stem, "combination": path.name}
     return CombinedScorer(NAME if path == COMBINATION_PATH else path.stem, digest.hexdigest()[:12], path,
-                          comb, photo, face_path, FaceGate(comb.gate_side), meta, threads)
+                          comb, photo, face_path, FaceGate(comb.gate_side, comb.gate_threshold), meta, threads)
