@@ -16,7 +16,13 @@ import pytest
 from PIL import Image
 from skimage import data as skd
 
-from doohable.model.default import Combination, FaceGate, choose_gate_threshold, fit_combination, load_combined
+from doohable.model.default import (
+    Combination,
+    FaceGate,
+    choose_gate_threshold,
+    fit_combination,
+    load_combined,
+)
 from doohable.model.load import default_name, load_any
 from doohable.model.preprocess import prepare_image
 from doohable.model.runtime import BUNDLED_DIR, Scorer

@@ -127,7 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=Path(".cache/photo-features"))
     ap.add_argument("--json-out", type=Path)
-    ap.add_argument("--save", type=Path, help="write the bundled combination with the threshold chosen on everything")
+    ap.add_argument("--save", type=Path, help="write the combination with the gate threshold chosen on all")
     args = ap.parse_args()
     cs = load_combined(threads=2)
     (sb, sf), (lb, lf) = gate_scores(cs).values()

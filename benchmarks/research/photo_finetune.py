@@ -80,9 +80,15 @@ def tail_features(tail: Tail, acts: np.ndarray, batch: int = 32) -> np.ndarray:
 
 
 def run_fold(
-    base: Tail, acts: np.ndarray, pooled: np.ndarray, labels: photo.PhotoLabels, tr: np.ndarray, te: np.ndarray,
-    inner: list, args: argparse.Namespace,
-) -> dict:  # fmt: skip
+    base: Tail,
+    acts: np.ndarray,
+    pooled: np.ndarray,
+    labels: photo.PhotoLabels,
+    tr: np.ndarray,
+    te: np.ndarray,
+    inner: list,
+    args: argparse.Namespace,
+) -> dict:
     """Warm start (ridge on the frozen features) and fine-tuning on ``tr``; metrics on ``te``.
     ``acts``/``pooled`` hold 2N rows: the photos, then their mirror images."""
     n = len(labels)
@@ -90,7 +96,9 @@ def run_fold(
     sub = labels.subset(tr)
     fit = pt.head_fitter("regression")
     grid = pt.GRIDS["regression"]
-    l2 = pt.choose(feats0[tr], sub, fit, grid, [(np.searchsorted(tr, a), np.searchsorted(tr, b)) for a, b in inner])
+    l2 = pt.choose(
+        feats0[tr], sub, fit, grid, [(np.searchsorted(tr, a), np.searchsorted(tr, b)) for a, b in inner]
+    )
     head = photo.fit_head(feats0[tr], sub.mos, sub.std, "regression", l2)
     warm = pt.metrics(photo.score_to_mos(photo.predict_head(head, feats0[te])), labels.mos[te])
     tail = copy.deepcopy(base).train()
@@ -98,14 +106,17 @@ def run_fold(
         if isinstance(m, nn.BatchNorm2d):
             m.eval()
     opt = torch.optim.AdamW(
-        [{"params": tail.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * args.head_mult}],
+        [
+            {"params": tail.parameters(), "lr": args.lr},
+            {"params": head.parameters(), "lr": args.lr * args.head_mult},
+        ],
         weight_decay=1e-4,
     )
     y = torch.from_numpy((photo.mos_to_score(labels.mos) - 1.0) / 4.0).float()
     rng = np.random.default_rng(0)
     steps = args.epochs * int(np.ceil(len(tr) / args.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.lr * args.head_mult], total_steps=steps,
-                                                pct_start=0.1)  # fmt: skip
+    max_lr = [args.lr, args.lr * args.head_mult]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.1)
     for _ in range(args.epochs):
         order = rng.permutation(tr)
         for i in range(0, len(order), args.batch):
@@ -136,8 +147,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--head-mult", type=float, default=0.0, help="head learning rate / tail learning rate")
     ap.add_argument("--folds", type=int, nargs="*", default=None, help="outer folds to run (default all)")
-    ap.add_argument("--dev", action="store_true",
-                    help="recipe development: train on folds 3-5, test on fold 2 (fold 1 never seen)")
+    ap.add_argument(
+        "--dev",
+        action="store_true",
+        help="recipe development: train on folds 3-5, test on fold 2 (fold 1 never seen)",
+    )
     ap.add_argument("--cache", type=Path, default=Path(".cache/photo-features"))
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
@@ -162,22 +176,26 @@ def main() -> None:
     splits = pt.fold_splits(labels.folds)
     if args.dev:  # fold 1 never used: train on folds 3-5, test on fold 2
         keep = np.flatnonzero(labels.folds != 1)
-        tr, te, inner = next(s for s in pt.fold_splits(labels.folds[keep]) if labels.folds[keep][s[1][0]] == 2)
+        tr, te, inner = next(
+            s for s in pt.fold_splits(labels.folds[keep]) if labels.folds[keep][s[1][0]] == 2
+        )
         splits = [(keep[tr], keep[te], [(keep[a], keep[b]) for a, b in inner])]
     for tr, te, inner in splits:
         k = int(labels.folds[te[0]])
         if args.folds and k not in args.folds:
             continue
         t = time.perf_counter()
-        r = {"fold": k, **run_fold(base, acts, pooled, labels, tr, te, inner, args),
-             "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
+        r = {"fold": k, **run_fold(base, acts, pooled, labels, tr, te, inner, args)}
+        r["seconds"] = round(time.perf_counter() - t, 1)
         print(json.dumps(r), flush=True)
         rows.append(r)
     summary = {
-        which: {m: [float(np.mean([r[which][m] for r in rows])), float(np.std([r[which][m] for r in rows]))]
-                for m in ("srcc", "plcc", "rmse")}
+        which: {
+            m: [float(np.mean([r[which][m] for r in rows])), float(np.std([r[which][m] for r in rows]))]
+            for m in ("srcc", "plcc", "rmse")
+        }
         for which in ("warm", "tuned", "refit")
-    }  # fmt: skip
+    }
     out = {"config": {k: str(v) for k, v in vars(args).items()}, "folds": rows, "summary": summary}
     print(json.dumps(summary, indent=1))
     if args.json_out:

@@ -168,11 +168,11 @@ class FaceGate:
     def boxes(self, crops: np.ndarray) -> list[Any]:
         """uint8 (N, S, S, 3) crops -> each crop's largest face found on it shrunk to ``side``
         px (a dlib rectangle in the crop's pixels), or None where the gate stays shut."""
+        size = (self.side, self.side)
         return [
-            self.detect(np.asarray(Image.fromarray(c).resize((self.side, self.side), Image.Resampling.BILINEAR)),
-                        c.shape[1])
+            self.detect(np.asarray(Image.fromarray(c).resize(size, Image.Resampling.BILINEAR)), c.shape[1])
             for c in crops
-        ]  # fmt: skip
+        ]
 
     def region(self, img: Image.Image, crop: int) -> np.ndarray:
         """The face part's prepared crop of ``img`` (``crop`` px, :func:`prepare_image`) drawn
@@ -323,5 +323,6 @@ def load_combined(path: str | Path | None = None, *, threads: int = 0) -> Combin
     digest = hashlib.sha256(json.dumps(comb.to_json(), sort_keys=True).encode())
     digest.update(f"{photo.version}:{model_version(face_path)}".encode())
     meta = {"name": NAME, "photo_model": photo.name, "face_model": face_path.stem, "combination": path.name}
+    gate = FaceGate(comb.gate_side, comb.gate_threshold)
     return CombinedScorer(NAME if path == COMBINATION_PATH else path.stem, digest.hexdigest()[:12], path,
-                          comb, photo, face_path, FaceGate(comb.gate_side, comb.gate_threshold), meta, threads)
+                          comb, photo, face_path, gate, meta, threads)
