@@ -124,6 +124,22 @@ def test_gate_threshold_is_chosen_by_balanced_accuracy_and_kept_in_the_json(tmp_
         Combination(gate_threshold=-3.0)
 
 
+def test_a_large_jpeg_is_decoded_large_enough_for_the_photo_part() -> None:
+    # the photo part keeps a 500 px short side: a 1080x1350 JPEG must be decoded at 1/2 (540 px),
+    # not at the 1/4 (270 px) the face part alone would allow, or its crop is an upsampled blur
+    from doohable.batch import prepare_bytes
+    from doohable.images import decode
+
+    scorer = load_any("default", threads=1)
+    assert not isinstance(scorer, Scorer) and scorer.decode_side == 500
+    img = Image.fromarray(skd.coffee()).resize((1080, 1350), Image.Resampling.LANCZOS)
+    data = jpeg(img)
+    full = scorer.photo.prepare(decode(data).image).astype(int)
+    got = prepare_bytes(data, scorer).photo.astype(int)
+    quarter = scorer.photo.prepare(decode(data, draft=(256, 256)).image).astype(int)
+    assert np.abs(got - full).mean() < 1.5 < np.abs(quarter - full).mean()
+
+
 def test_combined_scorer_gives_the_parts_and_their_combination(combination: Path) -> None:
     scorer = load_any(combination, threads=1)
     assert not isinstance(scorer, Scorer) and scorer.name == "mine" and len(scorer.version) == 12

@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image
 
 from doohable.images import ImageError, decode, read_limited
-from doohable.model.preprocess import RESIZE_POLICY, decode_side
 
 if TYPE_CHECKING:  # SQLAlchemy loads only for stored images (`doohable score DIR` needs none)
 
@@ -54,6 +53,9 @@ class ScorerLike(Protocol):
 
     @property
     def input_size(self) -> int: ...
+
+    @property
+    def decode_side(self) -> int: ...
 
     def prepare(self, img: Image.Image) -> Any: ...
 
@@ -121,8 +123,7 @@ def score_batch(scorer: ScorerLike, prepared: Sequence[Any]) -> tuple[np.ndarray
 
 def prepare_bytes(data: bytes, scorer: ScorerLike) -> Any:
     """Bytes → the scorer's uint8 S×S×3 input, decoding JPEGs at reduced size (draft mode)."""
-    policy = getattr(scorer, "metadata", {}).get("resize_policy", RESIZE_POLICY)
-    side = decode_side(policy, scorer.input_size)  # what prepare() first resizes to
+    side = scorer.decode_side  # what prepare() first resizes to
     decoded = decode(data, draft=(side, side))
     return scorer.prepare(decoded.image)
 

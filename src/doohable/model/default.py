@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from doohable.model.face.embed import frontal_face_detector, largest, scale_box
-from doohable.model.preprocess import RESIZE_POLICY, prepare_image, resize_side, resized_crop
+from doohable.model.preprocess import RESIZE_POLICY, decode_side, prepare_image, resize_side, resized_crop
 from doohable.model.runtime import (
     BUNDLED_DIR,
     Scorer,
@@ -272,6 +272,12 @@ class CombinedScorer:
     @property
     def scale(self) -> tuple[float, float]:
         return self.combination.scale
+
+    @property
+    def decode_side(self) -> int:
+        """The smallest side a JPEG may be decoded at: what both parts need (the photo part's
+        native-scale crop needs more than the face part's squash)."""
+        return max(self.photo.decode_side, decode_side(self.combination.face_input[1], self.face_size))
 
     @property
     def shared_input(self) -> bool:

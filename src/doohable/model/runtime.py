@@ -84,6 +84,11 @@ class Scorer:
     _session: Any = field(default=None, repr=False)
     face: FaceBranch | None = field(default=None, repr=False)
 
+    @property
+    def decode_side(self) -> int:
+        """The smallest side a JPEG may be decoded at (draft) before :meth:`prepare`."""
+        return decode_side(self.metadata.get("resize_policy", RESIZE_POLICY), self.input_size)
+
     def prepare(self, img: Image.Image) -> np.ndarray:
         """PIL image -> uint8 (S, S, 3) by the model's ``resize_policy`` (default: the squash)."""
         short = short_side_policy(self.metadata.get("resize_policy", RESIZE_POLICY))
