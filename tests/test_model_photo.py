@@ -177,6 +177,7 @@ def test_train_photo_cli_skips_bad_files(tiny_live: Path, tmp_path: Path) -> Non
     assert (
         scorer.metadata["resize_policy"].startswith("short-side-") and scorer.metadata["head"] == "regression"
     )
+    assert scorer.metadata["backbone"] == "efficientnet_lite0"  # the bundled photo model's, by default
 
 
 def test_train_photo_cli_bad_label_line(tiny_live: Path) -> None:

@@ -140,11 +140,12 @@ def train(
     method: str = typer.Option(
         "bt", "--method", help="With --from-db: which ratings (elo|bt) are the labels."
     ),
-    backbone: str = typer.Option(
-        "mobilenet_v2",
+    backbone: str | None = typer.Option(
+        None,
         "--backbone",
         help="mobilenet_v2 | efficientnet_lite0 (a quality dataset also takes a+b: both backbones, "
-        "features concatenated)",
+        "features concatenated). Default: mobilenet_v2 for faces, efficientnet_lite0 (the bundled "
+        "photo model's) for a quality dataset.",
     ),
     head: str = typer.Option(
         "regression",
@@ -231,9 +232,11 @@ def train(
     photo_root = None if from_db else _photo_dataset(data)
     if photo_root is not None:  # a quality dataset (labels.csv with mos): the photo model
         _train_photo(
-            photo_root, backbone, head, folds, device, out or settings.home / "models" / "photo.onnx", as_json
-        )
+            photo_root, backbone or "efficientnet_lite0", head, folds, device,
+            out or settings.home / "models" / "photo.onnx", as_json,
+        )  # fmt: skip
         return
+    backbone = backbone or "mobilenet_v2"
     cfg = FinetuneConfig(
         backbone=backbone,
         head=head,

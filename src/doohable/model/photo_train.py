@@ -108,7 +108,7 @@ class PhotoTrainOptions:
 
     data: Path
     out: Path
-    backbone: str = "mobilenet_v2"
+    backbone: str = "efficientnet_lite0"  # the bundled photo model's
     head: str = "nima"
     policy: str = DEFAULT_POLICY
     folds: bool = True
