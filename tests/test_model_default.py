@@ -108,20 +108,38 @@ def test_gate_threshold_opens_exactly_where_the_best_detection_scores_enough() -
         assert [strict.box(i, 224) is not None for i in images] == (best >= t).tolist()
 
 
+def test_gate_asks_the_cnn_detector_only_about_weak_detections() -> None:
+    base = portrait()
+    strong, weak = base, base.crop((0, 0, 180, 100)).resize((180, 180))  # the face cut at the nose
+    too_weak = base.crop((0, 0, 100, 180)).resize((180, 180))  # half the face, squeezed
+    gate = FaceGate(threshold=-0.2, second_opinion=-0.6)
+    best = [gate.best_score(i, 224) for i in (strong, weak, too_weak)]
+    assert best[0] >= -0.2 > best[1] >= -0.6 > best[2]
+    assert gate.box(strong, 224) is not None and gate._cnn is None  # a clear face: the CNN never loads
+    assert gate.box(Image.fromarray(skd.chelsea()), 224) is None and gate._cnn is None  # nothing found
+    assert FaceGate(threshold=-0.2).box(weak, 224) is None  # HOG alone: shut
+    box = gate.box(weak, 224)
+    assert box is not None and box.width() >= 0.65 * 224  # the CNN detector's face, filling the frame
+    assert gate.box(too_weak, 224) is None  # under the second opinion's floor: not asked
+
+
 def test_gate_threshold_is_chosen_by_balanced_accuracy_and_kept_in_the_json(tmp_path: Path) -> None:
     faces = np.array([1.0, 0.5, -0.15, -0.15, -np.inf])
     others = np.array([-np.inf] * 10 + [-0.45, 0.3])
     # balanced accuracy: 0 and -0.1: (2/5 + 11/12) / 2; -0.2 to -0.4: (4/5 + 11/12) / 2, the best;
     # -0.5 and -0.6: (4/5 + 10/12) / 2. Of the equals, the strictest
     assert choose_gate_threshold(faces, others) == -0.2
-    comb = Combination(gate_threshold=-0.3)
-    assert Combination.load(comb.save(tmp_path / "c.json")).gate_threshold == -0.3
+    comb = Combination(gate_threshold=-0.3, gate_second_opinion=-0.5)
+    assert Combination.load(comb.save(tmp_path / "c.json")) == comb
     doc = json.loads((tmp_path / "c.json").read_text())
-    del doc["gate_threshold"]  # a file written before the threshold existed: dlib's default
+    del doc["gate_threshold"], doc["gate_second_opinion"]  # a file from before both: dlib's 0, HOG alone
     (tmp_path / "old.json").write_text(json.dumps(doc))
-    assert Combination.load(tmp_path / "old.json").gate_threshold == 0.0
+    old = Combination.load(tmp_path / "old.json")
+    assert (old.gate_threshold, old.gate_second_opinion) == (0.0, None)
     with pytest.raises(ValueError, match="gate_threshold"):
         Combination(gate_threshold=-3.0)
+    with pytest.raises(ValueError, match="gate_second_opinion"):
+        Combination(gate_threshold=-0.3, gate_second_opinion=-0.1)  # above the threshold
 
 
 def test_a_large_jpeg_is_decoded_large_enough_for_the_photo_part() -> None:

@@ -40,7 +40,7 @@ from scipy.stats import pearsonr, spearmanr
 from doohable import datasets
 from doohable.model import photo
 from doohable.model import photo_train as pt
-from doohable.model.default import Combination, choose_gate_threshold, load_combined
+from doohable.model.default import GATE_GRID, Combination, choose_gate_threshold, load_combined
 
 OOF = Path(__file__).resolve().parents[1] / "results" / "gpu-ensemble5" / "oof_selfie_stack.json"
 
@@ -56,14 +56,16 @@ def gate_and(cs: Any, paths: list[Path], score: Any, batch: int = 32) -> tuple[n
 
 
 def nested_gate(own: np.ndarray, own_folds: np.ndarray, other: np.ndarray, other_folds: np.ndarray,
-                own_are_faces: bool) -> tuple[np.ndarray, list[float]]:
+                own_are_faces: bool, second: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """Each image of ``own`` gated with the threshold chosen without its fold (the other set's
-    folds paired as ``fold % 4``): (gate open?, the threshold of each fold)."""
+    folds paired as ``fold % 4``), or opened by the CNN detector's second opinion (``second``):
+    (gate open?, the threshold of each fold)."""
     gate, chosen = np.zeros(len(own), bool), []
     for k in np.unique(own_folds):
         a, b = own[own_folds != k], other[other_folds % 4 != k % 4]
         t = choose_gate_threshold(a, b) if own_are_faces else choose_gate_threshold(b, a)
-        gate[own_folds == k] = own[own_folds == k] >= t
+        m = own_folds == k
+        gate[m] = (own[m] >= t) | second[m]
         chosen.append(t)
     return gate, chosen
 
@@ -113,13 +115,21 @@ def live(cs: Any, cache: Path, gate: np.ndarray) -> dict[str, Any]:
             "photo_part_alone": per_fold(r["oof_mos"], labels.mos, labels.folds)}
 
 
-def gate_scores(cs: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each set's best gate scores and folds."""
+def gate_scores(cs: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each set's best gate scores, folds, and the CNN detector's second opinion (True: it would
+    open the gate) on the images whose best score is from ``gate_second_opinion`` up to the
+    grid's top (any fold's threshold)."""
     out = {}
+    floor = cs.combination.gate_second_opinion
     for name, root in (("scut", datasets.scut_fbp5500()), ("live", datasets.live_challenge())):
         rows = list(csv.DictReader((root / "labels.csv").open()))
-        best, _ = gate_and(cs, [root / "images" / r["image"] for r in rows], lambda ims: np.zeros(len(ims)))
-        out[name] = (best, np.array([int(r["fold"]) for r in rows]))
+        paths = [root / "images" / r["image"] for r in rows]
+        best, _ = gate_and(cs, paths, lambda ims: np.zeros(len(ims)))
+        second = np.zeros(len(rows), bool)
+        for i in np.flatnonzero((best >= floor) & (best < max(GATE_GRID))) if floor is not None else []:
+            small = cs.gate.region(Image.open(paths[i]).convert("RGB"), cs.face_size)
+            second[i] = bool(cs.gate.cnn_faces(small))
+        out[name] = (best, np.array([int(r["fold"]) for r in rows]), second)
     return out
 
 
@@ -130,13 +140,15 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="write the combination with the gate threshold chosen on all")
     args = ap.parse_args()
     cs = load_combined(threads=2)
-    (sb, sf), (lb, lf) = gate_scores(cs).values()
-    scut_gate, scut_t = nested_gate(sb, sf, lb, lf, own_are_faces=True)
-    live_gate, live_t = nested_gate(lb, lf, sb, sf, own_are_faces=False)
+    (sb, sf, s2), (lb, lf, l2) = gate_scores(cs).values()
+    scut_gate, scut_t = nested_gate(sb, sf, lb, lf, own_are_faces=True, second=s2)
+    live_gate, live_t = nested_gate(lb, lf, sb, sf, own_are_faces=False, second=l2)
     everything = choose_gate_threshold(sb, lb)
     out = {"gate_threshold": {"shipped": cs.combination.gate_threshold, "chosen_on_everything": everything,
                               "scut_folds": scut_t, "live_folds": live_t,
-                              "opens_at_0": {"scut": int((sb >= 0).sum()), "live": int((lb >= 0).sum())}},
+                              "opens_at_0": {"scut": int((sb >= 0).sum()), "live": int((lb >= 0).sum())},
+                              "second_opinion_from": cs.combination.gate_second_opinion,
+                              "second_opinion_opens": {"scut": int(s2.sum()), "live": int(l2.sum())}},
            "scut": scut(cs, sb, scut_gate), "live": live(cs, args.cache, live_gate)}
     if args.save:
         doc = cs.combination.to_json()

@@ -7,8 +7,10 @@ Per image:
    straight from the image (112: a few ms), without upsampling, so it finds only faces at
    least ~65 % as wide as the crop: a portrait that fills the frame; a detection counts from
    the detector score ``gate_threshold`` (fitted on faces and other photos,
-   :func:`choose_gate_threshold`); the face model's own input is prepared only where the gate
-   opens;
+   :func:`choose_gate_threshold`). An image whose best detection scores between
+   ``gate_second_opinion`` and the threshold (about 2 % of photos) is shown to dlib's CNN face
+   detector (~50 ms), which opens the gate if it finds a face that wide. The face model's own
+   input is prepared only where the gate opens;
 3. the face part, only where the gate opens: the ``selfie`` model's score (its CNN ensemble and
    face branch), its face branch aligning the face the gate found (scaled to the crop; its
    mirror image's face: the box mirrored) instead of detecting it again (dlib's HOG upsampled
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from doohable.model.face.embed import frontal_face_detector, largest, scale_box
+from doohable.model.face.embed import cnn_face_detector, frontal_face_detector, largest, scale_box
 from doohable.model.preprocess import RESIZE_POLICY, decode_side, prepare_image, resize_side, resized_crop
 from doohable.model.runtime import (
     BUNDLED_DIR,
@@ -53,6 +55,8 @@ GATE_SIDE = 112
 # detector score from which the gate opens (dlib's own default: 0), and the grid it is chosen from
 GATE_THRESHOLD = 0.0
 GATE_GRID = (0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.6)
+# the share of the crop's width a face must have (the HOG detector's ~80 px smallest face at 112)
+GATE_MIN_WIDTH = 0.65
 COMBINATION_PATH = BUNDLED_DIR / f"{NAME}.json"
 
 
@@ -72,6 +76,7 @@ class Combination:
     fitted: dict[str, Any] = field(default_factory=dict)
     face_input: tuple[int, str] = (224, RESIZE_POLICY)
     gate_threshold: float = GATE_THRESHOLD
+    gate_second_opinion: float | None = None  # HOG score from which the CNN detector is asked
 
     def __post_init__(self) -> None:
         if len(self.portrait) != 3 or len(self.other) != 2:
@@ -80,6 +85,9 @@ class Combination:
             raise ValueError(f"gate_side must be in [32, 1024], got {self.gate_side}")
         if not -1.0 <= float(self.gate_threshold) <= 1.0:
             raise ValueError(f"gate_threshold must be in [-1, 1], got {self.gate_threshold}")
+        second = self.gate_second_opinion
+        if second is not None and not -1.0 <= float(second) <= float(self.gate_threshold):
+            raise ValueError(f"gate_second_opinion must be in [-1, gate_threshold], got {second}")
 
     def combine(self, photo: np.ndarray, face: np.ndarray) -> np.ndarray:
         """(N,) photo and face parts (NaN: no portrait) -> (N,) scores on ``scale``."""
@@ -113,6 +121,7 @@ class Combination:
                 (float(doc["scale"][0]), float(doc["scale"][1])), dict(doc.get("fitted", {})),
                 (int(doc["face_input"][0]), str(doc["face_input"][1])),
                 float(doc.get("gate_threshold", GATE_THRESHOLD)),
+                None if doc.get("gate_second_opinion") is None else float(doc["gate_second_opinion"]),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ValueError(f"{path}: bad combination ({e})") from e
@@ -135,7 +144,7 @@ def fit_combination(
         other = tuple(float(v) for v in np.linalg.lstsq(x, y[~has_face], rcond=None)[0])  # type: ignore[assignment]
     counts = {"portraits": int(has_face.sum()), "others": int((~has_face).sum())}
     return Combination(base.photo_model, base.face_model, base.gate_side, portrait, other, base.scale,
-                       {**fitted, **counts}, base.face_input, base.gate_threshold)
+                       {**fitted, **counts}, base.face_input, base.gate_threshold, base.gate_second_opinion)
 
 
 def choose_gate_threshold(
@@ -153,13 +162,19 @@ def choose_gate_threshold(
 class FaceGate:
     """Is there a face at least ~65 % as wide as the crop? dlib's HOG detector on the crop
     drawn at ``side`` px, without upsampling (its smallest face is ~80 px), its detections
-    counted from score ``threshold``."""
+    counted from score ``threshold``; where the best one scores from ``second_opinion`` up to
+    the threshold, dlib's CNN detector decides (a face at least :data:`GATE_MIN_WIDTH` of the
+    crop's width)."""
 
-    def __init__(self, side: int = GATE_SIDE, threshold: float = GATE_THRESHOLD) -> None:
+    def __init__(
+        self, side: int = GATE_SIDE, threshold: float = GATE_THRESHOLD, second_opinion: float | None = None
+    ) -> None:
         self.side = int(side)
         self.threshold = float(threshold)
+        self.second_opinion = second_opinion
         self._lock = threading.Lock()  # dlib holds Python's lock while it computes
         self._detector: Any = None
+        self._cnn: Any = None
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) crops -> (N,) bool."""
@@ -198,9 +213,22 @@ class FaceGate:
             rects, scores, _ = self._detector.run(np.ascontiguousarray(small), 0, threshold)
         return list(rects), [float(v) for v in scores]
 
+    def cnn_faces(self, small: np.ndarray) -> list[Any]:
+        """dlib's CNN detector's faces on ``small`` (no upsampling) at least
+        :data:`GATE_MIN_WIDTH` of its width."""
+        with self._lock:
+            if self._cnn is None:
+                self._cnn = cnn_face_detector()
+            found = self._cnn(np.ascontiguousarray(small), 0)
+        return [d.rect for d in found if d.rect.width() >= GATE_MIN_WIDTH * small.shape[1]]
+
     def detect(self, small: np.ndarray, crop: int) -> Any:
         """The largest face on ``small`` (``side`` px) scaled to a ``crop`` px crop, or None."""
-        box = largest(self.detections(small, self.threshold)[0])
+        floor = self.threshold if self.second_opinion is None else self.second_opinion
+        rects, scores = self.detections(small, floor)
+        box = largest([r for r, s in zip(rects, scores, strict=True) if s >= self.threshold])
+        if box is None and rects:  # only a weak detection: the CNN detector's opinion
+            box = largest(self.cnn_faces(small))
         return None if box is None else scale_box(box, crop / self.side)
 
 
@@ -329,6 +357,6 @@ def load_combined(path: str | Path | None = None, *, threads: int = 0) -> Combin
     digest = hashlib.sha256(json.dumps(comb.to_json(), sort_keys=True).encode())
     digest.update(f"{photo.version}:{model_version(face_path)}".encode())
     meta = {"name": NAME, "photo_model": photo.name, "face_model": face_path.stem, "combination": path.name}
-    gate = FaceGate(comb.gate_side, comb.gate_threshold)
+    gate = FaceGate(comb.gate_side, comb.gate_threshold, comb.gate_second_opinion)
     return CombinedScorer(NAME if path == COMBINATION_PATH else path.stem, digest.hexdigest()[:12], path,
                           comb, photo, face_path, gate, meta, threads)
