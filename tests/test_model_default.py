@@ -108,19 +108,26 @@ def test_gate_threshold_opens_exactly_where_the_best_detection_scores_enough() -
         assert [strict.box(i, 224) is not None for i in images] == (best >= t).tolist()
 
 
-def test_gate_asks_the_cnn_detector_only_about_weak_detections() -> None:
+def test_gate_asks_the_haar_cascade_only_about_weak_detections() -> None:
     base = portrait()
-    strong, weak = base, base.crop((0, 0, 180, 100)).resize((180, 180))  # the face cut at the nose
+    small = Image.new("RGB", (180, 180))
+    small.paste(base.resize((135, 135)), (22, 22))  # the face zoomed out: a weak detection
     too_weak = base.crop((0, 0, 100, 180)).resize((180, 180))  # half the face, squeezed
     gate = FaceGate(threshold=-0.2, second_opinion=-0.6)
-    best = [gate.best_score(i, 224) for i in (strong, weak, too_weak)]
+    best = [gate.best_score(i, 224) for i in (base, small, too_weak)]
     assert best[0] >= -0.2 > best[1] >= -0.6 > best[2]
-    assert gate.box(strong, 224) is not None and gate._cnn is None  # a clear face: the CNN never loads
-    assert gate.box(Image.fromarray(skd.chelsea()), 224) is None and gate._cnn is None  # nothing found
-    assert FaceGate(threshold=-0.2).box(weak, 224) is None  # HOG alone: shut
-    box = gate.box(weak, 224)
-    assert box is not None and box.width() >= 0.65 * 224  # the CNN detector's face, filling the frame
-    assert gate.box(too_weak, 224) is None  # under the second opinion's floor: not asked
+    assert gate.box(base, 224) is not None and gate._haar is None  # a clear face: never asked
+    assert gate.box(Image.fromarray(skd.chelsea()), 224) is None and gate._haar is None  # nothing found
+    assert gate.box(too_weak, 224) is None and gate._haar is None  # under the floor: not asked
+    assert gate.box(small, 224) is None and gate._haar is not None  # asked; it sees no face that wide
+
+
+def test_the_haar_cascade_opens_the_gate_on_a_face_hog_scores_weakly(shared_data: Path) -> None:
+    face = Image.open(shared_data / "scut-fbp5500" / "images" / "AF1678.jpg").convert("RGB")
+    assert -0.6 <= FaceGate().best_score(face, 224) < -0.2
+    assert FaceGate(threshold=-0.2).box(face, 224) is None
+    box = FaceGate(threshold=-0.2, second_opinion=-0.6).box(face, 224)
+    assert box is not None and box.width() >= 0.65 * 224
 
 
 def test_gate_threshold_is_chosen_by_balanced_accuracy_and_kept_in_the_json(tmp_path: Path) -> None:

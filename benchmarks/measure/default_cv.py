@@ -58,7 +58,7 @@ def gate_and(cs: Any, paths: list[Path], score: Any, batch: int = 32) -> tuple[n
 def nested_gate(own: np.ndarray, own_folds: np.ndarray, other: np.ndarray, other_folds: np.ndarray,
                 own_are_faces: bool, second: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """Each image of ``own`` gated with the threshold chosen without its fold (the other set's
-    folds paired as ``fold % 4``), or opened by the CNN detector's second opinion (``second``):
+    folds paired as ``fold % 4``), or opened by the Haar cascade's second opinion (``second``):
     (gate open?, the threshold of each fold)."""
     gate, chosen = np.zeros(len(own), bool), []
     for k in np.unique(own_folds):
@@ -116,7 +116,7 @@ def live(cs: Any, cache: Path, gate: np.ndarray) -> dict[str, Any]:
 
 
 def gate_scores(cs: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each set's best gate scores, folds, and the CNN detector's second opinion (True: it would
+    """Each set's best gate scores, folds, and the Haar cascade's second opinion (True: it would
     open the gate) on the images whose best score is from ``gate_second_opinion`` up to the
     grid's top (any fold's threshold)."""
     out = {}
@@ -128,7 +128,7 @@ def gate_scores(cs: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
         second = np.zeros(len(rows), bool)
         for i in np.flatnonzero((best >= floor) & (best < max(GATE_GRID))) if floor is not None else []:
             small = cs.gate.region(Image.open(paths[i]).convert("RGB"), cs.face_size)
-            second[i] = bool(cs.gate.cnn_faces(small))
+            second[i] = bool(cs.gate.haar_faces(small))
         out[name] = (best, np.array([int(r["fold"]) for r in rows]), second)
     return out
 

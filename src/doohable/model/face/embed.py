@@ -42,14 +42,6 @@ def frontal_face_detector() -> Any:
     return dlib.get_frontal_face_detector()
 
 
-def cnn_face_detector() -> Any:
-    """dlib's CNN face detector (MMOD, from face_recognition_models): slower than the HOG one
-    (~50 ms at 112 px) but finds turned and half-hidden faces that it misses."""
-    import dlib
-
-    return dlib.cnn_face_detection_model_v1(str(_model_dir() / "mmod_human_face_detector.dat"))
-
-
 def _model_dir() -> Path:
     # find_spec locates the package without importing it (its __init__ needs pkg_resources)
     spec = importlib.util.find_spec("face_recognition_models")
