@@ -48,9 +48,7 @@ from doohable.batch import prepare_bytes
 from doohable.images import decode
 from doohable.model.default import FaceGate
 from doohable.model.preprocess import (
-    RESIZE_POLICY,
     center_crop,
-    decode_side,
     prepare_image,
     prepare_short_side,
 )
@@ -104,7 +102,7 @@ def prepare_steps(blobs: list[bytes], photo: Scorer) -> dict[str, float]:
     photo part's crop (short side 500, centre 224) and the face part's (squash 256, centre 224),
     each by resizing the crop's pixels only (``preprocess.resized_crop``) and, for reference,
     by resizing the whole image and cropping it."""
-    side = decode_side(photo.metadata["resize_policy"], photo.input_size)
+    side = photo.decode_side
     n = len(blobs)
     out: dict[str, float] = {}
     out["decode_draft"], imgs = cpu_ms(lambda: [decode(d, draft=(side, side)).image for d in blobs], n)
@@ -137,8 +135,7 @@ def bench_parts(datas: dict[str, list[bytes]], photo: Scorer | None) -> dict[str
         )
         size = selfie.input_size  # the gate draws the face crop's region at 112 px from the decoded image
         scorer = photo if photo is not None else selfie
-        side = decode_side(scorer.metadata.get("resize_policy", RESIZE_POLICY), scorer.input_size)
-        imgs = [decode(d, draft=(side, side)).image for d in blobs]
+        imgs = [decode(d, draft=(scorer.decode_side,) * 2).image for d in blobs]
         gate.box(imgs[0], size)  # the detector is built on first use: not counted
         r["gate"], boxes = cpu_ms(lambda i=imgs, k=size: [gate.box(x, k) for x in i], n)
         r["gate_open_share"] = float(np.mean([b is not None for b in boxes]))

@@ -81,13 +81,10 @@ def per_fold(pred: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, li
             for k in rows[0]}
 
 
-def scut(cs: Any, best: np.ndarray, gate: np.ndarray) -> dict[str, Any]:
-    root = datasets.scut_fbp5500()
-    rows = list(csv.DictReader((root / "labels.csv").open()))
+def scut(cs: Any, photo_part: np.ndarray, gate: np.ndarray) -> dict[str, Any]:
+    rows = list(csv.DictReader((datasets.scut_fbp5500() / "labels.csv").open()))
     oof = json.loads(OOF.read_text())
     face_oof = dict(zip(oof["images"], oof["oof"], strict=True))
-    paths = [root / "images" / r["image"] for r in rows]
-    _, photo_part = gate_and(cs, paths, lambda ims: cs.photo.score_images(ims))
     stems = [Path(r["image"]).stem for r in rows]
     face = np.array([face_oof[s] if g else np.nan for s, g in zip(stems, gate, strict=True)])
     pred = cs.combination.combine(photo_part, face)
@@ -99,7 +96,7 @@ def scut(cs: Any, best: np.ndarray, gate: np.ndarray) -> dict[str, Any]:
 def live(cs: Any, cache: Path, gate: np.ndarray) -> dict[str, Any]:
     labels = photo.load_live()
     meta = cs.photo.metadata
-    policy = next(k for k, (name, _) in POLICIES.items() if name == meta["resize_policy"])
+    policy = next(k for k, (name, _) in POLICIES.items() if name == cs.photo.resize_policy)
     x = features(labels, meta["backbone"], policy, cache)
     fit, grid = pt.head_fitter("regression"), pt.GRIDS["regression"]
     r = pt.nested_cv(x, labels, fit, grid, pt.fold_splits(labels.folds))
@@ -115,21 +112,21 @@ def live(cs: Any, cache: Path, gate: np.ndarray) -> dict[str, Any]:
             "photo_part_alone": per_fold(r["oof_mos"], labels.mos, labels.folds)}
 
 
-def gate_scores(cs: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each set's best gate scores, folds, and the Haar cascade's second opinion (True: it would
+def gate_scores(cs: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Each set's best gate scores, folds, the Haar cascade's second opinion (True: it would
     open the gate) on the images whose best score is from ``gate_second_opinion`` up to the
-    grid's top (any fold's threshold)."""
+    grid's top (any fold's threshold), and the photo part's scores, in one pass."""
     out = {}
     floor = cs.combination.gate_second_opinion
     for name, root in (("scut", datasets.scut_fbp5500()), ("live", datasets.live_challenge())):
         rows = list(csv.DictReader((root / "labels.csv").open()))
         paths = [root / "images" / r["image"] for r in rows]
-        best, _ = gate_and(cs, paths, lambda ims: np.zeros(len(ims)))
+        best, photo_part = gate_and(cs, paths, cs.photo.score_images)
         second = np.zeros(len(rows), bool)
         for i in np.flatnonzero((best >= floor) & (best < max(GATE_GRID))) if floor is not None else []:
             small = cs.gate.region(Image.open(paths[i]).convert("RGB"), cs.face_size)
             second[i] = bool(cs.gate.haar_faces(small))
-        out[name] = (best, np.array([int(r["fold"]) for r in rows]), second)
+        out[name] = (best, np.array([int(r["fold"]) for r in rows]), second, photo_part)
     return out
 
 
@@ -140,7 +137,7 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="write the combination with the gate threshold chosen on all")
     args = ap.parse_args()
     cs = load_combined(threads=2)
-    (sb, sf, s2), (lb, lf, l2) = gate_scores(cs).values()
+    (sb, sf, s2, scut_photo), (lb, lf, l2, _) = gate_scores(cs).values()
     scut_gate, scut_t = nested_gate(sb, sf, lb, lf, own_are_faces=True, second=s2)
     live_gate, live_t = nested_gate(lb, lf, sb, sf, own_are_faces=False, second=l2)
     everything = choose_gate_threshold(sb, lb)
@@ -149,7 +146,7 @@ def main() -> None:
                               "opens_at_0": {"scut": int((sb >= 0).sum()), "live": int((lb >= 0).sum())},
                               "second_opinion_from": cs.combination.gate_second_opinion,
                               "second_opinion_opens": {"scut": int(s2.sum()), "live": int(l2.sum())}},
-           "scut": scut(cs, sb, scut_gate), "live": live(cs, args.cache, live_gate)}
+           "scut": scut(cs, scut_photo, scut_gate), "live": live(cs, args.cache, live_gate)}
     if args.save:
         doc = cs.combination.to_json()
         doc["gate_threshold"] = everything

@@ -9,7 +9,7 @@ Per image:
    the detector score ``gate_threshold`` (fitted on faces and other photos,
    :func:`choose_gate_threshold`). An image whose best detection scores between
    ``gate_second_opinion`` and the threshold (about 2 % of photos) is shown to OpenCV's Haar
-   cascade for frontal faces (``alt2``, ~0.5 ms), which opens the gate if it finds a face that
+   cascade for frontal faces (``alt2``, ~0.05 ms), which opens the gate if it finds a face that
    wide. The face model's own input is prepared only where the gate opens;
 3. the face part, only where the gate opens: the ``selfie`` model's score (its CNN ensemble and
    face branch), its face branch aligning the face the gate found (scaled to the crop; its
@@ -284,7 +284,7 @@ class CombinedScorer:
             with self._lock:
                 if self._face is None:
                     face = load_scorer(self.face_path, threads=self.threads)
-                    got = (face.input_size, face.metadata.get("resize_policy", RESIZE_POLICY))
+                    got = (face.input_size, face.resize_policy)
                     if got != self.combination.face_input:
                         raise ValueError(f"{self.path}: face_input {list(self.combination.face_input)} "
                                          f"but {self.face_path.name} takes {list(got)}")
@@ -315,8 +315,7 @@ class CombinedScorer:
 
     @property
     def shared_input(self) -> bool:
-        policy = self.photo.metadata.get("resize_policy", RESIZE_POLICY)
-        return (self.photo.input_size, policy) == self.combination.face_input
+        return (self.photo.input_size, self.photo.resize_policy) == self.combination.face_input
 
     def prepare(self, img: Image.Image) -> Prepared:
         """PIL image -> the photo model's input, the gate's box and, where it opened, the face

@@ -85,13 +85,18 @@ class Scorer:
     face: FaceBranch | None = field(default=None, repr=False)
 
     @property
+    def resize_policy(self) -> str:
+        """How :meth:`prepare` resizes (metadata ``resize_policy``; default: the squash)."""
+        return self.metadata.get("resize_policy", RESIZE_POLICY)
+
+    @property
     def decode_side(self) -> int:
         """The smallest side a JPEG may be decoded at (draft) before :meth:`prepare`."""
-        return decode_side(self.metadata.get("resize_policy", RESIZE_POLICY), self.input_size)
+        return decode_side(self.resize_policy, self.input_size)
 
     def prepare(self, img: Image.Image) -> np.ndarray:
         """PIL image -> uint8 (S, S, 3) by the model's ``resize_policy`` (default: the squash)."""
-        short = short_side_policy(self.metadata.get("resize_policy", RESIZE_POLICY))
+        short = short_side_policy(self.resize_policy)
         if short is not None:
             return prepare_short_side(img, short[0], self.input_size)
         return prepare_image(img, self.input_size)
