@@ -139,6 +139,9 @@ def bench_parts(datas: dict[str, list[bytes]], photo: Scorer | None) -> dict[str
         gate.box(imgs[0], size)  # the detector is built on first use: not counted
         r["gate"], boxes = cpu_ms(lambda i=imgs, k=size: [gate.box(x, k) for x in i], n)
         r["gate_open_share"] = float(np.mean([b is not None for b in boxes]))
+        regions = [gate.region(x, size) for x in imgs]
+        gate.haar_faces(regions[0])  # the cascade is loaded on first use: not counted
+        r["gate_haar_second_opinion"], _ = cpu_ms(lambda g=regions: [gate.haar_faces(x) for x in g], n)
         batches = [crops[i : i + 8] for i in range(0, n, 8)]
         r["selfie_cnn_ensemble"], _ = cpu_ms(
             lambda b=batches: [selfie._session.run(["score"], {"image": x}) for x in b], n

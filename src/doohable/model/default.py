@@ -9,7 +9,7 @@ Per image:
    the detector score ``gate_threshold`` (fitted on faces and other photos,
    :func:`choose_gate_threshold`). An image whose best detection scores between
    ``gate_second_opinion`` and the threshold (about 2 % of photos) is shown to OpenCV's Haar
-   cascade for frontal faces (``alt2``, ~0.05 ms), which opens the gate if it finds a face that
+   cascade for frontal faces (``alt2``, under 1 ms), which opens the gate if it finds a face that
    wide. The face model's own input is prepared only where the gate opens;
 3. the face part, only where the gate opens: the ``selfie`` model's score (its CNN ensemble and
    face branch), its face branch aligning the face the gate found (scaled to the crop; its
