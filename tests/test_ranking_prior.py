@@ -58,6 +58,20 @@ def test_a_new_image_enters_at_the_model_estimate() -> None:
         state.set_prior(np.ones(3))
 
 
+def test_a_first_fit_on_few_votes_trusts_a_good_model_as_far_as_the_votes_allow() -> None:
+    # one vote per image, fitted cold (a new collection's first ranking): a few fixed EM steps
+    # left most of the model's weight unlearned, so the ranking was worse than the model alone
+    q = 1.5 * np.random.default_rng(2).normal(size=2000)
+    scores = model_scores(q, 0.9, 2)
+    comps = _votes(q, 2000, 3)
+    res, prior = model_prior.fit(comps, model_prior.ModelPrior.from_scores(scores))
+    model_alone = metrics.pairwise_accuracy(q, scores)
+    assert metrics.pairwise_accuracy(q, res.ratings) > model_alone + 0.003
+    few, _ = model_prior.fit(comps, model_prior.ModelPrior.from_scores(scores), steps=3)
+    assert metrics.pairwise_accuracy(q, few.ratings) < model_alone  # what the cap of 3 steps did
+    assert prior.correlation() > 0.8
+
+
 def test_simulated_model_has_the_asked_correlation_and_helps() -> None:
     q = np.random.default_rng(5).normal(size=5000)
     assert np.corrcoef(q, model_scores(q, 0.7, 1))[0, 1] == pytest.approx(0.7, abs=0.03)

@@ -120,8 +120,8 @@ class OracleScheduler(Scheduler):
 
 
 def true_model_map(state: RatingState, crowd: Crowd, alpha: float = 1.0,
-                   init: np.ndarray | None = None) -> np.ndarray:
-    """MAP of q under the TRUE vote model and a N(0, 1/alpha) prior.
+                   init: np.ndarray | None = None, mean: np.ndarray | None = None) -> np.ndarray:
+    """MAP of q under the TRUE vote model and a N(mean, 1/alpha) prior (``mean`` 0 by default).
 
     Each vote by the simulator's exact model with the crowd's true slope, reliabilities and
     left bias (nothing fitted but q). Benchmarks only. ``alpha = 1`` is the true prior, but
@@ -134,19 +134,21 @@ def true_model_map(state: RatingState, crowd: Crowd, alpha: float = 1.0,
         keys[idx] = int(key)  # type: ignore[call-overload]
     eta, bias = crowd.eta[keys][c.voter], crowd.bias[keys][c.voter]
     s, y, n = crowd.slope, c.outcome, c.n_items
+    m = np.zeros(n) if mean is None else mean
 
     def parts(q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         sig = expit(s * (q[c.left] - q[c.right]) + bias)
         p = eta * sig + (1.0 - eta) / 2.0
-        obj = -float(np.sum(y * np.log(p) + (1.0 - y) * np.log1p(-p))) + 0.5 * alpha * float(q @ q)
+        r = q - m
+        obj = -float(np.sum(y * np.log(p) + (1.0 - y) * np.log1p(-p))) + 0.5 * alpha * float(r @ r)
         dp = eta * sig * (1.0 - sig) * s  # d P(left) / d (q_left - q_right)
         g = (y / p - (1.0 - y) / (1.0 - p)) * dp
-        grad = np.bincount(c.left, g, n) - np.bincount(c.right, g, n) - alpha * q
+        grad = np.bincount(c.left, g, n) - np.bincount(c.right, g, n) - alpha * r
         return obj, grad, dp * dp / (p * (1.0 - p))
 
     # Fisher scoring: the expected Hessian is a weighted graph Laplacian + alpha I, solved
     # exactly (dense, n = 1,000); first-order methods stall on weak priors and chains of close pairs
-    q = np.zeros(n) if init is None else np.array(init, dtype=np.float64)
+    q = m.copy() if init is None else np.array(init, dtype=np.float64)
     obj, grad, w = parts(q)
     for _ in range(100):
         h = -np.bincount(c.left * n + c.right, w, n * n) - np.bincount(c.right * n + c.left, w, n * n)

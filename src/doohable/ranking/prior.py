@@ -15,8 +15,11 @@ and ``tau²`` the spread of the ratings, i.e. the plain prior; an inverted one a
 The prior starts with ``b = 0`` and ``tau² = 1`` (the plain BT prior: the model is not
 trusted before the first votes) and stays there while the fitted slope is within
 :data:`Z_MIN` standard errors of 0, so a useless model changes nothing; each refit of a
-:class:`~doohable.ranking.state.RatingState` runs :data:`EM_STEPS` E/M steps (warm-started),
-so the weight follows the votes as they come.
+:class:`~doohable.ranking.state.RatingState` runs E/M steps (warm-started) until the weight
+settles (:data:`EM_TOL`, at most :data:`EM_STEPS`), so the weight follows the votes as they
+come: one or two steps once it has settled, more on a new collection's first votes, where EM
+moves slowly away from the untrusting start (a fixed three steps left a quarter to a half of
+the slope unlearned at one vote per image).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from numpy.typing import ArrayLike
 from doohable.ranking import bradley_terry
 from doohable.ranking.votes import Comparisons, FloatArray
 
-EM_STEPS = 3  # E/M steps per refit (each one a warm-started MAP fit)
+EM_STEPS = 20  # at most this many E/M steps per refit (each one a warm-started MAP fit)
+EM_TOL = 0.02  # ... stopping once the prior's slope and tau² move by less than this (relative)
 TAU2_MIN = 1e-3  # keeps the prior proper: a perfect-looking model is never trusted blindly
 Z_MIN = 3.0  # a slope this many standard errors from 0 before the model counts at all
 
@@ -96,9 +100,18 @@ def fit(
     init: FloatArray | None = None,
     init_reliability: FloatArray | None = None,
     steps: int = EM_STEPS,
+    tol: float = EM_TOL,
 ) -> tuple[bradley_terry.BTResult, ModelPrior]:
-    """``steps`` EM steps from ``prior``: the last MAP fit and the prior it was fitted under
-    after one more M-step (so the returned prior is the one to use next)."""
+    """EM from ``prior`` until the prior's slope and tau² change by less than ``tol`` (relative;
+    at most ``steps`` MAP fits): the last MAP fit and the prior after one more M-step (so the
+    returned prior is the one to use next).
+
+    EM crawls where the votes say little next to the prior (a new collection's first votes:
+    each step moves the slope by the votes' small share of the information), so once two
+    steps agree on a direction the weight is extrapolated along it (SQUAREM, Varadhan &
+    Roland 2008, on ``a``, ``b``, ``log tau²``) and EM goes on from there; a jump that would
+    leave the gate of :meth:`ModelPrior.m_step` is not taken.
+    """
     if len(comps) == 0:
         n = comps.n_items
         empty = bradley_terry.BTResult(prior.mean, np.full(n, np.sqrt(prior.tau2)), np.ones(comps.n_voters),
@@ -109,6 +122,9 @@ def fit(
         res = bradley_terry.fit(comps, alpha=prior.alpha, crowd=crowd, prior_mean=prior.mean,
                                 init=init, init_reliability=init_reliability)
         init, init_reliability = res.ratings, res.reliability
-        prior = prior.m_step(res.ratings, res.std**2)
+        old, prior = prior, prior.m_step(res.ratings, res.std**2)
+        if (abs(prior.b - old.b) <= tol * max(abs(old.b), 1e-3)
+                and abs(prior.tau2 - old.tau2) <= tol * old.tau2):
+            break
     assert res is not None
     return res, prior
