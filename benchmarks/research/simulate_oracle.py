@@ -186,15 +186,14 @@ def extra_estimates(state: RatingState, crowd: Crowd,
 
 
 class Recording(Scheduler):
-    """Runs ``inner`` unchanged; at each checkpoint also ranks by :func:`extra_estimates`."""
+    """Runs ``inner`` unchanged; at each checkpoint calls ``at_checkpoint(state, votes/image)``."""
 
     rating = "crowd"
 
-    def __init__(self, inner: Scheduler, q: np.ndarray, crowd: Crowd, stops: dict[int, float],
-                 sink: dict[str, dict[float, float]]) -> None:
+    def __init__(self, inner: Scheduler, stops: dict[int, float],
+                 at_checkpoint: Callable[[RatingState, float], None]) -> None:
         super().__init__()
-        self.inner, self.q, self.crowd, self.stops, self.sink = inner, q, crowd, stops, sink
-        self.last: dict[str, np.ndarray] = {}
+        self.inner, self.stops, self.at_checkpoint = inner, stops, at_checkpoint
 
     def plan(self, budget: int) -> None:
         self.inner.plan(budget)
@@ -207,9 +206,7 @@ class Recording(Scheduler):
         self.inner.observe(state, left, right, outcome, voter)
         at = self.stops.get(state.n_votes)
         if at is not None:
-            self.last = extra_estimates(state, self.crowd, self.last)
-            for est, ratings in self.last.items():
-                self.sink.setdefault(est, {})[at] = metrics.pairwise_accuracy(self.q, ratings)
+            self.at_checkpoint(state, at)
 
     def _propose(self, state: RatingState, rng: np.random.Generator, ok: Callable[[int, int], bool]
                  ) -> tuple[int, int] | None:
@@ -218,12 +215,20 @@ class Recording(Scheduler):
 
 def recorded(name: str, make_inner: Callable[[np.ndarray, Crowd], Scheduler], n: int,
              sinks: list[dict[str, dict[float, float]]]) -> Callable[[np.ndarray, Crowd], Scheduler]:
-    """A factory for :func:`simulate`: ``make_inner``'s scheduler, recorded into a new sink per campaign."""
+    """A factory for :func:`simulate`: ``make_inner``'s scheduler, also ranked by
+    :func:`extra_estimates` at each of ``EXTRA_AT``, into a new sink per campaign."""
     stops = {min(round(c * n), round(max(CHECKPOINTS) * n)): c for c in EXTRA_AT}
 
     def make(q: np.ndarray, crowd: Crowd) -> Scheduler:
-        sinks.append({})
-        return Recording(make_inner(q, crowd), q, crowd, stops, sinks[-1])
+        sink: dict[str, dict[float, float]] = {}
+        sinks.append(sink)
+        last: dict[str, np.ndarray] = {}
+
+        def measure(state: RatingState, at: float) -> None:
+            last.update(extra_estimates(state, crowd, last))  # warm starts for the next checkpoint
+            for est, ratings in last.items():
+                sink.setdefault(est, {})[at] = metrics.pairwise_accuracy(q, ratings)
+        return Recording(make_inner(q, crowd), stops, measure)
     make.name = name  # type: ignore[attr-defined]
     return make
 

@@ -28,13 +28,15 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from simulate_headline import fmt
 from simulate_oracle import (
     HEADLINE,
+    Recording,
     _oracle_from_spec,
     crowd_of,
     information_ratio,
@@ -50,49 +52,28 @@ CHECKPOINTS = [1.0, 2.0, 3.0, 4.0, 6.0]
 R = 0.9
 
 
-class Recording(Scheduler):
-    """Runs ``inner`` unchanged; at each checkpoint also ranks by the oracle estimator."""
-
-    rating = "crowd"
-
-    def __init__(self, inner: Scheduler, q: np.ndarray, crowd: Crowd, stops: dict[int, float],
-                 sink: dict[float, float], mses: list[dict[float, float]]) -> None:
-        super().__init__()
-        self.inner, self.q, self.crowd, self.stops, self.sink = inner, q, crowd, stops, sink
-        self.last: np.ndarray | None = None
-        self.mse: dict[float, float] = {}
-        mses.append(self.mse)
-
-    def plan(self, budget: int) -> None:
-        self.inner.plan(budget)
-
-    def next_pairs(self, state: RatingState, rng: np.random.Generator, k: int,
-                   voter: Hashable = 0) -> list[tuple[int, int]]:
-        return self.inner.next_pairs(state, rng, k, voter)
-
-    def observe(self, state: RatingState, left: int, right: int, outcome: float, voter: Hashable = 0) -> None:
-        self.inner.observe(state, left, right, outcome, voter)
-        at = self.stops.get(state.n_votes)
-        if at is not None:
-            assert state.prior is not None
-            mean = R * state.prior.scores  # E[q | s]: q ~ N(0, 1), s standardised, Pearson R
-            self.last = true_model_map(state, self.crowd, 1.0 / (1.0 - R * R), self.last, mean)
-            self.sink[at] = metrics.pairwise_accuracy(self.q, self.last)
-            self.mse[at] = float(np.mean((self.last - self.q) ** 2))
-
-    def _propose(self, state: RatingState, rng: np.random.Generator, ok: Callable[[int, int], bool]
-                 ) -> tuple[int, int] | None:
-        return self.inner._propose(state, rng, ok)
-
-
 def recorded(name: str, make_inner: Callable[[np.ndarray, Crowd], Scheduler], n: int,
              sinks: list[dict[float, float]], mses: list[dict[float, float]]
              ) -> Callable[[np.ndarray, Crowd], Scheduler]:
+    """A factory for :func:`run_campaign`: ``make_inner``'s scheduler, also ranked by the oracle
+    estimator at each checkpoint (pairwise accuracy into ``sinks``, squared error into ``mses``,
+    a new dict per campaign)."""
     stops = {round(c * n): c for c in CHECKPOINTS}
 
     def make(q: np.ndarray, crowd: Crowd) -> Scheduler:
-        sinks.append({})
-        return Recording(make_inner(q, crowd), q, crowd, stops, sinks[-1], mses)
+        sink: dict[float, float] = {}
+        mse: dict[float, float] = {}
+        sinks.append(sink)
+        mses.append(mse)
+        last: list[np.ndarray | None] = [None]
+
+        def measure(state: RatingState, at: float) -> None:
+            assert state.prior is not None
+            mean = R * state.prior.scores  # E[q | s]: q ~ N(0, 1), s standardised, Pearson R
+            last[0] = est = true_model_map(state, crowd, 1.0 / (1.0 - R * R), last[0], mean)
+            sink[at] = metrics.pairwise_accuracy(q, est)
+            mse[at] = float(np.mean((est - q) ** 2))
+        return Recording(make_inner(q, crowd), stops, measure)
     make.name = name  # type: ignore[attr-defined]
     return make
 
@@ -102,15 +83,11 @@ def accuracy_of_mse(mse: float) -> float:
     return 1.0 - math.acos(math.sqrt(max(0.0, 1.0 - mse))) / math.pi
 
 
-def fmt(s: dict) -> str:
-    return f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--designs", default="active,rank4,rank16,rank64,qwin0.5,qwin1")
+    ap.add_argument("--designs", default="active,threshold,rank16,rank256,qwin1,qwin2,qwin3")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     t0 = time.time()
