@@ -61,3 +61,25 @@ def test_retrain_promotes_over_a_model_that_cannot_load(settings, shared_data: P
 def test_retrain_on_an_empty_log_is_a_clear_error(settings) -> None:  # type: ignore[no-untyped-def]
     res = CliRunner().invoke(app, ["retrain", "--json"])
     assert res.exit_code == 2 and "retraining needs at least 10" in res.output
+
+
+def test_retrain_measures_the_served_default_and_is_reproducible(settings, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    vote_collection(settings, shared_data)
+    docs = []
+    for current in ([], ["--current", "default"]):  # no --current: the settings' model, the bundled default
+        res = CliRunner().invoke(app, ["retrain", *current, "--seed", "3", "--no-promote", "--json"])
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    for doc in docs:
+        assert doc["current"]["model"] == "default" and "error" not in doc["current"]
+        assert doc["current"]["pairwise_accuracy"] > 0.5  # the real default, not a fallback to chance
+    assert docs[0]["current"] == docs[1]["current"]
+    assert docs[0]["new"] == docs[1]["new"]  # same seed, same split and same model
+    assert not (settings.home / "models" / "in-house.onnx").exists()
+    assert [p.name for p in (settings.home / "models").glob("*.onnx")] == ["candidate.onnx"]
+
+
+def test_retrain_with_an_unknown_current_model_stops_before_training(settings) -> None:  # type: ignore[no-untyped-def]
+    res = CliRunner().invoke(app, ["retrain", "--current", "defualt", "--json"])
+    assert res.exit_code == 2 and "unknown model 'defualt'" in res.output and "default" in res.output
+    assert not (settings.home / "models" / "candidate.onnx").exists()

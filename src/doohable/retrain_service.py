@@ -54,12 +54,18 @@ class LoopOptions:
 
 def run_loop(services: Services, opts: LoopOptions, tick: Tick | None = None) -> dict[str, Any]:
     """Retrain on the votes; promote and rescore when the candidate is better. Raises
-    ``ValueError``/``FileNotFoundError`` with a clear message when nothing can be trained."""
+    ``ValueError``/``FileNotFoundError`` with a clear message when nothing can be trained or
+    ``opts.current`` names no scorer. A current scorer that exists but cannot load (the
+    settings' model file missing or corrupt: nothing is being served) is beaten by any
+    candidate that agrees with the held-out voters more often than chance."""
+    from doohable.model.load import check_reference
     from doohable.model.retrain import RetrainOptions, retrain
 
+    if opts.current is not None:
+        check_reference(opts.current)  # a mistyped --current stops here, before any training
     settings = services.settings
     models = settings.home / "models"
-    candidate = models / f"candidate-{time.strftime('%Y%m%d-%H%M%S')}.onnx"
+    candidate = models / "candidate.onnx"  # the latest run's; replaced by the next
     ropts = RetrainOptions(out=candidate, current=opts.current or settings.model,
                            cache_dir=settings.home / "cache", holdout=opts.holdout, seed=opts.seed,
                            from_model=opts.from_model)

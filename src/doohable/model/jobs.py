@@ -301,6 +301,7 @@ def _head_only(
     tick: Tick | None,
 ) -> tuple[Any, dict[str, Any]]:
     cfg = opts.config
+    T.seed_everything(cfg.seed)  # the head's first weights are drawn here: same seed, same model
     model = build_model(
         cfg.backbone, cfg.head, scale=data.scale, input_size=cfg.input_size, dropout=cfg.dropout
     )

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from doohable.model.default import COMBINATION_PATH, NAME, PHOTO_MODEL, CombinedScorer, load_combined
-from doohable.model.runtime import BUNDLED_DIR, DEFAULT_MODEL, Scorer, load_scorer
+from doohable.model.runtime import BUNDLED_DIR, DEFAULT_MODEL, Scorer, load_scorer, resolve_model_path
 
 AnyScorer = Scorer | CombinedScorer
 
@@ -29,3 +29,24 @@ def load_any(name_or_path: str | os.PathLike[str] | None = None, *, threads: int
     if Path(ref).suffix == ".json":
         return load_combined(Path(ref), threads=threads)
     return load_scorer(ref, threads=threads)
+
+
+def check_reference(name_or_path: str | os.PathLike[str]) -> None:
+    """``FileNotFoundError`` with a clear message when ``name_or_path`` names no scorer (an
+    unknown name, a missing file); a file that exists is not opened."""
+    ref = str(name_or_path)
+    if ref == NAME:
+        return
+    if Path(ref).suffix == ".json":
+        if not Path(ref).is_file():
+            raise FileNotFoundError(f"combination file not found: {ref}")
+        return
+    try:
+        resolve_model_path(ref)
+    except FileNotFoundError as exc:
+        if Path(ref).suffix == ".onnx":
+            raise
+        known = sorted([NAME, *(p.stem for p in BUNDLED_DIR.glob("*.onnx"))])
+        raise FileNotFoundError(
+            f"unknown model {ref!r}: not a file and not a bundled model (bundled: {', '.join(known)})"
+        ) from exc

@@ -32,7 +32,7 @@ class RetrainOptions:
     """What ``doohable retrain`` was asked for."""
 
     out: Path  # where the candidate model is written
-    current: str | None  # the serving scorer (name or path; None = bundled default)
+    current: str | None  # the serving scorer (name or path; None = the bundled default, as served)
     cache_dir: Path | None = None
     holdout: float = 0.2
     seed: int = 0
@@ -59,9 +59,9 @@ def score_images(model: str | Path | None, sources: dict[int, bytes]) -> dict[in
 
     from PIL import Image as PILImage
 
-    from doohable.model.runtime import load_scorer
+    from doohable.model.load import load_any
 
-    scorer = load_scorer(model, threads=1)
+    scorer = load_any(model, threads=1)
     out: dict[int, float] = {}
     for image_id, data in sources.items():
         try:
@@ -105,6 +105,7 @@ def retrain(session: Session, blobs: Any, opts: RetrainOptions, tick: Tick | Non
     the rest. Returns ``{"candidate", "votes": {...}, "new": {...}, "current": {...}, "better"}``;
     a current scorer that cannot be loaded is reported (``current.error``), never fatal."""
     from doohable.model.jobs import TrainOptions, train_job
+    from doohable.model.load import default_name
     from doohable.model.train import FinetuneConfig
     from doohable.model.warmstart import WarmStartOptions, warmstart_job
     from doohable.voting.log import effective_votes
@@ -126,7 +127,7 @@ def retrain(session: Session, blobs: Any, opts: RetrainOptions, tick: Tick | Non
         trained = train_job(topts, tick)
     test_bytes = voted_bytes(session, blobs, test_rows)
     new_acc, n = agreement(score_images(opts.out, test_bytes), test_rows)
-    current: dict[str, Any] = {"model": opts.current or "default"}
+    current: dict[str, Any] = {"model": opts.current or default_name()}
     try:
         current["pairwise_accuracy"], _ = agreement(score_images(opts.current, test_bytes), test_rows)
     except (FileNotFoundError, ValueError) as exc:
