@@ -65,6 +65,16 @@ def test_train_head_only_then_evaluate(tiny_scut: Path, tmp_path: Path) -> None:
     assert html.count("data:image/png;base64") >= 4 and "Youden" in html
 
 
+def test_evaluate_scores_with_the_bundled_default_like_score(tiny_scut: Path) -> None:
+    res = CliRunner().invoke(app, ["evaluate", "--data", str(tiny_scut), "--json"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads(res.stdout.strip().splitlines()[-1])
+    assert ev["model"].startswith("default@") and ev["n"] == 12 and ev["pearson"] > 0.5
+    assert [s["source"].endswith("broken.jpg") for s in ev["skipped"]] == [True]
+    named = CliRunner().invoke(app, ["evaluate", "--model", "default", "--data", str(tiny_scut), "--json"])
+    assert json.loads(named.stdout.strip().splitlines()[-1])["pearson"] == ev["pearson"]
+
+
 def test_bad_label_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("image,score,subset,fold\nAF1.jpg,high,AF,1\n")
     res = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path), "--json"])

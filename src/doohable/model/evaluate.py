@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from doohable.model.data import ScoredImages, load_images
+from doohable.model.default import CombinedScorer
 from doohable.model.metrics import error_per_bin, regression_metrics, top_fraction_roc
 from doohable.model.runtime import Scorer, center_crop, resize_side
 
@@ -44,14 +45,17 @@ class Evaluation:
 
 
 def score_dataset(
-    scorer: Scorer,
+    scorer: Scorer | CombinedScorer,
     data: ScoredImages,
     *,
     batch: int = 64,
     sources: Sequence[str | bytes] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluation:
-    """Score every image of ``data`` with ``scorer`` (ONNX Runtime); corrupt images are skipped."""
+    """Score every image of ``data`` with ``scorer`` (ONNX Runtime); corrupt images are skipped.
+    A combined scorer (``default``) scores each image as ``doohable score`` does."""
+    if isinstance(scorer, CombinedScorer):
+        return _score_combined(scorer, data, sources, on_progress)
     s = scorer.input_size
     pix = load_images(list(sources) if sources is not None else data.paths, resize_side(s), names=data.paths)
     preds = []
@@ -73,3 +77,32 @@ def score_dataset(
         scorer.scale,
         pix.errors,
     )
+
+
+def _score_combined(
+    scorer: CombinedScorer,
+    data: ScoredImages,
+    sources: Sequence[str | bytes] | None,
+    on_progress: Callable[[int], None] | None,
+) -> Evaluation:
+    """:func:`score_dataset` through the batch scorer (each image prepared by the scorer itself)."""
+    from pathlib import Path
+
+    from doohable.batch import score_items
+
+    srcs = list(sources) if sources is not None else list(data.paths)
+
+    def read(i: int) -> bytes:
+        src = srcs[i]
+        return src if isinstance(src, bytes) else Path(src).read_bytes()
+
+    kept, preds, errors = [], [], []
+    for i, score, error, _sha, _parts in score_items(range(len(srcs)), read, scorer, on_progress=on_progress):
+        if score is None:
+            errors.append({"source": data.paths[i], "error": error or "not scored"})
+        else:
+            kept.append(i)
+            preds.append(score)
+    sub = data.subset(np.asarray(kept, int))
+    return Evaluation(f"{scorer.name}@{scorer.version}", sub.paths, sub.groups, sub.scores,
+                      np.asarray(preds, np.float64), scorer.scale, sorted(errors, key=lambda e: e["source"]))

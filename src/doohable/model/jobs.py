@@ -23,9 +23,10 @@ from doohable.model.data import (
 )
 from doohable.model.evaluate import Evaluation, score_dataset
 from doohable.model.export import export_onnx
+from doohable.model.load import load_any
 from doohable.model.metrics import regression_metrics
 from doohable.model.report import Run, build_report, run_from_cv_json
-from doohable.model.runtime import center_crop, face_branch_path, load_scorer, resize_side
+from doohable.model.runtime import center_crop, face_branch_path, resize_side
 from doohable.model.scorer import build_model
 
 Tick = Callable[[str, int, int], None]  # (what, done, total) for progress bars
@@ -398,7 +399,7 @@ def evaluate_job(
 ) -> dict[str, Any]:
     """Score ``data`` with an exported model and compute every metric; optionally an HTML report
     that also shows k-fold runs saved as ``cv_*.json``."""
-    scorer = load_scorer(model)
+    scorer = load_any(model)
     done = [0]
 
     def on_progress(n: int) -> None:
