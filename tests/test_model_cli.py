@@ -75,6 +75,13 @@ def test_evaluate_scores_with_the_bundled_default_like_score(tiny_scut: Path) ->
     assert json.loads(named.stdout.strip().splitlines()[-1])["pearson"] == ev["pearson"]
 
 
+def test_an_unknown_model_is_one_plain_line_naming_every_model() -> None:
+    res = CliRunner().invoke(app, ["score", "--model", "no-such-model[x]", "any.jpg"])
+    assert res.exit_code == 2
+    line = "error: unknown model 'no-such-model[x]': not a file and not a bundled model (bundled: default,"
+    assert res.output.startswith(line) and res.output.count("\n") == 1  # not wrapped, no markup eaten
+
+
 def test_bad_label_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("image,score,subset,fold\nAF1.jpg,high,AF,1\n")
     res = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path), "--json"])

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def progress(disable: bool = False) -> Progress:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a clear error for people and return the exit to raise."""
-    console.print(f"[red]error:[/red] {message}")
+    """Print a clear error for people and return the exit to raise: one line however long (a
+    script can grep it), the message printed as it is (never read as markup)."""
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)

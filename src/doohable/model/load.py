@@ -28,6 +28,7 @@ def load_any(name_or_path: str | os.PathLike[str] | None = None, *, threads: int
         return load_combined(COMBINATION_PATH, threads=threads)
     if Path(ref).suffix == ".json":
         return load_combined(Path(ref), threads=threads)
+    check_reference(ref)  # an unknown name's message lists every name, ``default`` included
     return load_scorer(ref, threads=threads)
 
 
