@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 
 from fastapi.testclient import TestClient
@@ -31,6 +32,20 @@ def test_leaderboard_shows_model_agreement(settings: Settings) -> None:
         s.flush()
         got = model_agreement(s)
         assert got is not None and got["votes"] == 6 and abs(got["agreement"] - 5 / 6) < 1e-9
+    line = leaderboard_line(settings, token)
+    assert "house" in line and "83.3% of 6 votes" in line and "held out" not in line  # no retrain promoted it
+    # a retrain promoted house v1: its agreement on the votes it never saw is shown too
+    result = {"promoted": "in-house.onnx", "rescored": {"model": "house", "version": "v1"},
+              "new": {"pairwise_accuracy": 0.7}, "votes": {"measured": 10}}
+    (settings.home / "retrain").mkdir(parents=True, exist_ok=True)
+    (settings.home / "retrain" / "state.json").write_text(json.dumps({"state": "done", "result": result}))
+    line = " ".join(leaderboard_line(settings, token).split())
+    assert ("83.3% of 6 votes (it was trained on most of them; on the 10 held out from its training it "
+            "agreed with 70.0%)") in line
+
+
+def leaderboard_line(settings: Settings, token: str) -> str:
+    """The leaderboard's model-agreement line, signed in with ``token``."""
     with TestClient(create_app(settings)) as client:
         form = client.get("/login").text
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
@@ -39,4 +54,5 @@ def test_leaderboard_shows_model_agreement(settings: Settings) -> None:
         page = client.get("/leaderboard")
     assert page.status_code == 200
     line = re.search(r'id="model-agreement">(.*?)</p>', page.text, re.S)
-    assert line and "house" in line.group(1) and "83.3% of 6 votes" in line.group(1)
+    assert line
+    return line.group(1)

@@ -17,6 +17,7 @@ from doohable import voting
 from doohable.api.deps import PageUser, SessionDep, SettingsDep
 from doohable.api.security import csrf_ok, csrf_token
 from doohable.api.templating import STATIC, render
+from doohable.config import Settings
 from doohable.signing import image_url
 from doohable.store.models import Image
 from doohable.store.users import user_for_token
@@ -132,15 +133,23 @@ def leaderboard(request: Request, user: PageUser, session: SessionDep, settings:
         for k, i in enumerate(order)
         if i in images
     ]
-    return render(request, "leaderboard.html", {"rows": rows, "loop": loop_status(session)})
+    return render(request, "leaderboard.html", {"rows": rows, "loop": loop_status(session, settings)})
 
 
-def loop_status(session: Session) -> dict[str, Any] | None:
-    """Model-vs-votes agreement and how much voting can still settle, for the leaderboard."""
+def loop_status(session: Session, settings: Settings) -> dict[str, Any] | None:
+    """Model-vs-votes agreement and how much voting can still settle, for the leaderboard. A
+    model a retrain promoted was trained on most of these votes, so its agreement on the votes
+    it never saw, measured then, comes too (``held_out``)."""
+    from doohable.retrain_service import job_state
     from doohable.voting.prior import model_agreement
 
     status = model_agreement(session)
-    if status is not None:
-        settled, _std = voting.ranking_settled(session)
-        status["unsettled"] = 1.0 - settled
+    if status is None:
+        return None
+    settled, _std = voting.ranking_settled(session)
+    status["unsettled"] = 1.0 - settled
+    result = job_state(settings).get("result") or {}
+    if result.get("promoted") and (result.get("rescored") or {}).get("version") == status["version"]:
+        status["held_out"] = {"agreement": result["new"]["pairwise_accuracy"],
+                              "votes": result["votes"]["measured"]}
     return status
