@@ -1,6 +1,7 @@
 """The default scorer's parts through the database and the API: stored with each score
-(``scores.parts``), answered by ``POST /api/v1/score``, and the combination refitted from real
-votes (SQLite and PostgreSQL). The photo part is a stand-in (``standin_combination``)."""
+(``scores.parts``), answered by ``POST /api/v1/score`` and the moderation queue, and the
+combination refitted from real votes (SQLite and PostgreSQL). The photo part is a stand-in
+(``standin_combination``)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,19 @@ def test_score_api_answers_the_parts(combined_settings: Settings) -> None:
     body = r.json()
     assert body["model"] == "mine" and body["parts"]["face"] is None
     assert body["score"] == pytest.approx(0.1 + 0.9 * body["parts"]["photo"], abs=1e-4)
+
+
+def test_queue_items_carry_the_parts_of_their_stored_score(combined_settings: Settings) -> None:
+    engine = get_engine(combined_settings.resolved_database_url)
+    blobs = open_blobs(combined_settings.resolved_blob_url)
+    with session_scope(engine) as s:
+        ids = add_images(s, 3, blobs)
+        moderate_images(s, blobs, load_any(combined_settings.model, threads=1), combined_settings, nsfw=False)
+        stored = {r.image_id: (r.score, r.parts) for r in s.scalars(select(Score))}
+        _, token = add_user(s, "m", "moderator")
+    with TestClient(create_app(combined_settings)) as client:
+        r = client.get("/api/v1/moderation/queue", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    shown = {x["id"]: (x["score"], x["parts"]) for x in r.json()}
+    assert shown == stored and set(shown) == set(ids)
+    assert all(set(parts) == {"photo", "face"} and parts["face"] is None for _, parts in shown.values())

@@ -195,6 +195,68 @@ def test_moderation_api_queue_decide_policy_preview_audit(
     ]
 
 
+@pytest.fixture(params=["missing", "corrupt"])
+def no_model(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings whose model cannot be loaded: a missing file, or a file that is no ONNX model."""
+    path = tmp_path / f"{request.param}.onnx"
+    if request.param == "corrupt":
+        path.write_bytes(b"not an onnx model")
+    return settings.model_copy(update={"model": str(path)})
+
+
+def test_moderation_works_without_a_loadable_model(no_model: Settings) -> None:
+    """Only scoring needs the model: with none that loads, moderators still see the stored scores
+    best first, decide, and read and set the policy, which says whose scores these are."""
+    from doohable import moderation
+    from doohable.store.models import Decision, Image
+
+    auth = _token(no_model, "mia", "moderator")
+    ids = [_ingest(no_model, jpeg_of_gray(lv)) for lv in (40, 140, 240)]
+    with session_scope(get_engine(no_model.resolved_database_url)) as s:
+        moderation.store_scores(s, {ids[0]: 1.0, ids[1]: 2.0}, "old", "v")
+        moderation.store_scores(s, dict(zip(ids, [1.5, 2.5, 3.5], strict=True)), "brightness", "v")
+    with TestClient(create_app(no_model)) as client:
+        client.get("/login", params={"token": auth["Authorization"].removeprefix("Bearer ")})
+        page = client.get("/moderation")  # the page, whose policy box shows the model note
+        assert page.status_code == 200 and 'id="model-note"' in page.text
+        q = client.get("/api/v1/moderation/queue", headers=auth)
+        assert q.status_code == 200, q.text
+        assert [(x["id"], x["score"]) for x in q.json()] == [(ids[2], 3.5), (ids[1], 2.5), (ids[0], 1.5)]
+        for i, d in [(ids[2], "approved"), (ids[0], "rejected")]:
+            r = client.post("/api/v1/moderation/decisions", json={"image_id": i, "decision": d}, headers=auth)
+            assert r.status_code == 201 and r.json()["status"] == d, r.text
+        pol = client.get("/api/v1/moderation/policy", headers=auth)
+        assert pol.status_code == 200, pol.text
+        assert pol.json()["model"] == "brightness" and pol.json()["version"] is None
+        assert "no scoring model" in pol.json()["model_note"] and "brightness" in pol.json()["model_note"]
+        assert pol.json()["suggested"]["threshold"] == 3.5
+        put = client.put("/api/v1/moderation/policy", json={"threshold": 3.0}, headers=auth)
+        assert put.status_code == 200 and put.json()["applied"] == {"approved": 0, "flagged": 0, "pending": 1}
+        prev = client.get("/api/v1/moderation/preview", params={"threshold": 2.0}, headers=auth)
+        assert prev.status_code == 200 and prev.json()["would_approve"] == 1
+        assert client.post("/api/v1/moderation/decisions/undo", headers=auth).json()["undone"]
+        r = client.post("/api/v1/score", json={"image_id": ids[1]}, headers=auth)
+        assert r.status_code == 503 and "no scoring model" in r.json()["detail"], r.text
+        r = client.post("/api/v1/score/batch", json={"image_ids": [ids[1]]}, headers=auth)
+        assert r.status_code == 503 and "no scoring model" in r.json()["detail"], r.text
+    with session_scope(get_engine(no_model.resolved_database_url)) as s:
+        rows = s.query(Decision.image_id, Decision.decision, Decision.score).order_by(Decision.id).all()
+        assert [tuple(r) for r in rows] == [(ids[2], "approved", 3.5), (ids[0], "rejected", 1.5),
+                                            (ids[0], "pending", 1.5)]  # the last one: the undo
+        assert [s.get(Image, i).status for i in ids] == ["pending", "pending", "approved"]  # type: ignore[union-attr]
+
+
+def test_url_ingest_without_a_loadable_model_stores_the_image_unscored(
+    no_model: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("doohable.ingest.fetch_url", lambda url, settings: jpeg_of_gray(90))
+    auth = _token(no_model, "v", "voter")
+    with TestClient(create_app(no_model)) as client:
+        r = client.post("/api/v1/images/url", json={"url": "https://example.org/a.jpg"}, headers=auth)
+    assert r.status_code == 201, r.text
+    assert r.json()["score"] is None and r.json()["status"] == "pending" and not r.json()["duplicate"]
+
+
 def test_moderation_page_for_moderators_only(client: TestClient, scoring_settings: Settings) -> None:
     assert client.get("/moderation", follow_redirects=False).status_code == 303
     with session_scope(get_engine(scoring_settings.resolved_database_url)) as s:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from doohable.config import Settings
 from doohable.nsfw import DEFAULT_THRESHOLD as NSFW_DEFAULT
 from doohable.nsfw import is_flagged
+from doohable.store.catalog import latest_parts
 from doohable.store.models import Decision, Image, Score, Setting, Source, Status, User, utcnow
 
 THRESHOLD_KEY = "auto_approve_threshold"
@@ -259,8 +260,8 @@ def store_scores(
     return len(scores)
 
 
-def latest_scores(session: Session, model: str, version: str | None = None) -> dict[int, float]:
-    """image id → score by ``model`` (one version, or the newest row of any version)."""
+def latest_scores(session: Session, model: str | None, version: str | None = None) -> dict[int, float]:
+    """image id → score by ``model`` (one version, or the newest row of any version; None: no scores)."""
     q = select(Score.image_id, Score.score).where(Score.model == model)
     if version is not None:
         q = q.where(Score.model_version == version)
@@ -362,7 +363,7 @@ def human_decisions(session: Session) -> dict[int, bool]:
     return {i: d == Status.approved.value for i, d in latest.items() if d in HUMAN_DECISIONS}
 
 
-def suggest_threshold(session: Session, model: str, version: str | None = None) -> ThresholdSuggestion:
+def suggest_threshold(session: Session, model: str | None, version: str | None = None) -> ThresholdSuggestion:
     """Youden threshold from people's decisions on images scored by ``model``."""
     decided = human_decisions(session)
     scores = latest_scores(session, model, version)
@@ -370,7 +371,7 @@ def suggest_threshold(session: Session, model: str, version: str | None = None) 
     return youden_threshold([scores[i] for i in ids], [decided[i] for i in ids])
 
 
-def preview(session: Session, threshold: float, model: str, version: str | None = None) -> Preview:
+def preview(session: Session, threshold: float, model: str | None, version: str | None = None) -> Preview:
     """:func:`threshold_preview` on the stored scores and decisions."""
     scores = latest_scores(session, model, version)
     decided = human_decisions(session)
@@ -418,9 +419,12 @@ class QueueItem:
     caption: str | None
     page_url: str | None
     created_at: dt.datetime
+    parts: dict[str, float | None] | None = None  # a combined scorer's parts of the score
 
 
-def queue(session: Session, model: str, flt: QueueFilter, policy: Policy | None = None) -> list[QueueItem]:
+def queue(
+    session: Session, model: str | None, flt: QueueFilter, policy: Policy | None = None
+) -> list[QueueItem]:
     """Images of ``flt.status`` ordered by ``model``'s score, best first (unscored last)."""
     nsfw_thr = policy.nsfw_threshold if policy else NSFW_DEFAULT
     scores = latest_scores(session, model)
@@ -442,10 +446,11 @@ def queue(session: Session, model: str, flt: QueueFilter, policy: Policy | None 
         images = [im for im in images if im.id in scores and lo <= scores[im.id] <= hi]
     images.sort(key=lambda im: (im.id not in scores, -scores.get(im.id, 0.0), im.id))
     page = images[flt.offset : flt.offset + flt.limit]
-    return [_queue_item(im, scores.get(im.id), nsfw_thr) for im in page]
+    parts = latest_parts(session, model, [im.id for im in page])
+    return [_queue_item(im, scores.get(im.id), nsfw_thr, parts.get(im.id)) for im in page]
 
 
-def _queue_item(image: Image, score: float | None, nsfw_thr: float) -> QueueItem:
+def _queue_item(image: Image, score: float | None, nsfw_thr: float, parts: dict | None) -> QueueItem:
     src = image.sources[0] if image.sources else None
     return QueueItem(
         id=image.id,
@@ -461,6 +466,7 @@ def _queue_item(image: Image, score: float | None, nsfw_thr: float) -> QueueItem
         caption=src.caption if src else None,
         page_url=src.page_url if src else None,
         created_at=image.created_at,
+        parts=parts,
     )
 
 

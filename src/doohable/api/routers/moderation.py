@@ -2,12 +2,14 @@
 policy, the audit (the page is :mod:`doohable.api.pages.moderation`).
 
 Every route needs the moderator role (bearer token, or the page's session cookie + CSRF
-header). Routes that need the serving model's name take the scorer in their body, after
-FastAPI has validated the request: a malformed request gets its 4xx without a model too."""
+header). No route here scores an image, so none needs a model: they work on stored scores, the
+serving model's, or while it cannot be loaded those of the model that stored the newest score
+(:func:`queue_model`; the policy says so in ``model_note``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -21,19 +23,36 @@ from doohable.api.deps import (
     ServicesDep,
     SessionDep,
     absolute_url,
-    scorer_or_503,
 )
-from doohable.services import Services
+from doohable.batch import Parts
+from doohable.services import NO_MODEL_ERRORS, Services
 from doohable.signing import image_url
+from doohable.store.catalog import newest_scored_model
 from doohable.store.models import Image
 
 router = APIRouter(prefix="/moderation", tags=["moderation"])
 
 
-def model_name(services: Services) -> tuple[str, str | None]:
-    """Name and version of the serving model, whose scores order the queue (503 without one)."""
-    scorer = scorer_or_503(services)
-    return scorer.name, scorer.version
+@dataclass(frozen=True)
+class QueueModel:
+    """The model whose stored scores the queue, decisions and policy use; ``note`` says why it
+    is not the serving model (None: it is)."""
+
+    name: str | None
+    version: str | None = None
+    note: str | None = None
+
+
+def queue_model(session: SessionDep, services: Services) -> QueueModel:
+    """The serving model; when it cannot be loaded, the model of the newest stored score, so
+    that moderators keep working on the scores already stored (only scoring needs a model)."""
+    try:
+        scorer = services.scorer()
+    except NO_MODEL_ERRORS as e:
+        name = newest_scored_model(session)
+        shown = f"showing the stored scores of {name}" if name else "no stored scores to show"
+        return QueueModel(name, note=f"no scoring model ({e}): {shown}; new images are not scored")
+    return QueueModel(scorer.name, scorer.version)
 
 
 class QueueItemOut(BaseModel):
@@ -54,7 +73,7 @@ class QueueItemOut(BaseModel):
     posted_at: dt.datetime | None = None
     decided_by: str | None = Field(None, description="who set the status: a user name, or auto (a rule)")
     decided_rule: str | None = None
-    parts: dict[str, float] | None = Field(None, description="the score's parts, when the scorer gives them")
+    parts: Parts | None = Field(None, description="the score's parts, when the scorer gives them")
 
 
 class DecisionIn(BaseModel):
@@ -97,8 +116,9 @@ class SuggestionOut(BaseModel):
 class PolicyOut(BaseModel):
     threshold: float | None
     nsfw_threshold: float
-    model: str
+    model: str | None = Field(description="the model whose stored scores the queue and the policy use")
     version: str | None
+    model_note: str | None = Field(None, description="why that is not the serving model (none can be loaded)")
     suggested: SuggestionOut | None
     suggestion_error: str | None = None
     applied: dict[str, int] | None = None
@@ -130,9 +150,9 @@ def get_queue(
 ) -> list[QueueItemOut]:
     """Images of a status (pending by default) best first, with filters."""
     settings = services.settings
-    name, _ = model_name(services)
     flt = moderation.QueueFilter(status_, source or None, since, until, min_score, max_score, limit, offset)
-    items = moderation.queue(session, name, flt, moderation.get_policy(session, settings))
+    policy = moderation.get_policy(session, settings)
+    items = moderation.queue(session, queue_model(session, services).name, flt, policy)
     formats = dict(session.query(Image.id, Image.format).filter(Image.id.in_([i.id for i in items])).all())
     details = decisions.card_details(session, [i.id for i in items])
     own = [k for k in QueueItemOut.model_fields if hasattr(items[0], k) and k != "url"] if items else []
@@ -159,8 +179,7 @@ def post_decision(
 
     The same decision twice answers the first one (200, no second row); with
     ``expected_status``, a decision on an image whose status changed since answers 409."""
-    name, _ = model_name(services)
-    score = moderation.latest_scores(session, name).get(body.image_id)
+    score = moderation.latest_scores(session, queue_model(session, services).name).get(body.image_id)
     try:
         out = decisions.decide_once(
             session, body.image_id, body.decision, actor=user, score=score,
@@ -194,20 +213,22 @@ def undo_decision(user: ModeratorDep, session: SessionDep) -> UndoDecisionOut:
     )
 
 
-def _policy_out(session: SessionDep, services: Services, applied: dict[str, int] | None = None) -> PolicyOut:
-    name, version = model_name(services)
+def _policy_out(
+    session: SessionDep, services: Services, model: QueueModel, applied: dict[str, int] | None = None
+) -> PolicyOut:
     policy = moderation.get_policy(session, services.settings)
     suggested, error = None, None
     try:
-        s = moderation.suggest_threshold(session, name)
+        s = moderation.suggest_threshold(session, model.name)
         suggested = SuggestionOut(**s.__dict__)
     except moderation.ModerationError as e:
         error = str(e)
     return PolicyOut(
         threshold=policy.threshold,
         nsfw_threshold=policy.nsfw_threshold,
-        model=name,
-        version=version,
+        model=model.name,
+        version=model.version,
+        model_note=model.note,
         suggested=suggested,
         suggestion_error=error,
         applied=applied,
@@ -217,7 +238,7 @@ def _policy_out(session: SessionDep, services: Services, applied: dict[str, int]
 @router.get("/policy", response_model=PolicyOut)
 def get_policy(_user: ModeratorDep, session: SessionDep, services: ServicesDep) -> PolicyOut:
     """The policy in force and the threshold suggested by past decisions (ROC / Youden)."""
-    return _policy_out(session, services)
+    return _policy_out(session, services, queue_model(session, services))
 
 
 @router.put("/policy", response_model=PolicyOut)
@@ -232,15 +253,14 @@ def put_policy(body: PolicyIn, _user: ModeratorDep, session: SessionDep, service
         )
     except moderation.ModerationError as e:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
-    applied = None
+    applied, model = None, queue_model(session, services)
     if body.apply:
-        name, _ = model_name(services)
-        scores = moderation.latest_scores(session, name)
+        scores = moderation.latest_scores(session, model.name)
         pending = session.query(Image.id).filter(Image.status == "pending").all()
         applied = moderation.apply_policy(
             session, [i for (i,) in pending], moderation.get_policy(session, services.settings), scores
         )
-    return _policy_out(session, services, applied)
+    return _policy_out(session, services, model, applied)
 
 
 @router.get("/preview", response_model=PreviewOut)
@@ -248,8 +268,7 @@ def get_preview(
     threshold: float, _user: ModeratorDep, session: SessionDep, services: ServicesDep
 ) -> PreviewOut:
     """What ``threshold`` would auto-approve now, and its errors on decisions already made."""
-    name, _ = model_name(services)
-    p = moderation.preview(session, threshold, name)
+    p = moderation.preview(session, threshold, queue_model(session, services).name)
     return PreviewOut(**p.__dict__, wrong=p.wrong)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from doohable.api.deps import ServicesDep, SessionDep, authenticate
 from doohable.images import ImageError
-from doohable.services import Services
+from doohable.services import NO_MODEL_ERRORS, Services
 from doohable.store.models import User
 from doohable.store.users import has_role
 
@@ -121,9 +121,9 @@ def ingest_url(session: Session, services: Services, body: UrlIn, user: User) ->
     result = ingest_bytes(session, blobs, data, source=source, settings=settings)
     score = None
     try:
-        scorer, _ = moderate_ingested(session, blobs, settings, [result.image_id])
+        scorer, _ = moderate_ingested(session, blobs, settings, [result.image_id], scorer=services.scorer())
         score = latest_scores(session, scorer.name, scorer.version).get(result.image_id)
-    except (FileNotFoundError, OSError) as e:  # no model installed: store only
+    except (*NO_MODEL_ERRORS, OSError) as e:  # no model that loads: store only
         log.warning("image %s stored unscored: %s", result.image_id, e)
     image = session.get(Image, result.image_id)
     return UrlOut(

@@ -145,6 +145,8 @@
     $("suggestion").textContent = s
       ? `Suggested from ${s.positives} approved / ${s.negatives} rejected: ${exact(s.threshold)} (Youden J ${fmt(s.youden_j)})`
       : policy.suggestion_error || "";
+    $("model-note").textContent = policy.model_note || ""; // no scoring model: whose scores these are
+    $("model-note").hidden = !policy.model_note;
   }
 
   async function refreshPolicy() {
