@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from doohable.api.app import create_app
+from doohable.cli import app
 from doohable.config import Settings
 from doohable.store.blobs import open_blobs
 from doohable.store.db import get_engine, session_scope
 from doohable.store.users import add_user
-from voting_support import add_images, jpeg_bytes
+from voting_support import add_images, delete_image_unchecked, jpeg_bytes
 
 
 class VotingApp:
@@ -64,6 +67,33 @@ def test_wrong_role_is_403(voting_app: VotingApp) -> None:
     )
     r = voting_app.client.post("/api/v1/ratings/rebuild", headers=voting_app.auth("root"))
     assert r.status_code == 200 and r.json()["max_elo_change"] == 0.0
+
+
+def test_a_deleted_image_is_not_rated_and_the_rebuild_says_so(
+    voting_app: VotingApp, settings: Settings
+) -> None:
+    """Votes for an image deleted outside doohable (foreign keys off) stay in the log; the
+    rebuild, by API and CLI, succeeds and counts them; no rating lists the image."""
+    c, auth = voting_app.client, voting_app.auth()
+    pairs = []
+    for _ in range(8):
+        pair = c.get("/api/v1/pairs/next", headers=auth).json()
+        body = {"pair_token": pair["pair_token"], "winner_id": pair["left"]["id"]}
+        assert c.post("/api/v1/votes", json=body, headers=auth).status_code == 201
+        pairs.append({pair["left"]["id"], pair["right"]["id"]})
+    gone = pair["left"]["id"]
+    naming = sum(gone in p for p in pairs)
+    assert c.get("/api/v1/ratings?method=bt", headers=auth).status_code == 200  # a fit cached before
+    delete_image_unchecked(get_engine(settings.resolved_database_url), gone)
+    r = c.post("/api/v1/ratings/rebuild", headers=voting_app.auth("root"))
+    assert r.status_code == 200 and r.json()["deleted_votes"] == naming and r.json()["log_rows"] == 8
+    for method in ("elo", "bt"):
+        rated = {x["image_id"] for x in c.get(f"/api/v1/ratings?method={method}", headers=auth).json()}
+        assert rated and gone not in rated
+    res = CliRunner().invoke(app, ["ratings", "rebuild", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["deleted_votes"] == naming
+    assert f"{naming} vote(s) name images that were deleted; they are kept in the log" in res.stderr
 
 
 def test_pair_vote_and_the_same_token_never_counts_twice(voting_app: VotingApp) -> None:

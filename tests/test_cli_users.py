@@ -50,3 +50,17 @@ def test_users_list_revoke_and_new_token(settings: Settings) -> None:
     assert valid(settings, again)
     bad = run("users", "revoke", "nobody", "--json", ok=False)
     assert bad.returncode == 2 and "no user named 'nobody'" in bad.stderr and bad.stdout == ""
+
+
+def test_users_list_for_people_is_a_table(settings: Settings) -> None:
+    run("users", "add", "mia", "--role", "moderator", "--json")
+    run("users", "add", "dana", "--json")
+    run("users", "revoke", "dana", "--json")
+    proc = run("users", "list")
+    assert proc.stdout == ""  # human output goes to stderr
+    lines = proc.stderr.splitlines()
+    mia = next(x for x in lines if "mia" in x)
+    dana = next(x for x in lines if "dana" in x)
+    assert "moderator" in mia and "yes" not in mia
+    assert "voter" in dana and "yes" in dana
+    assert "2 user(s)" in proc.stderr

@@ -131,9 +131,10 @@ def test_train_from_database_ratings(settings: object, shared_data: Path, tmp_pa
     from doohable.store.db import get_engine, session_scope
     from doohable.store.models import Image, Vote
     from doohable.store.users import add_user
+    from voting_support import delete_image_unchecked
 
     blobs = open_blobs(settings.resolved_blob_url)  # type: ignore[attr-defined]
-    files = sorted((shared_data / "scut-fbp5500" / "images").glob("AF1*.jpg"))[:6]
+    files = sorted((shared_data / "scut-fbp5500" / "images").glob("AF1*.jpg"))[:7]
     with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
         voter, _ = add_user(s, "ann")
         ids = []
@@ -150,11 +151,14 @@ def test_train_from_database_ratings(settings: object, shared_data: Path, tmp_pa
         # labels come from the votes themselves (no ratings rebuild): the later image wins
         s.add_all(Vote(voter_id=voter.id, left_id=a, right_id=b, winner_id=b)
                   for k, a in enumerate(ids) for b in ids[k + 1:])
+    # the last image is deleted outside doohable: its 6 votes stay in the log, out of the labels
+    delete_image_unchecked(get_engine(settings.resolved_database_url), ids[-1])  # type: ignore[attr-defined]
     out = tmp_path / "db.onnx"
     res = CliRunner().invoke(app, ["train", "--from-db", "--head-only", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
     assert m["n_images"] == 6 and "cv" not in m and out.is_file()
+    assert "1 voted image(s) are missing from the database (deleted): their 6 vote(s)" in res.stderr
 
 
 def test_train_with_too_many_frozen_groups_is_a_clear_error(tiny_scut: Path, tmp_path: Path) -> None:

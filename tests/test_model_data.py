@@ -88,13 +88,15 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path: Path) -> None:
     assert [int(v) for v in arr.pixels[0, 16, 16]] == pytest.approx([200, 10, 10], abs=3)
 
 
-def test_vote_pairs_from_db_skip_undone_votes(settings: object) -> None:
+def test_vote_pairs_from_db_skip_undone_votes_and_deleted_images(settings: object) -> None:
     from doohable.store.db import get_engine, session_scope
     from doohable.store.models import Image as ImageRow
     from doohable.store.models import Vote
     from doohable.store.users import add_user
+    from voting_support import delete_image_unchecked
 
-    with session_scope(get_engine(settings.resolved_database_url)) as s:  # type: ignore[attr-defined]
+    engine = get_engine(settings.resolved_database_url)  # type: ignore[attr-defined]
+    with session_scope(engine) as s:
         user, _ = add_user(s, "ann")
         imgs = [
             ImageRow(sha256=f"{i:064x}", phash="0" * 16, width=1, height=1, format="PNG", size_bytes=1)
@@ -112,6 +114,10 @@ def test_vote_pairs_from_db_skip_undone_votes(settings: object) -> None:
         s.flush()
         pairs = vote_pairs_from_db(s)
     assert list(zip(pairs.winners.tolist(), pairs.losers.tolist(), strict=True)) == [(a, b), (a, c)]
+    delete_image_unchecked(engine, b)  # deleted outside doohable: its vote is left out
+    with session_scope(engine) as s:
+        pairs = vote_pairs_from_db(s)
+    assert list(zip(pairs.winners.tolist(), pairs.losers.tolist(), strict=True)) == [(a, c)]
 
 
 def _images_and_voter(s: object, n: int) -> tuple[int, list[int]]:

@@ -12,7 +12,8 @@ from doohable.ranking.votes import Comparisons
 from doohable.store.db import get_engine, session_scope
 from doohable.store.models import PairToken, Rating, Vote
 from doohable.store.users import add_user
-from voting_support import add_images
+from doohable.voting import live as live_states
+from voting_support import add_images, delete_image_unchecked
 
 
 @pytest.fixture
@@ -150,6 +151,40 @@ def test_rebuild_repairs_a_corrupted_rating(voting_db) -> None:  # type: ignore[
         report = voting.rebuild_ratings(s)
     assert report.max_elo_change == pytest.approx(123.0)
     assert elo_table(engine) == good
+
+
+def test_votes_for_a_deleted_image_stay_in_the_log_and_get_no_rating(  # type: ignore[no-untyped-def]
+    voting_db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image deleted with foreign keys off: the rebuild succeeds and counts its votes, no
+    rating names it, voting goes on."""
+    engine, _images, (alice, bob) = voting_db
+    monkeypatch.setattr(live_states, "RECHECK_S", 0.0)  # the scheduler sees the deletion at once
+    for k in range(12):
+        vote(engine, (alice, bob)[k % 2], "left" if k % 3 else None)
+    with session_scope(engine) as s:
+        counted = voting.effective_votes(s)
+        assert voting.rebuild_ratings(s).deleted_votes == 0  # BT rows stored, a fit cached
+    gone = counted[-1].left_id  # bob's last vote names it
+    naming = sum(gone in (r.left_id, r.right_id) for r in counted)
+    delete_image_unchecked(engine, gone)
+    with session_scope(engine) as s:
+        report = voting.rebuild_ratings(s)
+    assert report.deleted_votes == naming and report.log_rows == 12 and report.max_elo_change == 0.0
+    assert report.images == 5
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Vote)) == 12  # nothing lost
+        for method in ("elo", "bt"):
+            rated = {r.image_id for r in voting.ratings(s, method)}
+            assert rated and gone not in rated
+        bt_rows = set(s.scalars(select(Rating.image_id).where(Rating.method == "bt")))
+        assert gone not in bt_rows
+        assert sum(r.votes for r in voting.ratings(s, "bt")) == 2 * (12 - naming)
+    vote(engine, alice, "right")  # pairs no longer show it
+    with session_scope(engine) as s:
+        assert voting.undo_last(s, alice) is not None
+    with session_scope(engine) as s:
+        assert voting.rebuild_ratings(s).max_elo_change < 1e-9
 
 
 def test_replay_without_undo_matches_the_ranking_engine() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import itertools
 
 import numpy as np
@@ -69,6 +70,37 @@ def test_scores_are_the_prior_and_its_weight_is_learned(scored_voting_db) -> Non
         # images 6 and 7 have no votes: they enter at the model's estimate
         assert state.mean[5] > state.mean[7] > state.mean[6] > state.mean[0]
         assert voting.ratings(s, voting.BT)[0].image_id == images[5]  # served as before
+
+
+def test_a_new_prior_model_changes_the_served_ratings_without_a_vote(  # type: ignore[no-untyped-def]
+    scored_voting_db,
+) -> None:
+    """A retrain's promotion (set_prior_model) refits the served BT ratings at once: the cache
+    knows the prior model, not only the log's last id."""
+    ratings_module = importlib.import_module("doohable.voting.ratings")  # `voting.ratings` is the function
+    engine, images, voter = scored_voting_db
+    with session_scope(engine) as s:
+        store_scores(s, {i: float(k) for k, i in enumerate(images)}, "m", "v1")
+        store_scores(s, {i: float(k * 5 % 8) for k, i in enumerate(images)}, "m", "v2")  # shuffled
+        set_prior_model(s, "m", "v1")
+    for _ in range(2):  # the voters agree with v1: the higher index wins
+        for a, b in itertools.combinations(images[:6], 2):
+            _vote(engine, voter, a, b, b)
+    with session_scope(engine) as s:
+        before = [(r.image_id, r.rating) for r in voting.ratings(s, voting.BT)]
+        first = voting.bt_fit(s).prior
+        assert first is not None and first.b > 0
+    with session_scope(engine) as s:
+        set_prior_model(s, "m", "v2")  # what a promotion writes
+    with session_scope(engine) as s:
+        after = [(r.image_id, r.rating) for r in voting.ratings(s, voting.BT)]
+        second = voting.bt_fit(s).prior
+        assert second is not None and not np.allclose(second.scores, first.scores)  # v2's scores
+        ratings_module._bt_cache.clear()
+        fresh = [(r.image_id, r.rating) for r in voting.ratings(s, voting.BT)]
+    assert after != before
+    assert [i for i, _ in after] == [i for i, _ in fresh]
+    assert [r for _, r in after] == pytest.approx([r for _, r in fresh])
 
 
 def test_new_images_join_the_live_state_without_a_replay(  # type: ignore[no-untyped-def]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 from PIL import Image as PILImage
+from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session
 
 from doohable.store.models import Image
@@ -38,3 +41,15 @@ def add_images(session: Session, n: int, blobs: object | None = None, start: int
         session.flush()
         ids.append(img.id)
     return ids
+
+
+def delete_image_unchecked(engine: Engine, image_id: int) -> None:
+    """Delete an image row as SQL run with foreign-key checks off does (the ``sqlite3`` shell by
+    default, a superuser on PostgreSQL): its votes, ratings and scores stay behind."""
+    if engine.dialect.name == "sqlite":
+        with closing(sqlite3.connect(str(engine.url.database))) as conn, conn:
+            conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # no FK triggers
+        conn.execute(delete(Image).where(Image.id == image_id))

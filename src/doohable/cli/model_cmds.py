@@ -26,6 +26,19 @@ def _tick_factory(bar: Any) -> Any:
     return tick
 
 
+def _votes_on_stored_images(session: Any) -> list[Any]:
+    """The counted votes whose images are still in the database; says how many voted images
+    were deleted (their votes stay in the log and are left out of the labels)."""
+    from doohable.voting.log import effective_votes, without_deleted_images
+
+    votes = effective_votes(session)
+    rows, deleted = without_deleted_images(session, votes)
+    if deleted:
+        console.print(f"[yellow]{len(deleted)} voted image(s) are missing from the database (deleted): "
+                      f"their {len(votes) - len(rows)} vote(s) are left out of the labels[/yellow]")
+    return rows
+
+
 def _db_labels(method: str, pairwise: bool) -> dict[str, Any]:
     """In-house labels from the configured database: ratings (or raw votes) + image bytes."""
     from sqlalchemy import select
@@ -37,6 +50,7 @@ def _db_labels(method: str, pairwise: bool) -> dict[str, Any]:
     services = Services.from_env()
     blobs = services.blobs
     with services.transaction() as s:
+        _votes_on_stored_images(s)
         if pairwise:
             from doohable.model.data import ScoredImages
 
@@ -110,14 +124,13 @@ def _train_from_model(
     from doohable.model.retrain import voted_bytes
     from doohable.model.warmstart import WarmStartOptions, warmstart_job
     from doohable.services import Services
-    from doohable.voting.log import effective_votes
 
     services = Services.from_env()
     settings = services.settings
     target = out or settings.home / "models" / f"in-house-from-{Path(from_model).stem}.onnx"
     try:
         with services.transaction() as s:
-            rows = effective_votes(s)
+            rows = _votes_on_stored_images(s)
             images = voted_bytes(s, services.blobs, rows)
         if not images:
             raise ValueError("the database has no votes to train on")

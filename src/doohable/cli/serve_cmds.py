@@ -70,6 +70,9 @@ def ratings_rebuild(as_json: bool = JsonOpt) -> None:
 
     with Services.from_env().transaction() as session:
         report = voting.rebuild_ratings(session)
+    if report.deleted_votes:
+        console.print(f"[yellow]{report.deleted_votes} vote(s) name images that were deleted; they are kept "
+                      "in the log and not counted in Bradley-Terry; deleted images get no rating[/yellow]")
     emit(vars(report), as_json)
 
 

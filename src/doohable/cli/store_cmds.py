@@ -92,7 +92,7 @@ def users_list(as_json: bool = JsonOpt) -> None:
         for row in rows:
             emit_line(row)
     else:
-        _print_table(rows)
+        _print_users(rows)
 
 
 def _change_user(name: str, change: Any) -> Any:
@@ -193,10 +193,23 @@ def images_list(
             else:
                 rows.append(row)
     if not as_json:
-        _print_table(rows)
+        _print_images(rows)
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_users(rows: list[dict[str, Any]]) -> None:
+    """The users of :func:`_user_row` as a table for people."""
+    from rich.table import Table
+
+    table = Table("name", "role", "revoked", "slack user", "created (UTC)")
+    for r in rows:
+        created = r["created_at"].strftime("%Y-%m-%d %H:%M") if r["created_at"] else ""
+        table.add_row(r["name"], r["role"], "yes" if r["revoked"] else "", r["slack_user_id"] or "", created)
+    console.print(table)
+    console.print(f"{len(rows)} user(s)")
+
+
+def _print_images(rows: list[dict[str, Any]]) -> None:
+    """The images of :func:`doohable.store.catalog.iter_images` as a table for people."""
     from rich.table import Table
 
     table = Table("id", "sha256", "size", "source")

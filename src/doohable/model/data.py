@@ -263,11 +263,12 @@ class VotePairs:
 
 
 def vote_pairs_from_db(session: Any) -> VotePairs:
-    """Every counted decisive vote as (winner, loser) (:func:`doohable.voting.effective_votes`)."""
-    from doohable.voting.log import effective_votes
+    """Every counted decisive vote as (winner, loser) (:func:`doohable.voting.effective_votes`),
+    less those that name a deleted image."""
+    from doohable.voting.log import effective_votes, without_deleted_images
 
     w, lo = [], []
-    for r in effective_votes(session):
+    for r in without_deleted_images(session, effective_votes(session))[0]:
         if r.winner_id is None:
             continue
         w.append(r.winner_id)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from doohable.ranking.votes import LogRow, effective
-from doohable.store.models import User, Vote
+from doohable.store.models import Image, User, Vote
 
 _COLUMNS = (Vote.id, Vote.left_id, Vote.right_id, Vote.winner_id, Vote.undoes_vote_id, Vote.voter_id)
 
@@ -31,6 +31,19 @@ def effective_votes(session: Session, voter_id: int | None = None) -> list[LogRo
     An undo row belongs to the voter of the vote it undoes, so one voter's rows suffice."""
     where = () if voter_id is None else (Vote.voter_id == voter_id,)
     return effective(log_rows(session, None, *where))
+
+
+def without_deleted_images(session: Session, rows: Sequence[LogRow]) -> tuple[list[LogRow], set[int]]:
+    """``rows`` less those that name an image no longer in the database, and the ids of those
+    images.
+
+    doohable never deletes an image with votes (the log's foreign keys forbid it), but SQL run
+    with foreign keys off can. The log keeps such votes (nothing is lost); ratings, their prior's
+    agreement and training labels leave them out, as they would have no image to rate."""
+    stored = set(session.scalars(select(Image.id)))
+    kept = [r for r in rows if r.left_id in stored and r.right_id in stored]
+    deleted = {i for r in rows for i in (r.left_id, r.right_id) if i not in stored}
+    return kept, deleted
 
 
 def last_log_id(session: Session) -> int:

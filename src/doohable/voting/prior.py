@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from doohable.ranking.metrics import vote_agreement
 from doohable.store.models import Score, Setting
-from doohable.voting.log import effective_votes
+from doohable.voting.log import effective_votes, without_deleted_images
 
 PRIOR_SETTING = "prior_model"
 
@@ -67,7 +67,8 @@ def model_agreement(session: Session) -> dict[str, Any] | None:
         return None
     name, version = model
     q = select(Score.image_id, Score.score).where(Score.model == name, Score.model_version == version)
-    share, n = vote_agreement(dict(session.execute(q).all()), effective_votes(session))
+    votes, _ = without_deleted_images(session, effective_votes(session))
+    share, n = vote_agreement(dict(session.execute(q).all()), votes)
     if share is None:
         return None
     return {"model": name, "version": version, "agreement": share, "votes": n}

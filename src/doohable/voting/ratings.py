@@ -1,8 +1,9 @@
-"""Ratings from the vote log: Elo (stored, exact replay), Bradley–Terry (refitted, cached by
-the log's last id), how settled the ranking is, and a voter's own counts.
+"""Ratings from the vote log: Elo (stored, exact replay), Bradley–Terry (refitted, cached),
+how settled the ranking is, and a voter's own counts.
 
 Bradley–Terry ratings (with posterior uncertainty) are refitted from the log on read and
-cached by the id of the last row of the log.
+cached by what the fit depends on (:func:`fit_key`): the log's last id, the stored images
+and the prior model.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from doohable.ranking.votes import IdIndex, LogRow, comparisons_from_log
 from doohable.store.models import Image, Rating, Vote
 from doohable.voting import live as live_states
 from doohable.voting.common import BT, ELIGIBLE, ELO, METHODS, RatingRow, VotingError, db_key
-from doohable.voting.log import effective_votes, last_log_id, log_rows
-from doohable.voting.prior import prior_scores
+from doohable.voting.log import effective_votes, last_log_id, log_rows, without_deleted_images
+from doohable.voting.prior import prior_model, prior_scores
 from doohable.voting.service import ELO_START, begin_write
 
 
@@ -42,9 +43,11 @@ class BTFit:
     votes: np.ndarray
     fitted_at: float
     prior: ModelPrior | None = None  # the scorer's prior as learned from these votes
+    deleted_votes: int = 0  # counted votes left out because they name a deleted image
 
 
-_bt_cache: dict[str, BTFit] = {}
+FitKey = tuple[int, int, int, tuple[str, str] | None]
+_bt_cache: dict[str, tuple[FitKey, BTFit]] = {}
 _bt_lock = threading.Lock()
 
 
@@ -78,32 +81,42 @@ def fit_bt(rows: Sequence[LogRow], last_id: int = 0, prior_scores: np.ndarray | 
     return BTFit(last_id, ids, fit.ratings, fit.std, comps.counts(), time.time(), learned)
 
 
+def fit_key(session: Session) -> FitKey:
+    """What a BT fit of the database depends on: the log's last id, the stored images (count
+    and id sum: a deleted image changes them) and the prior model (a promotion changes it)."""
+    n, total = session.execute(select(func.count(), func.coalesce(func.sum(Image.id), 0))).one()
+    return last_log_id(session), int(n), int(total), prior_model(session)
+
+
 def bt_fit(session: Session, *, max_stale_s: float = 0.0) -> BTFit:
-    """The BT fit of the current log, cached by the log's last id (per database).
+    """The BT fit of the current log, cached by :func:`fit_key` (per database). Votes that name
+    a deleted image are left out (:func:`~doohable.voting.log.without_deleted_images`).
 
     With ``max_stale_s`` > 0 a cached fit that old or younger is returned even if votes came
     in since (for progress indicators that must stay cheap).
     """
-    key = db_key(session)
-    last = last_log_id(session)
+    key = fit_key(session)
     with _bt_lock:
-        cached = _bt_cache.get(key)
-        if cached is not None and (
-            cached.last_id == last or time.time() - cached.fitted_at <= max_stale_s
-        ):
-            return cached
-    rows = effective_votes(session)
+        hit = _bt_cache.get(db_key(session))
+        if hit is not None and (hit[0] == key or time.time() - hit[1].fitted_at <= max_stale_s):
+            return hit[1]
+    votes = effective_votes(session)
+    rows, _ = without_deleted_images(session, votes)
     scores = prior_scores(session, voted_images(rows))
-    fit = fit_bt(rows, last, scores, cached.prior if cached is not None else None)
+    # the weight learned for the same prior model is a good start; another model's is not
+    start = hit[1].prior if hit is not None and hit[0][3] == key[3] else None
+    fit = replace(fit_bt(rows, key[0], scores, start), deleted_votes=len(votes) - len(rows))
     with _bt_lock:
-        _bt_cache[key] = fit
+        _bt_cache[db_key(session)] = (key, fit)
     return fit
 
 
 def ratings(session: Session, method: str = ELO) -> list[RatingRow]:
     """Current ratings by ``method`` (``elo`` incremental, ``bt`` refitted), best first."""
     if method == ELO:
-        stmt = select(Rating.image_id, Rating.rating, Rating.votes).where(Rating.method == ELO)
+        # an inner join: an image deleted with foreign keys off may have left its row
+        stmt = (select(Rating.image_id, Rating.rating, Rating.votes)
+                .join(Image, Image.id == Rating.image_id).where(Rating.method == ELO))
         out = [RatingRow(i, float(r), None, int(n)) for i, r, n in session.execute(stmt)]
     elif method == BT:
         fit = bt_fit(session)
@@ -118,27 +131,37 @@ def ratings(session: Session, method: str = ELO) -> list[RatingRow]:
 
 @dataclass(frozen=True)
 class RebuildReport:
-    """What :func:`rebuild_ratings` did: log rows replayed and the largest Elo change made."""
+    """What :func:`rebuild_ratings` did: log rows replayed, images rated, the largest Elo change
+    made, and the counted votes left out of Bradley–Terry because they name a deleted image."""
 
     log_rows: int
     images: int
     max_elo_change: float
+    deleted_votes: int = 0
 
 
 def rebuild_ratings(session: Session) -> RebuildReport:
-    """Recompute every rating from the log and store it (Elo exactly, BT refitted)."""
+    """Recompute every rating from the log and store it (Elo exactly, BT refitted).
+
+    Rows are written for images still in the database only. Elo replays the whole log (a game
+    against an image deleted since still moved its opponent); BT fits the votes between stored
+    images, and its rows of images it no longer rates are removed. A deleted image's own Elo
+    row, if left behind, is kept as the votes made it (an undo of its vote needs it) and is
+    never served."""
     # a write first (on SQLite: the write lock), then lock every rating row
     begin_write(session)
     session.execute(update(Rating).where(Rating.method == ELO).values(votes=Rating.votes))
     rows = {(r.image_id, r.method): r for r in session.scalars(select(Rating).with_for_update())}
+    stored = set(session.scalars(select(Image.id)))
     log = log_rows(session)
     state = elo.replay_log(log)
     max_change = 0.0
     for (image_id, method), row in rows.items():
-        if method == ELO and image_id not in state.ratings:
+        if method == ELO and image_id in stored and image_id not in state.ratings:
             max_change = max(max_change, abs(row.rating - ELO_START))
             row.rating, row.votes = ELO_START, 0
-    for image_id, value in state.ratings.items():
+    rated = {i: v for i, v in state.ratings.items() if i in stored}
+    for image_id, value in rated.items():
         elo_row = rows.get((image_id, ELO))
         if elo_row is None:
             elo_row = Rating(image_id=image_id, method=ELO, rating=ELO_START, votes=0)
@@ -146,6 +169,9 @@ def rebuild_ratings(session: Session) -> RebuildReport:
         max_change = max(max_change, abs(elo_row.rating - value))
         elo_row.rating, elo_row.votes = value, state.votes[image_id]
     fit = bt_fit(session)
+    fitted = set(fit.image_ids.tolist())
+    for key in [k for k in rows if k[1] == BT and k[0] not in fitted]:  # no counted vote any more
+        session.delete(rows.pop(key))
     for i, r, s, n in zip(fit.image_ids, fit.rating, fit.std, fit.votes, strict=True):
         bt_row = rows.get((int(i), BT))
         if bt_row is None:
@@ -153,7 +179,8 @@ def rebuild_ratings(session: Session) -> RebuildReport:
             session.add(bt_row)
         bt_row.rating, bt_row.uncertainty, bt_row.votes = float(r), float(s), int(n)
     session.flush()
-    return RebuildReport(log_rows=len(log), images=len(state.ratings), max_elo_change=max_change)
+    return RebuildReport(log_rows=len(log), images=len(rated), max_elo_change=max_change,
+                         deleted_votes=fit.deleted_votes)
 
 
 # --------------------------------------------------------------------------- voters

@@ -32,6 +32,7 @@ class RebuildOut(BaseModel):
     log_rows: int
     images: int
     max_elo_change: float
+    deleted_votes: int  # counted votes that name a deleted image: kept in the log, not rated
 
 
 @router.post("/rebuild", response_model=RebuildOut)
