@@ -23,8 +23,12 @@ def run_harness(name: str, tmp_path: Path, *args: str, code: str | None = None) 
     """Run ``fuzz/NAME`` (or ``code`` importing it) with libFuzzer ``args``; return (rc, output)."""
     env = {**os.environ, "DOOHABLE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(FUZZ)}
     cmd = [sys.executable, "-c", code] if code else [sys.executable, str(FUZZ / name)]
+    # libFuzzer's rss limit reads ru_maxrss, which Linux carries through fork + exec: a child of
+    # this (large) test process would start above the limit. A shell that forks the harness
+    # (``; exit``: not exec) makes it a grandchild that starts from the shell's few MB.
     proc = subprocess.run(
-        [*cmd, *args, f"-artifact_prefix={tmp_path}/", "-seed=20261126", "-rss_limit_mb=2048"],
+        ["sh", "-c", '"$@"; exit $?', "sh",
+         *cmd, *args, f"-artifact_prefix={tmp_path}/", "-seed=20261126", "-rss_limit_mb=2048"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False,
     )
     return proc.returncode, proc.stdout + proc.stderr

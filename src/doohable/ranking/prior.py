@@ -107,10 +107,8 @@ def fit(
     returned prior is the one to use next).
 
     EM crawls where the votes say little next to the prior (a new collection's first votes:
-    each step moves the slope by the votes' small share of the information), so once two
-    steps agree on a direction the weight is extrapolated along it (SQUAREM, Varadhan &
-    Roland 2008, on ``a``, ``b``, ``log tau²``) and EM goes on from there; a jump that would
-    leave the gate of :meth:`ModelPrior.m_step` is not taken.
+    each step moves the slope by the votes' small share of the information), hence a
+    tolerance on the change rather than a fixed number of steps.
     """
     if len(comps) == 0:
         n = comps.n_items
