@@ -29,7 +29,7 @@ from server_support import start_server, stop_server
 
 pytestmark = pytest.mark.slow  # a real server, a scorer over every image and a retrain
 
-N_IMAGES, VOTES_PER_IMAGE = 30, 4
+N_IMAGES, VOTES_PER_IMAGE = 30, 8
 
 
 def invoke(*args: str) -> dict:
@@ -73,7 +73,7 @@ def test_own_photos_first_opinion_votes_ratings_and_retrain(
         # every image is ranked (the prior places those with few votes), close to the truth
         assert len(bt) == N_IMAGES
         rho = spearmanr([r["rating"] for r in bt], [truth[r["image_id"]] for r in bt]).statistic
-        assert rho > 0.8, rho
+        assert rho > 0.85, rho
 
         trained = invoke("train", "--from-db", "--head-only", "--out", str(tmp_path / "ours.onnx"))
         assert trained["metrics"]["n_images"] == N_IMAGES and (tmp_path / "ours.onnx").is_file()
@@ -87,8 +87,9 @@ def test_own_photos_first_opinion_votes_ratings_and_retrain(
                 time.sleep(0.5)
             assert state["state"] == "done", state
             result = state["result"]
-            # the current scorer is the one served (the bundled default) and it agrees with the voters
-            assert result["current"]["model"] == "default" and result["current"]["pairwise_accuracy"] > 0.6
+            # the current scorer is the one served (the bundled default), measured on the held-out votes
+            assert result["current"]["model"] == "default" and "error" not in result["current"]
+            assert result["votes"]["measured"] > 0 and result["current"]["pairwise_accuracy"] is not None
             new, old = result["new"]["pairwise_accuracy"], result["current"]["pairwise_accuracy"]
             assert result["better"] == (new > old) and (result["promoted"] is not None) == result["better"]
             queue = c.get("/api/v1/moderation/queue", params={"limit": 100}).raise_for_status().json()

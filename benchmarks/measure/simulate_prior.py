@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from doohable.ranking import prior as model_prior
 from doohable.ranking.metrics import mean_ci95
 from doohable.ranking.simulate import CrowdConfig, Point, run_campaign
 
@@ -57,7 +58,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--z-min", type=float, default=None,
+                    help="the prior's gate (doohable.ranking.prior.Z_MIN) instead of the shipped one")
     args = ap.parse_args()
+    if args.z_min is not None:
+        model_prior.Z_MIN = args.z_min  # the workers are forked: they see it too
     t0 = time.time()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     jobs = [(k, s, args.images) for s in seeds for k in range(len(RUNS))]
@@ -67,7 +72,7 @@ def main() -> None:
             got[k, s] = pts
             print(json.dumps({"run": RUNS[k][0], "seed": s, "points": [
                 [p.votes_per_image, p.pairwise_accuracy, p.top_third_precision] for p in pts]}), flush=True)
-    out: dict[str, Any] = {"seeds": list(seeds), "images": args.images, "runs": {}}
+    out: dict[str, Any] = {"seeds": list(seeds), "images": args.images, "z_min": model_prior.Z_MIN, "runs": {}}
     for k, (label, *_rest) in enumerate(RUNS):
         curve = {}
         for v in sorted({p.votes_per_image for p in got[k, seeds[0]]}):

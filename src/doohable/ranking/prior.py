@@ -35,7 +35,8 @@ from doohable.ranking.votes import Comparisons, FloatArray
 EM_STEPS = 20  # at most this many E/M steps per refit (each one a warm-started MAP fit)
 EM_TOL = 0.02  # ... stopping once the prior's slope and tau² move by less than this (relative)
 TAU2_MIN = 1e-3  # keeps the prior proper: a perfect-looking model is never trusted blindly
-Z_MIN = 3.0  # a slope this many standard errors from 0 before the model counts at all
+Z_MIN = 2.5  # a slope this many standard errors from 0 before the model counts at all (3 kept an
+# R = 0.9 model out of many small collections' first votes: docs/simulation.md, "Small collections")
 
 
 @dataclass(frozen=True)
