@@ -72,7 +72,8 @@ def main() -> None:
             got[k, s] = pts
             print(json.dumps({"run": RUNS[k][0], "seed": s, "points": [
                 [p.votes_per_image, p.pairwise_accuracy, p.top_third_precision] for p in pts]}), flush=True)
-    out: dict[str, Any] = {"seeds": list(seeds), "images": args.images, "z_min": model_prior.Z_MIN, "runs": {}}
+    out: dict[str, Any] = {"seeds": list(seeds), "images": args.images, "z_min": model_prior.Z_MIN,
+                           "runs": {}}
     for k, (label, *_rest) in enumerate(RUNS):
         curve = {}
         for v in sorted({p.votes_per_image for p in got[k, seeds[0]]}):
