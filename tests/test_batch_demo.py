@@ -47,3 +47,9 @@ def test_demo_ingests_scores_moderates_and_prints_a_login_link(settings: Setting
     assert p2.returncode == 0, p2.stderr
     again = json.loads(p2.stdout)
     assert again["added"] == 0 and again["duplicates"] == out["samples"] and again["admin"] == "admin-2"
+    # for people: the sign-in link on a line of its own, whole (a wrapped link cannot be copied)
+    p3 = subprocess.run([DOOHABLE, "demo", "--no-serve"], capture_output=True, text=True, env=env,
+                        timeout=300)
+    assert p3.returncode == 0, p3.stderr
+    links = [line.strip() for line in p3.stderr.splitlines() if "/login?token=" in line]
+    assert len(links) == 1 and links[0].startswith("http://") and "next=/moderation" in links[0], p3.stderr

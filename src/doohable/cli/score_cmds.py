@@ -322,9 +322,11 @@ def _demo_admin(session: Any, add_user: Any, user_error: type[Exception]) -> tup
 def _print_demo(out: dict[str, Any]) -> None:
     from rich.table import Table
 
+    threshold = "off" if out["threshold"] is None else f"{out['threshold']:.3f}"
     console.print(
         f"{out['samples']} sample photos: {out['added']} added, {out['duplicates']} already there; "
-        f"model {out['model']} ({out['version']}); auto-approve threshold {out['threshold']}"
+        f"model {out['model']} ({out['version']}); auto-approve threshold {threshold}",
+        soft_wrap=True,
     )
     table = Table("#", "image", "score", "status", "nsfw")
     for k, i in enumerate(out["queue"], 1):
@@ -333,4 +335,5 @@ def _print_demo(out: dict[str, Any]) -> None:
             str(k), str(i["id"]), f"{i['score']:.3f}" if i["score"] is not None else "–", i["status"], nsfw
         )
     console.print(table)
-    console.print(f"admin user [bold]{out['admin']}[/bold]; sign in with:\n  {out['login_url']}")
+    console.print(f"admin user [bold]{out['admin']}[/bold]; sign in with:")
+    console.print(f"  {out['login_url']}", soft_wrap=True, markup=False)  # whole, to copy
