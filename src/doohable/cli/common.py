@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 # human output and progress go to stderr, so that --json leaves stdout to exactly one document
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # lines for people, never wrapped: a path or link stays whole
 
 JsonOpt = typer.Option(False, "--json", help="Print exactly one JSON document (or JSON lines) on stdout.")
 
@@ -53,5 +53,5 @@ def progress(disable: bool = False) -> Progress:
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a clear error for people and return the exit to raise: one line however long (a
     script can grep it), the message printed as it is (never read as markup)."""
-    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    console.print(Text.assemble(("error:", "red"), " ", message))
     return typer.Exit(code)

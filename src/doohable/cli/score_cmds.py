@@ -325,8 +325,7 @@ def _print_demo(out: dict[str, Any]) -> None:
     threshold = "off" if out["threshold"] is None else f"{out['threshold']:.3f}"
     console.print(
         f"{out['samples']} sample photos: {out['added']} added, {out['duplicates']} already there; "
-        f"model {out['model']} ({out['version']}); auto-approve threshold {threshold}",
-        soft_wrap=True,
+        f"model {out['model']} ({out['version']}); auto-approve threshold {threshold}"
     )
     table = Table("#", "image", "score", "status", "nsfw")
     for k, i in enumerate(out["queue"], 1):
@@ -336,4 +335,4 @@ def _print_demo(out: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(f"admin user [bold]{out['admin']}[/bold]; sign in with:")
-    console.print(f"  {out['login_url']}", soft_wrap=True, markup=False)  # whole, to copy
+    console.print(f"  {out['login_url']}", markup=False)
