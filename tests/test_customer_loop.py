@@ -103,6 +103,11 @@ def test_own_photos_first_opinion_votes_ratings_and_retrain(
         assert spearmanr(scores, [truth[q["id"]] for q in queue]).statistic > 0.8
         assert all(q["parts"] and "photo" in q["parts"] for q in queue)
         line = re.search(r'id="model-agreement">(.*?)</p>', page.text, re.S)
-        assert page.status_code == 200 and line and "default" in line.group(1), page.text[:2000]
+        assert page.status_code == 200 and line, page.text[:2000]
+        if result["promoted"]:  # its scores are the ratings' prior now, measured on votes it never saw
+            assert result["rescored"]["model"] in line.group(1)
+            assert "held out from its training" in line.group(1)
+        else:
+            assert "default" in line.group(1) and "held out" not in line.group(1)
     finally:
         stop_server(proc)
