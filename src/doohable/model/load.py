@@ -28,7 +28,6 @@ def load_any(name_or_path: str | os.PathLike[str] | None = None, *, threads: int
         return load_combined(COMBINATION_PATH, threads=threads)
     if Path(ref).suffix == ".json":
         return load_combined(Path(ref), threads=threads)
-    check_reference(ref)  # an unknown name's message lists every name, ``default`` included
     return load_scorer(ref, threads=threads)
 
 
@@ -42,12 +41,4 @@ def check_reference(name_or_path: str | os.PathLike[str]) -> None:
         if not Path(ref).is_file():
             raise FileNotFoundError(f"combination file not found: {ref}")
         return
-    try:
-        resolve_model_path(ref)
-    except FileNotFoundError as exc:
-        if Path(ref).suffix == ".onnx":
-            raise
-        known = sorted([NAME, *(p.stem for p in BUNDLED_DIR.glob("*.onnx"))])
-        raise FileNotFoundError(
-            f"unknown model {ref!r}: not a file and not a bundled model (bundled: {', '.join(known)})"
-        ) from exc
+    resolve_model_path(ref)

@@ -53,7 +53,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> Path:
     bundled = BUNDLED_DIR / f"{name_or_path}.onnx"
     if bundled.is_file():
         return bundled
-    known = sorted(p.stem for p in BUNDLED_DIR.glob("*.onnx"))
+    bundled_files = [*BUNDLED_DIR.glob("*.onnx"), *BUNDLED_DIR.glob("*.json")]  # .json: the combined default
+    known = sorted(p.stem for p in bundled_files)
     raise FileNotFoundError(
         f"unknown model {str(name_or_path)!r}: not a file and not a bundled model "
         f"(bundled: {', '.join(known)})"

@@ -41,6 +41,9 @@ def latest_parts(session: Session, model: str | None, image_ids: Sequence[int]) 
     return {i: parts for i, parts in rows}  # later rows win
 
 
-def newest_scored_model(session: Session) -> str | None:
-    """The model of the newest stored score (None when nothing is scored)."""
-    return session.scalar(select(Score.model).order_by(Score.created_at.desc(), Score.id.desc()).limit(1))
+def newest_scored_model(session: Session) -> tuple[str, str] | None:
+    """(model, version) of the newest stored score (None when nothing is scored)."""
+    newest = session.execute(
+        select(Score.model, Score.model_version).order_by(Score.created_at.desc(), Score.id.desc()).limit(1)
+    ).first()
+    return None if newest is None else (str(newest[0]), str(newest[1]))

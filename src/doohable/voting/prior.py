@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from doohable.ranking.metrics import vote_agreement
+from doohable.store.catalog import newest_scored_model
 from doohable.store.models import Score, Setting
 from doohable.voting.log import effective_votes, without_deleted_images
 
@@ -28,10 +29,7 @@ def prior_model(session: Session) -> tuple[str, str] | None:
     value = session.scalar(select(Setting.value).where(Setting.key == PRIOR_SETTING))
     if isinstance(value, dict) and value.get("name") and value.get("version"):
         return str(value["name"]), str(value["version"])
-    newest = session.execute(
-        select(Score.model, Score.model_version).order_by(Score.created_at.desc(), Score.id.desc()).limit(1)
-    ).first()
-    return None if newest is None else (str(newest[0]), str(newest[1]))
+    return newest_scored_model(session)
 
 
 def set_prior_model(session: Session, name: str, version: str) -> None:

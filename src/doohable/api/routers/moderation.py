@@ -49,7 +49,8 @@ def queue_model(session: SessionDep, services: Services) -> QueueModel:
     try:
         scorer = services.scorer()
     except NO_MODEL_ERRORS as e:
-        name = newest_scored_model(session)
+        newest = newest_scored_model(session)
+        name = None if newest is None else newest[0]
         shown = f"showing the stored scores of {name}" if name else "no stored scores to show"
         return QueueModel(name, note=f"no scoring model ({e}): {shown}; new images are not scored")
     return QueueModel(scorer.name, scorer.version)
